@@ -1,0 +1,81 @@
+"""Turn API answers into text for people."""
+
+from __future__ import annotations
+
+import json
+import sys
+from typing import Any
+
+from heartline._util import format_duration
+
+
+def print_json(doc: Any) -> None:
+    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+
+
+def _row(p: dict[str, Any]) -> list[str]:
+    exit_ = p.get("last_exit")
+    info = p.get("detail") or (exit_["text"] if exit_ else "")
+    return [
+        p["name"],
+        p["state"],
+        str(p["pid"]) if p.get("pid") else "-",
+        format_duration(p["uptime"]) if p.get("uptime") is not None else "-",
+        str(p["restarts"]),
+        (exit_["text"] if exit_ else "-"),
+        info if info != (exit_ or {}).get("text") else "",
+    ]
+
+
+def status_table(programs: list[dict[str, Any]]) -> str:
+    if not programs:
+        return "no programs configured\n"
+    header = ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "INFO"]
+    rows = [header] + [_row(p) for p in programs]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def control_lines(action: str, doc: dict[str, Any]) -> str:
+    out = []
+    if action == "stop":
+        for r in doc["results"]:
+            how = "killed with SIGKILL after the grace period" if r["killed"] else "stopped"
+            out.append(f"{r['name']}: {how}")
+    else:
+        for p in doc["programs"]:
+            pid = f" (pid {p['pid']})" if p.get("pid") else ""
+            detail = f": {p['detail']}" if p.get("detail") else ""
+            out.append(f"{p['name']}: {p['state']}{pid}{detail}")
+    return "\n".join(out) + "\n"
+
+
+def systemd_unit_text(exe: str, config: str) -> str:
+    return f"""\
+# heartline.service: runs the heartline supervisor under systemd.
+# Install: heartline systemd-unit -c {config} > /etc/systemd/system/heartline.service
+#          systemctl daemon-reload && systemctl enable --now heartline
+[Unit]
+Description=heartline process supervisor
+Documentation=https://pypi.org/project/heartline/
+After=network.target
+
+[Service]
+Type=notify
+NotifyAccess=main
+ExecStart={exe} up -c {config}
+ExecReload={exe} -c {config} reload
+# heartline stops its programs itself on SIGTERM (stop signal to each group, SIGKILL after
+# stop_timeout). KillMode=process leaves its programs alone when the daemon itself crashes,
+# so the restarted daemon re-adopts them without restarting any; if it does not come back
+# within a minute, heartline's fd holder stops them so none runs unsupervised.
+KillMode=process
+Restart=always
+RestartSec=1s
+WatchdogSec=30s
+TimeoutStopSec=120s
+
+[Install]
+WantedBy=multi-user.target
+"""

@@ -1,0 +1,530 @@
+"""Load ``heartline.toml`` into :class:`Config`.
+
+tomllib gives values but no positions, so a small scanner maps each table and key to the line
+it was written on; every error can then say ``file:line: key: what is wrong``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import os
+import re
+import signal
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import fields, replace
+from types import MappingProxyType
+from typing import Any
+
+from heartline._util import parse_duration, parse_size
+from heartline.config._specs import (
+    BackoffSpec,
+    Config,
+    CrashLoopSpec,
+    DaemonSpec,
+    LogSpec,
+    ProgramSpec,
+)
+from heartline.errors import ConfigError
+
+_NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
+_KEY_TOKEN = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|\'([^\']*)\'|([A-Za-z0-9_-]+))\s*')
+MAX_NUMPROCS = 1000
+
+
+def default_config_path() -> str:
+    """``$HEARTLINE_CONFIG``, else ``./heartline.toml``, else ``/etc/heartline/heartline.toml``."""
+    env = os.environ.get("HEARTLINE_CONFIG")
+    if env:
+        return env
+    if os.path.exists("heartline.toml"):
+        return "heartline.toml"
+    return "/etc/heartline/heartline.toml"
+
+
+def default_run_dir() -> str:
+    if os.geteuid() == 0:
+        return "/run/heartline"
+    xdg = os.environ.get("XDG_RUNTIME_DIR")
+    if xdg:
+        return f"{xdg}/heartline"
+    return f"/tmp/heartline-{os.geteuid()}"
+
+
+def default_log_dir() -> str:
+    if os.geteuid() == 0:
+        return "/var/log/heartline"
+    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return f"{state}/heartline/logs"
+
+
+def load_config(path: str) -> Config:
+    """Read and validate the config file at ``path``."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise ConfigError(
+            "file not found (pass -c FILE or set HEARTLINE_CONFIG)", file=path
+        ) from None
+    except OSError as e:
+        raise ConfigError(f"cannot read: {e.strerror}", file=path) from None
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = raw[: e.start].count(b"\n") + 1
+        raise ConfigError("not valid UTF-8", file=path, line=line) from None
+    return parse_config(text, path=path)
+
+
+def parse_config(text: str, *, path: str = "<config>") -> Config:
+    """Validate TOML ``text``; relative paths resolve against the directory of ``path``."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        msg = str(e)
+        m = re.search(r"\(at line (\d+), column \d+\)", msg)
+        line = int(m.group(1)) if m else None
+        msg = re.sub(r"\s*\(at line \d+, column \d+\)", "", msg).strip() or "invalid TOML"
+        raise ConfigError(f"invalid TOML: {msg}", file=path, line=line) from None
+    return _Builder(text, path, data).build()
+
+
+class _Locator:
+    """Maps dotted key paths to the line where they were written (best effort)."""
+
+    def __init__(self, text: str) -> None:
+        self.lines: dict[tuple[str, ...], int] = {}
+        table: tuple[str, ...] = ()
+        for number, line in enumerate(text.splitlines(), start=1):
+            stripped = line.strip()
+            if stripped.startswith("[") and not stripped.startswith("[["):
+                end = stripped.find("]")
+                parts = _split_key(stripped[1:end]) if end > 0 else None
+                if parts is not None:
+                    table = tuple(parts)
+                    self.lines.setdefault(table, number)
+                continue
+            eq = stripped.find("=")
+            if eq > 0 and not stripped.startswith("#"):
+                parts = _split_key(stripped[:eq])
+                if parts is not None:
+                    self.lines.setdefault((*table, *parts), number)
+
+    def line(self, path: tuple[str, ...]) -> int | None:
+        while path:
+            if path in self.lines:
+                return self.lines[path]
+            path = path[:-1]
+        return None
+
+
+def _split_key(s: str) -> list[str] | None:
+    parts: list[str] = []
+    for piece in _dotted_pieces(s):
+        m = _KEY_TOKEN.fullmatch(piece)
+        if not m:
+            return None
+        parts.append(next(g for g in m.groups() if g is not None))
+    return parts or None
+
+
+def _dotted_pieces(s: str) -> list[str]:
+    pieces, cur, quote = [], [], ""
+    for ch in s:
+        if quote:
+            cur.append(ch)
+            if ch == quote:
+                quote = ""
+        elif ch in "\"'":
+            quote = ch
+            cur.append(ch)
+        elif ch == ".":
+            pieces.append("".join(cur))
+            cur = []
+        else:
+            cur.append(ch)
+    pieces.append("".join(cur))
+    return pieces
+
+
+class _Builder:
+    def __init__(self, text: str, path: str, data: dict[str, Any]) -> None:
+        self.path = path
+        self.base = os.path.dirname(os.path.abspath(path)) if path != "<config>" else os.getcwd()
+        self.data = data
+        self.locator = _Locator(text)
+
+    def error(self, key_path: tuple[str, ...], message: str) -> ConfigError:
+        return ConfigError(
+            message, file=self.path, key=".".join(key_path), line=self.locator.line(key_path)
+        )
+
+    def check_keys(
+        self, table: Mapping[str, Any], allowed: list[str], where: tuple[str, ...]
+    ) -> None:
+        for key in table:
+            if key not in allowed:
+                hint = difflib.get_close_matches(key, allowed, n=1)
+                fix = (
+                    f"; did you mean {hint[0]!r}?"
+                    if hint
+                    else f"; known keys: {', '.join(allowed)}"
+                )
+                raise self.error((*where, key), f"unknown key{fix}")
+
+    def table(self, value: object, where: tuple[str, ...]) -> dict[str, Any]:
+        if not isinstance(value, dict):
+            raise self.error(where, f"expected a table, got {_kind(value)}")
+        return value
+
+    def resolve(self, p: str) -> str:
+        p = os.path.expanduser(p)
+        return os.path.normpath(os.path.join(self.base, p))
+
+    def build(self) -> Config:
+        self.check_keys(self.data, ["daemon", "defaults", "programs"], ())
+        daemon_t = self.table(self.data.get("daemon", {}), ("daemon",))
+        self.check_keys(daemon_t, ["run_dir", "log_dir"], ("daemon",))
+        run_dir = self.string(daemon_t, "run_dir", ("daemon",))
+        log_dir = self.string(daemon_t, "log_dir", ("daemon",))
+        daemon = DaemonSpec(
+            run_dir=self.resolve(run_dir) if run_dir else default_run_dir(),
+            log_dir=self.resolve(log_dir) if log_dir else default_log_dir(),
+        )
+        defaults = self.table(self.data.get("defaults", {}), ("defaults",))
+        self.check_keys(defaults, [k for k in _PROGRAM_KEYS if k != "command"], ("defaults",))
+        programs_t = self.table(self.data.get("programs", {}), ("programs",))
+        programs: dict[str, ProgramSpec] = {}
+        groups: dict[str, tuple[str, ...]] = {}
+        for name, raw in programs_t.items():
+            where = ("programs", name)
+            if not _NAME.match(name):
+                raise self.error(
+                    where, "program names use letters, digits, '_', '.', '-' (at most 64)"
+                )
+            table = self.table(raw, where)
+            self.check_keys(table, list(_PROGRAM_KEYS), where)
+            merged = {**defaults, **table}
+            spec, numprocs = self.program(name, merged, where, table)
+            if numprocs == 1:
+                instances = [replace(spec, name=name, group=name)]
+            else:
+                instances = [replace(spec, name=f"{name}:{i}", group=name) for i in range(numprocs)]
+            groups[name] = tuple(s.name for s in instances)
+            for s in instances:
+                programs[s.name] = s
+        for name in programs_t:
+            spec = programs[groups[name][0]]
+            for key in ("after", "requires"):
+                for dep in getattr(spec, key):
+                    if dep not in groups:
+                        raise self.error(("programs", name, key), f"no program named {dep!r}")
+                    if dep == name:
+                        raise self.error(
+                            ("programs", name, key), "a program cannot wait for itself"
+                        )
+        self.check_cycles(programs_t, programs, groups)
+        return Config(
+            path=os.path.abspath(self.path) if self.path != "<config>" else self.path,
+            daemon=daemon,
+            programs=MappingProxyType(programs),
+            groups=MappingProxyType(groups),
+        )
+
+    def check_cycles(
+        self,
+        programs_t: Mapping[str, Any],
+        programs: Mapping[str, ProgramSpec],
+        groups: Mapping[str, tuple[str, ...]],
+    ) -> None:
+        edges = {
+            g: set(programs[m[0]].after) | set(programs[m[0]].requires) for g, m in groups.items()
+        }
+        state: dict[str, int] = {}
+
+        def visit(node: str, trail: list[str]) -> None:
+            state[node] = 1
+            for dep in sorted(edges[node]):
+                if state.get(dep) == 1:
+                    cycle = " -> ".join([*trail[trail.index(dep) :], dep]) if dep in trail else dep
+                    raise self.error(
+                        ("programs", node, "after"), f"start order has a cycle: {cycle}"
+                    )
+                if dep not in state:
+                    visit(dep, [*trail, dep])
+            state[node] = 2
+
+        for g in programs_t:
+            if g not in state:
+                visit(g, [g])
+
+    # --- typed getters -------------------------------------------------------------------
+    def string(self, t: Mapping[str, Any], key: str, where: tuple[str, ...]) -> str | None:
+        if key not in t:
+            return None
+        v = t[key]
+        if not isinstance(v, str):
+            raise self.error((*where, key), f"expected a string, got {_kind(v)}")
+        if "\x00" in v:
+            raise self.error((*where, key), "must not contain a NUL character")
+        return v
+
+    def program(
+        self, name: str, t: Mapping[str, Any], where: tuple[str, ...], own: Mapping[str, Any]
+    ) -> tuple[ProgramSpec, int]:
+        if "command" not in t:
+            raise self.error(
+                where, 'missing key \'command\' (an argv list such as ["/usr/bin/app", "--flag"])'
+            )
+        values: dict[str, Any] = {}
+        for key, value in t.items():
+            try:
+                values[key] = _PROGRAM_KEYS[key](self, value, (*where, key), t)
+            except _Invalid as e:
+                raise self.error((*where, key), str(e)) from None
+        numprocs = values.pop("numprocs", 1)
+        if values.get("shell") and not isinstance(t["command"], str | list):
+            raise self.error((*where, "command"), "expected a string or a list")
+        if "group" in values:
+            values["group_name"] = values.pop("group")
+        return ProgramSpec(name=name, **values), numprocs
+
+
+class _Invalid(ValueError):
+    pass
+
+
+def _kind(v: object) -> str:
+    return {
+        str: "a string", int: "an integer", float: "a number", bool: "a boolean",
+        list: "a list", dict: "a table",
+    }.get(type(v), type(v).__name__)  # fmt: skip
+
+
+Validator = Callable[[_Builder, Any, tuple[str, ...], Mapping[str, Any]], Any]
+
+
+def _command(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> tuple[str, ...]:
+    if isinstance(v, str):
+        if not t.get("shell"):
+            raise _Invalid(
+                'expected an argv list such as ["/usr/bin/app", "--flag"] '
+                "(or set shell = true to run a string through /bin/sh)"
+            )
+        items = [v]
+    elif isinstance(v, list):
+        items = v
+    else:
+        raise _Invalid(f"expected an argv list of strings, got {_kind(v)}")
+    if not items:
+        raise _Invalid("must not be empty")
+    for i, a in enumerate(items):
+        if not isinstance(a, str):
+            raise _Invalid(f"item {i} must be a string, got {_kind(a)}")
+        if "\x00" in a:
+            raise _Invalid(f"item {i} must not contain a NUL character")
+    if not items[0]:
+        raise _Invalid("the program path (item 0) must not be empty")
+    return tuple(items)
+
+
+def _bool(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> bool:
+    if not isinstance(v, bool):
+        raise _Invalid(f"expected true or false, got {_kind(v)}")
+    return v
+
+
+def _str(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> str:
+    if not isinstance(v, str) or not v or "\x00" in v:
+        raise _Invalid(f"expected a non-empty string, got {_kind(v)}")
+    return v
+
+
+def _path(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> str:
+    return b.resolve(_str(b, v, where, t))
+
+
+def _env(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> Mapping[str, str]:
+    if not isinstance(v, dict):
+        raise _Invalid(
+            f'expected a table of strings such as {{ LANG = "C.UTF-8" }}, got {_kind(v)}'
+        )
+    out: dict[str, str] = {}
+    for k, val in v.items():
+        if not k or "=" in k or "\x00" in k:
+            raise _Invalid(f"bad variable name {k!r}")
+        if isinstance(val, bool) or not isinstance(val, str | int | float):
+            raise _Invalid(f"value of {k} must be a string, got {_kind(val)}")
+        sval = str(val)
+        if "\x00" in sval:
+            raise _Invalid(f"value of {k} must not contain a NUL character")
+        out[k] = sval
+    return MappingProxyType(out)
+
+
+def _umask(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> int:
+    if isinstance(v, str):
+        try:
+            n = int(v, 8)
+        except ValueError:
+            raise _Invalid(f'expected an octal string such as "022", got {v!r}') from None
+    elif isinstance(v, int) and not isinstance(v, bool):
+        n = v
+    else:
+        raise _Invalid(f'expected an octal string such as "022", got {_kind(v)}')
+    if not 0 <= n <= 0o777:
+        raise _Invalid("must be between 000 and 777")
+    return n
+
+
+def _numprocs(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> int:
+    if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_NUMPROCS:
+        raise _Invalid(f"expected an integer from 1 to {MAX_NUMPROCS}")
+    return v
+
+
+def _signal(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> int:
+    return parse_signal(v)
+
+
+def parse_signal(v: object) -> int:
+    """A signal number from ``"TERM"``, ``"SIGTERM"``, ``"term"`` or ``15``."""
+    if isinstance(v, int) and not isinstance(v, bool):
+        try:
+            return int(signal.Signals(v))
+        except ValueError:
+            raise _Invalid(f"no such signal number {v}") from None
+    if isinstance(v, str):
+        name = v.upper()
+        if not name.startswith("SIG"):
+            name = "SIG" + name
+        try:
+            return int(signal.Signals[name])
+        except KeyError:
+            raise _Invalid(
+                f"unknown signal {v!r} (use a name such as TERM, INT, HUP, QUIT)"
+            ) from None
+    raise _Invalid(f'expected a signal name such as "TERM", got {_kind(v)}')
+
+
+def _duration(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> float:
+    try:
+        return parse_duration(v)
+    except ValueError as e:
+        raise _Invalid(str(e)) from None
+
+
+def _names(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> tuple[str, ...]:
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(isinstance(x, str) for x in v):
+        raise _Invalid("expected a list of program names")
+    return tuple(v)
+
+
+def _restart(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> str:
+    if v not in ("always", "on-failure", "never"):
+        raise _Invalid(f'expected "always", "on-failure" or "never", got {v!r}')
+    return str(v)
+
+
+def _codes(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> frozenset[int]:
+    if not isinstance(v, list) or not all(
+        isinstance(x, int) and not isinstance(x, bool) and 0 <= x <= 255 for x in v
+    ):
+        raise _Invalid("expected a list of exit codes from 0 to 255")
+    return frozenset(v)
+
+
+def _sub(cls: type[Any], spec: dict[str, Validator]) -> Validator:
+    def check(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> Any:
+        table = b.table(v, where)
+        b.check_keys(table, list(spec), where)
+        values = {}
+        for key, val in table.items():
+            try:
+                values[key] = spec[key](b, val, (*where, key), table)
+            except _Invalid as e:
+                raise b.error((*where, key), str(e)) from None
+        return cls(**values)
+
+    assert set(spec) == {f.name for f in fields(cls)}
+    return check
+
+
+def _float_min(lo: float) -> Validator:
+    def check(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float) or not v >= lo or v > 1e6:
+            raise _Invalid(f"expected a number >= {lo}")
+        return float(v)
+
+    return check
+
+
+def _int_range(lo: int, hi: int) -> Validator:
+    def check(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> int:
+        if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+            raise _Invalid(f"expected an integer from {lo} to {hi}")
+        return v
+
+    return check
+
+
+def _cooldown(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> float | None:
+    if v == "never":
+        return None
+    return _duration(b, v, where, t)
+
+
+def _jitter(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> float:
+    if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v <= 1:
+        raise _Invalid("expected a fraction from 0 to 1")
+    return float(v)
+
+
+def _size(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> int:
+    try:
+        n = parse_size(v)
+    except ValueError as e:
+        raise _Invalid(str(e)) from None
+    if n < 4096:
+        raise _Invalid("must be at least 4KiB")
+    return n
+
+
+_PROGRAM_KEYS: dict[str, Validator] = {
+    "command": _command,
+    "shell": _bool,
+    "env": _env,
+    "cwd": _path,
+    "user": _str,
+    "group": _str,
+    "umask": _umask,
+    "numprocs": _numprocs,
+    "autostart": _bool,
+    "stop_signal": _signal,
+    "stop_timeout": _duration,
+    "after": _names,
+    "requires": _names,
+    "restart": _restart,
+    "success_exit_codes": _codes,
+    "prevent_restart_exit_codes": _codes,
+    "backoff": _sub(
+        BackoffSpec,
+        {
+            "initial": _duration,
+            "max": _duration,
+            "factor": _float_min(1.0),
+            "jitter": _jitter,
+            "reset_after": _duration,
+        },
+    ),
+    "crash_loop": _sub(
+        CrashLoopSpec,
+        {"max_starts": _int_range(0, 1_000_000), "window": _duration, "cooldown": _cooldown},
+    ),
+    "ready_after": _duration,
+    "log": _sub(LogSpec, {"max_size": _size, "backups": _int_range(0, 100)}),
+    "redirect_stderr": _bool,
+}

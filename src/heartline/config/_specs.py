@@ -1,0 +1,101 @@
+"""Typed, immutable specs produced by the loader. Defaults live here, in one place."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+
+@dataclass(frozen=True)
+class BackoffSpec:
+    """Delay before restart number n of a run of quick failures.
+
+    The first restart after a stable run is immediate; the n-th consecutive one (n >= 2) waits
+    ``min(max, initial * factor ** (n - 2))``, spread by +-``jitter`` (a fraction). A run that
+    stayed up ``reset_after`` seconds counts as stable and resets the count.
+    """
+
+    initial: float = 0.1
+    max: float = 30.0
+    factor: float = 2.0
+    jitter: float = 0.1
+    reset_after: float = 10.0
+
+
+@dataclass(frozen=True)
+class CrashLoopSpec:
+    """``max_starts`` starts within ``window`` seconds move the program to ``fatal``.
+
+    From ``fatal`` it is retried after ``cooldown`` seconds; ``cooldown=None`` means never again
+    (until an operator starts it). ``max_starts=0`` disables the limit.
+    """
+
+    max_starts: int = 10
+    window: float = 60.0
+    cooldown: float | None = 300.0
+
+
+@dataclass(frozen=True)
+class LogSpec:
+    """Each stream's file is rotated at ``max_size`` bytes, keeping ``backups`` old files."""
+
+    max_size: int = 10 * 1024 * 1024
+    backups: int = 5
+
+
+@dataclass(frozen=True)
+class ProgramSpec:
+    """One program instance, as the supervisor runs it."""
+
+    name: str
+    command: tuple[str, ...]
+    group: str = ""
+    shell: bool = False
+    env: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    cwd: str | None = None
+    user: str | None = None
+    group_name: str | None = None
+    umask: int | None = None
+    autostart: bool = True
+    stop_signal: int = int(signal.SIGTERM)
+    stop_timeout: float = 10.0
+    after: tuple[str, ...] = ()
+    requires: tuple[str, ...] = ()
+    restart: str = "on-failure"
+    success_exit_codes: frozenset[int] = frozenset({0})
+    prevent_restart_exit_codes: frozenset[int] = frozenset()
+    backoff: BackoffSpec = BackoffSpec()
+    crash_loop: CrashLoopSpec = CrashLoopSpec()
+    ready_after: float = 0.0
+    log: LogSpec = LogSpec()
+    redirect_stderr: bool = False
+
+    def argv(self) -> list[str]:
+        """The argv to exec: the command itself, or ``/bin/sh -c`` when ``shell`` is set."""
+        if self.shell:
+            return ["/bin/sh", "-c", " ".join(self.command)]
+        return list(self.command)
+
+
+@dataclass(frozen=True)
+class DaemonSpec:
+    """Where the daemon keeps its socket, state and logs."""
+
+    run_dir: str
+    log_dir: str
+
+    @property
+    def socket_path(self) -> str:
+        return f"{self.run_dir}/heartline.sock"
+
+
+@dataclass(frozen=True)
+class Config:
+    """A whole configuration: the daemon settings and every program instance by name."""
+
+    path: str
+    daemon: DaemonSpec
+    programs: Mapping[str, ProgramSpec]
+    groups: Mapping[str, tuple[str, ...]]

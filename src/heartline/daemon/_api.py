@@ -1,0 +1,183 @@
+"""Routes of the control API. The OpenAPI document in ``heartline/api/openapi.json`` describes
+exactly these; a test keeps the two in step."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
+
+from heartline import __version__
+from heartline.api import openapi_bytes
+from heartline.config import load_config
+from heartline.config._loader import parse_signal
+from heartline.daemon._http import Request, Response
+from heartline.errors import ConfigError, UnknownProgram
+from heartline.supervise import Supervisor
+
+if TYPE_CHECKING:
+    from heartline.daemon._daemon import Daemon
+
+MAX_TAIL_LINES = 100_000
+FOLLOW_QUEUE = 1024
+
+
+class _Invalid(Exception):
+    pass
+
+
+def _names(body: Any) -> list[str]:
+    if not isinstance(body, dict):
+        raise _Invalid("the body must be a JSON object")
+    names = body.get("names")
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+        raise _Invalid('"names" must be a non-empty list of program names (or ["all"])')
+    if len(names) > 10_000:
+        raise _Invalid('"names" lists too many programs')
+    return names
+
+
+class Api:
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.started = time.time()
+        self.routes: dict[tuple[str, str], Callable[[Request], Any]] = {
+            ("GET", "/v1/status"): self.status,
+            ("POST", "/v1/start"): self.start,
+            ("POST", "/v1/stop"): self.stop,
+            ("POST", "/v1/restart"): self.restart,
+            ("POST", "/v1/signal"): self.signal,
+            ("POST", "/v1/reload"): self.reload,
+            ("POST", "/v1/reopen-logs"): self.reopen_logs,
+            ("POST", "/v1/shutdown"): self.shutdown,
+            ("GET", "/v1/openapi.json"): self.openapi,
+        }
+
+    @property
+    def sup(self) -> Supervisor:
+        return self.daemon.supervisor
+
+    async def __call__(self, req: Request) -> Response:
+        route = self.routes.get((req.method, req.path))
+        if route is None and req.method == "GET" and req.path.startswith("/v1/logs/"):
+            route = self.logs
+        if route is None:
+            if any(path == req.path for _m, path in self.routes):
+                return Response.error(
+                    405, "method_not_allowed", f"{req.method} is not allowed on {req.path}"
+                )
+            return Response.error(404, "not_found", f"no such endpoint: {req.path}")
+        try:
+            body = req.json() if req.method == "POST" else None
+        except (ValueError, UnicodeDecodeError):
+            return Response.error(400, "bad_request", "the body is not valid JSON")
+        try:
+            result: Response = await route(req) if body is None else await route(body)
+        except UnknownProgram as e:
+            return Response.error(404, "unknown_program", str(e), name=e.name)
+        except _Invalid as e:
+            return Response.error(422, "invalid", str(e))
+        return result
+
+    async def status(self, req: Request) -> Response:
+        names = req.query.get("name", [])
+        progs = self.sup.snapshot(names)
+        return Response.json(
+            {
+                "daemon": {
+                    "pid": os.getpid(),
+                    "version": __version__,
+                    "config": self.daemon.config_path,
+                    "started": self.started,
+                    "uptime": round(time.time() - self.started, 3),
+                },
+                "programs": progs,
+            }
+        )
+
+    async def start(self, body: Any) -> Response:
+        return Response.json({"programs": await self.sup.start(_names(body))})
+
+    async def stop(self, body: Any) -> Response:
+        return Response.json({"results": await self.sup.stop(_names(body))})
+
+    async def restart(self, body: Any) -> Response:
+        return Response.json({"programs": await self.sup.restart(_names(body))})
+
+    async def signal(self, body: Any) -> Response:
+        names = _names(body)
+        raw = body.get("signal")
+        if not isinstance(raw, str | int) or isinstance(raw, bool):
+            raise _Invalid('"signal" must be a signal name such as "HUP" or a number')
+        try:
+            sig = parse_signal(raw)
+        except ValueError as e:
+            raise _Invalid(str(e)) from None
+        return Response.json({"results": self.sup.signal(names, sig)})
+
+    async def reload(self, body: Any) -> Response:
+        try:
+            config = load_config(self.daemon.config_path)
+        except ConfigError as e:
+            return Response.error(422, "config_error", str(e))
+        diff = await self.sup.reload(config)
+        return Response.json(diff)
+
+    async def reopen_logs(self, body: Any) -> Response:
+        self.sup.reopen_logs()
+        return Response.json({"ok": True})
+
+    async def shutdown(self, body: Any) -> Response:
+        self.daemon.request_stop()
+        return Response.json({"ok": True})
+
+    async def openapi(self, req: Request) -> Response:
+        return Response(200, openapi_bytes())
+
+    async def logs(self, req: Request) -> Response:
+        name = req.path.removeprefix("/v1/logs/")
+        prog = self.sup.programs.get(name)
+        if prog is None:
+            raise UnknownProgram(name)
+        stream = req.query.get("stream", ["stdout"])[-1]
+        if stream not in ("stdout", "stderr"):
+            raise _Invalid('"stream" must be stdout or stderr')
+        raw_lines = req.query.get("lines", ["10"])[-1]
+        if not raw_lines.isdigit() or int(raw_lines) > MAX_TAIL_LINES:
+            raise _Invalid(f'"lines" must be a number from 0 to {MAX_TAIL_LINES}')
+        follow = req.query.get("follow", ["false"])[-1] in ("1", "true")
+        logfile = prog.out if stream == "stdout" else prog.err
+        if logfile is None:
+            return Response(200, b"", "text/plain")
+        tail = logfile.tail(int(raw_lines))
+        if not follow:
+            return Response(200, tail, "text/plain")
+        return Response(200, content_type="text/plain", stream=_follow(logfile, tail, req))
+
+
+async def _follow(logfile: Any, first: bytes, req: Request) -> AsyncIterator[bytes]:
+    queue: asyncio.Queue[bytes] = asyncio.Queue(FOLLOW_QUEUE)
+
+    def push(data: bytes) -> None:
+        with contextlib.suppress(asyncio.QueueFull):
+            queue.put_nowait(data)
+
+    logfile.followers.add(push)
+    try:
+        yield first
+        gone = asyncio.ensure_future(req.disconnected.wait())
+        try:
+            while True:
+                got = asyncio.ensure_future(queue.get())
+                done, _ = await asyncio.wait({got, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if got not in done:
+                    got.cancel()
+                    return
+                yield got.result()
+        finally:
+            gone.cancel()
+    finally:
+        logfile.followers.discard(push)

@@ -1,0 +1,97 @@
+"""The error tree of heartline.
+
+One root, :class:`HeartlineError`. Each error carries the exit code the CLI uses for it and the
+object it concerns (a program name, a file). Errors the user caused ("you did it": a bad config,
+an unknown program) are kept apart from errors the world caused (a daemon that is not running,
+an exec that failed).
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ControlError",
+    "DaemonAlreadyRunning",
+    "DaemonNotRunning",
+    "HeartlineError",
+    "PermissionDenied",
+    "ProtocolError",
+    "SupervisorError",
+    "UnknownProgram",
+    "UsageError",
+]
+
+
+class HeartlineError(Exception):
+    """Root of every error heartline raises on purpose."""
+
+    #: Exit code of the CLI when this error ends it.
+    exit_code: int = 1
+
+
+class UsageError(HeartlineError):
+    """The command line or an argument is wrong (you did it)."""
+
+    exit_code = 2
+
+
+class ConfigError(HeartlineError):
+    """A configuration file is wrong; names the file, the key and the line."""
+
+    exit_code = 2
+
+    def __init__(
+        self, message: str, *, file: str = "", key: str = "", line: int | None = None
+    ) -> None:
+        self.file = file
+        self.key = key
+        self.line = line
+        self.reason = message
+        where = file or "<config>"
+        if line is not None:
+            where += f":{line}"
+        if key:
+            where += f": {key}"
+        super().__init__(f"{where}: {message}")
+
+
+class ControlError(HeartlineError):
+    """Talking to the daemon failed."""
+
+
+class DaemonNotRunning(ControlError):
+    """No daemon answers on the control socket (the world broke it)."""
+
+    exit_code = 3
+
+
+class PermissionDenied(ControlError):
+    """The control socket or the daemon refused this user."""
+
+    exit_code = 5
+
+
+class DaemonAlreadyRunning(ControlError):
+    """Another daemon already owns this run directory."""
+
+    exit_code = 6
+
+
+class ProtocolError(ControlError):
+    """The daemon answered something this client does not understand."""
+
+    exit_code = 7
+
+
+class SupervisorError(HeartlineError):
+    """A supervision request could not be carried out."""
+
+
+class UnknownProgram(SupervisorError):
+    """The named program is not in the configuration (you did it)."""
+
+    exit_code = 4
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"unknown program {name!r} (see `heartline status` for the names)")

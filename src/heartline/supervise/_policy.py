@@ -1,0 +1,129 @@
+"""Restart policy: pure functions over an exit, a history and the time.
+
+Nothing here does I/O or reads a clock; the supervisor passes ``now`` and a random source in, so
+every branch is unit-tested in virtual time.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Literal
+
+from heartline.config import ProgramSpec
+
+
+@dataclass(frozen=True)
+class ExitInfo:
+    """How a run ended.
+
+    ``reason`` is one of: ``exit`` (``code`` set), ``signal`` (``signal`` set), ``spawn-failed``
+    (exec never happened; ``detail`` says why), ``unknown`` (the process was adopted after a
+    daemon restart, so its status could not be collected).
+    """
+
+    reason: str
+    code: int | None = None
+    signal: int | None = None
+    detail: str = ""
+
+    def describe(self) -> str:
+        if self.reason == "exit":
+            return f"exit {self.code}"
+        if self.reason == "signal" and self.signal is not None:
+            try:
+                name = signal.Signals(self.signal).name
+            except ValueError:
+                name = f"signal {self.signal}"
+            return f"killed by {name}"
+        return f"{self.reason}: {self.detail}" if self.detail else self.reason
+
+    def to_json(self) -> dict[str, object]:
+        return {
+            "reason": self.reason,
+            "code": self.code,
+            "signal": self.signal,
+            "detail": self.detail,
+            "text": self.describe(),
+        }
+
+
+@dataclass
+class History:
+    """What the policy remembers of a program between runs."""
+
+    #: Failures in a row without a stable run in between (drives the back-off).
+    consecutive: int = 0
+    #: Monotonic start times within the crash-loop window.
+    starts: deque[float] = field(default_factory=deque)
+
+    def record_start(self, now: float) -> None:
+        self.starts.append(now)
+
+    def reset(self) -> None:
+        self.consecutive = 0
+        self.starts.clear()
+
+
+@dataclass(frozen=True)
+class Decision:
+    """``restart`` after ``delay``; ``exit`` (stay down, policy says so); ``fatal`` (crash loop:
+    retry after ``delay`` seconds, or never when ``delay`` is None)."""
+
+    action: Literal["restart", "exit", "fatal"]
+    delay: float | None
+    why: str
+
+
+def is_success(spec: ProgramSpec, info: ExitInfo) -> bool:
+    return info.reason == "exit" and info.code in spec.success_exit_codes
+
+
+def backoff_delay(spec: ProgramSpec, consecutive: int, rnd: float) -> float:
+    """Delay before the restart that follows failure number ``consecutive`` of a run.
+
+    The first restart is immediate: one crash after a stable run costs nothing. ``rnd`` is a
+    uniform number in [0, 1) that spreads the delay by +-jitter, so many programs that failed
+    together do not restart in lockstep.
+    """
+    b = spec.backoff
+    if consecutive <= 1 or b.initial <= 0:
+        return 0.0
+    exp = min(consecutive - 2, 64)
+    base = min(b.max, b.initial * b.factor**exp)
+    return max(0.0, min(b.max, base * (1.0 + b.jitter * (2.0 * rnd - 1.0))))
+
+
+def decide(
+    spec: ProgramSpec,
+    info: ExitInfo,
+    *,
+    uptime: float,
+    history: History,
+    now: float,
+    rng: Callable[[], float],
+    restarts_left: int | None = None,
+) -> Decision:
+    """Decide what follows an exit that nobody asked for. Updates ``history``."""
+    if info.reason == "exit" and info.code in spec.prevent_restart_exit_codes:
+        return Decision("exit", None, f"exit code {info.code} prevents restart")
+    success = is_success(spec, info)
+    if spec.restart == "never":
+        return Decision("exit", None, "restart = never")
+    if spec.restart == "on-failure" and success:
+        return Decision("exit", None, "exited successfully")
+    if restarts_left is not None and restarts_left <= 0:
+        return Decision("exit", None, "restart limit reached")
+    history.consecutive = 1 if uptime >= spec.backoff.reset_after else history.consecutive + 1
+    loop = spec.crash_loop
+    while history.starts and history.starts[0] <= now - loop.window:
+        history.starts.popleft()
+    if loop.max_starts and len(history.starts) >= loop.max_starts:
+        return Decision(
+            "fatal",
+            loop.cooldown,
+            f"crash loop: {len(history.starts)} starts within {loop.window:g}s",
+        )
+    return Decision("restart", backoff_delay(spec, history.consecutive, rng()), "restart policy")

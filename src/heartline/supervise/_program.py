@@ -1,0 +1,402 @@
+"""One supervised program instance: its state machine and the I/O around one process."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from heartline._util import format_duration
+from heartline.config import ProgramSpec
+from heartline.supervise._logs import LogFile
+from heartline.supervise._policy import Decision, ExitInfo, History, decide
+from heartline.supervise._process import SpawnFailed, reap, signal_group, spawn, start_time
+from heartline.supervise._states import State
+
+if TYPE_CHECKING:
+    from heartline.supervise._supervisor import Supervisor
+
+log = logging.getLogger(__name__)
+
+#: A spawn that fails (bad path, bad user) will not fix itself within milliseconds: retry no
+#: faster than this, whatever the back-off says, so a typo cannot spin the daemon.
+SPAWN_FAILURE_FLOOR = 1.0
+
+
+class Program:
+    """Runs one :class:`ProgramSpec`; every transition goes through :meth:`_set_state`."""
+
+    def __init__(self, spec: ProgramSpec, sup: Supervisor) -> None:
+        self.spec = spec
+        self.sup = sup
+        self.loop = sup.loop
+        self.state = State.STOPPED
+        self.detail = ""
+        self.pid: int | None = None
+        self.pidfd = -1
+        self.pipe_inodes: tuple[int, int] = (0, 0)
+        self.started_at = 0.0
+        self.started_wall = 0.0
+        self.restarts = 0
+        self.last_exit: ExitInfo | None = None
+        self.last_stop_killed: bool | None = None
+        self.history = History()
+        self.adopted = False
+        self.ever_spawned = False
+        self.restarts_left = sup.max_restarts
+        self._timer: asyncio.TimerHandle | None = None
+        self._deadline: float | None = None
+        self._kill_timer: asyncio.TimerHandle | None = None
+        self._stop_waiters: list[asyncio.Future[dict[str, Any]]] = []
+        self._after_stop: Callable[[], None] | None = None
+        self._killed = False
+        self._pipes: set[int] = set()
+        self.out: LogFile | None = None
+        self.err: LogFile | None = None
+        if sup.log_dir is not None:
+            base = os.path.join(sup.log_dir, spec.name)
+            self.out = LogFile(base + ".out.log", spec.log)
+            self.err = self.out if spec.redirect_stderr else LogFile(base + ".err.log", spec.log)
+
+    # --- state ----------------------------------------------------------------------------
+    def _set_state(self, state: State, detail: str = "") -> None:
+        self.state = state
+        self.detail = detail
+        self.sup._changed(self)
+
+    def _cancel_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._deadline = None
+
+    def _schedule(self, delay: float, fn: Callable[[], None]) -> None:
+        self._cancel_timer()
+        self._deadline = self.loop.time() + delay
+        self._timer = self.loop.call_later(delay, fn)
+
+    def snapshot(self) -> dict[str, Any]:
+        now = self.loop.time()
+        detail = self.detail
+        if self._deadline is not None and self.state in (State.BACKOFF, State.FATAL):
+            detail = f"{detail}; retry in {format_duration(max(0.0, self._deadline - now))}"
+        return {
+            "name": self.spec.name,
+            "group": self.spec.group,
+            "state": self.state.value,
+            "detail": detail,
+            "pid": self.pid,
+            "uptime": round(now - self.started_at, 3) if self.pid is not None else None,
+            "started": self.started_wall if self.pid is not None else None,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit.to_json() if self.last_exit else None,
+            "last_stop_killed": self.last_stop_killed,
+            "adopted": self.adopted,
+        }
+
+    # --- start ----------------------------------------------------------------------------
+    def start(self, *, manual: bool = True) -> None:
+        """Ask for the program to run (no-op when it already does)."""
+        if self.state in (State.STARTING, State.RUNNING):
+            return
+        if self.state is State.STOPPING:
+            self._after_stop = lambda: self.start(manual=manual)
+            return
+        self._cancel_timer()
+        if manual:
+            self.history.reset()
+            self.restarts_left = self.sup.max_restarts
+        self._try_spawn()
+
+    def _try_spawn(self) -> None:
+        """Spawn now if the programs this one needs allow it, else wait in STARTING."""
+        self._timer = None
+        self._deadline = None
+        missing = self.sup.blockers(self)
+        if missing:
+            self.pid = None
+            self._set_state(State.STARTING, "waiting for " + ", ".join(missing))
+            self.sup.waiting.add(self)
+            return
+        self.sup.waiting.discard(self)
+        self._spawn()
+
+    def _spawn(self) -> None:
+        spec = self.spec
+        now = self.loop.time()
+        self.history.record_start(now)
+        try:
+            sp = spawn(
+                spec.argv(),
+                env=self.sup.env_for(spec),
+                cwd=spec.cwd,
+                user=spec.user,
+                group=spec.group_name,
+                umask=spec.umask,
+                capture=self.sup.capture,
+                merge_stderr=spec.redirect_stderr,
+            )
+        except SpawnFailed as e:
+            log.warning("%s: cannot start: %s", spec.name, e)
+            self.pid = None
+            self._exited(ExitInfo("spawn-failed", detail=str(e)), uptime=0.0)
+            return
+        self.pid = sp.pid
+        self.pidfd = sp.pidfd
+        self.started_at = now
+        self.started_wall = time.time()
+        self.ever_spawned = True
+        self.adopted = False
+        self._killed = False
+        self.loop.add_reader(sp.pidfd, self._on_pidfd)
+        inodes = [0, 0]
+        for i, (fd, logfile) in enumerate(((sp.stdout, self.out), (sp.stderr, self.err))):
+            if fd is not None:
+                inodes[i] = os.fstat(fd).st_ino
+                self._watch_pipe(fd, logfile)
+        self.pipe_inodes = (inodes[0], inodes[1])
+        self.sup.holder_add(self, sp.stdout, sp.stderr)
+        log.info("%s: started pid %d", spec.name, sp.pid)
+        self._begin_readiness()
+
+    def _begin_readiness(self) -> None:
+        if self.spec.ready_after > 0:
+            self._set_state(State.STARTING, f"ready after {self.spec.ready_after:g}s")
+            self._schedule(self.spec.ready_after, self._became_ready)
+        else:
+            self._became_ready()
+
+    def _became_ready(self) -> None:
+        self._timer = None
+        self._deadline = None
+        if self.state is State.STOPPING or self.pid is None:
+            return
+        self._set_state(State.RUNNING)
+        self.sup.dependency_moved()
+
+    def adopt(self, pid: int, record: dict[str, Any]) -> bool:
+        """Take over a process left by a previous daemon; False when it is not ours any more."""
+        try:
+            pidfd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        # Check identity only after the pidfd pins the process: a pid checked first could be
+        # recycled between the check and the open.
+        if start_time(pid) != record.get("start_time"):
+            os.close(pidfd)
+            return False
+        self.pid = pid
+        self.pidfd = pidfd
+        self.adopted = True
+        self.ever_spawned = True
+        self.restarts = int(record.get("restarts", 0))
+        self.started_wall = float(record.get("started", time.time()))
+        self.started_at = self.loop.time() - max(0.0, time.time() - self.started_wall)
+        self.loop.add_reader(pidfd, self._on_pidfd)
+        inodes = record.get("pipes", [0, 0])
+        fds: list[int | None] = [None, None]
+        for i, (num, logfile) in enumerate(((1, self.out), (2, self.err))):
+            if self.sup.capture and inodes[i] and (i == 0 or not self.spec.redirect_stderr):
+                fd = _reopen_pipe(pid, num, inodes[i])
+                if fd is not None:
+                    self._watch_pipe(fd, logfile)
+                    fds[i] = fd
+        self.pipe_inodes = (int(inodes[0]), int(inodes[1]))
+        self.sup.holder_add(self, fds[0], fds[1])
+        self._set_state(State.RUNNING, "adopted after a daemon restart")
+        log.info("%s: adopted pid %d", self.spec.name, pid)
+        return True
+
+    # --- output ---------------------------------------------------------------------------
+    def _watch_pipe(self, fd: int, logfile: LogFile | None) -> None:
+        self._pipes.add(fd)
+        self.loop.add_reader(fd, self._on_output, fd, logfile)
+
+    def _on_output(self, fd: int, logfile: LogFile | None) -> None:
+        try:
+            data = os.read(fd, 65536)
+        except BlockingIOError:
+            return
+        except OSError:
+            data = b""
+        if data:
+            if logfile is not None:
+                logfile.write(data)
+            return
+        self._close_pipe(fd)
+
+    def _close_pipe(self, fd: int) -> None:
+        self.loop.remove_reader(fd)
+        self._pipes.discard(fd)
+        os.close(fd)
+
+    # --- exit -----------------------------------------------------------------------------
+    def _on_pidfd(self) -> None:
+        info = reap(self.pidfd)
+        if info is None:
+            return
+        self.loop.remove_reader(self.pidfd)
+        os.close(self.pidfd)
+        self.pidfd = -1
+        pid = self.pid
+        assert pid is not None
+        # Whatever the leader left behind in its group (workers, a shell's children) would
+        # otherwise run on unsupervised beside the next copy.
+        signal_group(pid, signal.SIGKILL)
+        self.sup.holder_drop(self)
+        self.pid = None
+        uptime = self.loop.time() - self.started_at
+        log.info(
+            "%s: pid %d %s after %s", self.spec.name, pid, info.describe(), format_duration(uptime)
+        )
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+            self._kill_timer = None
+        if self.state is State.STOPPING:
+            self.last_exit = info
+            self.last_stop_killed = self._killed
+            record = {
+                "name": self.spec.name,
+                "stopped": True,
+                "killed": self._killed,
+                "exit": info.to_json(),
+            }
+            self._set_state(State.STOPPED)
+            waiters, self._stop_waiters = self._stop_waiters, []
+            for w in waiters:
+                if not w.done():
+                    w.set_result(record)
+            after, self._after_stop = self._after_stop, None
+            if after is not None:
+                after()
+            return
+        self._cancel_timer()
+        self._exited(info, uptime)
+
+    def _exited(self, info: ExitInfo, uptime: float) -> None:
+        self.last_exit = info
+        d: Decision = decide(
+            self.spec,
+            info,
+            uptime=uptime,
+            history=self.history,
+            now=self.loop.time(),
+            rng=self.sup.rng,
+            restarts_left=self.restarts_left,
+        )
+        if d.action == "exit":
+            self._set_state(State.EXITED, f"{info.describe()}; {d.why}")
+            self.sup.dependency_moved()
+            return
+        if d.action == "fatal":
+            if d.delay is None:
+                log.error(
+                    "%s: %s; not retried (cooldown = never): start it by hand",
+                    self.spec.name,
+                    d.why,
+                )
+                self._set_state(State.FATAL, f"{d.why}; cooldown = never: start it by hand")
+            else:
+                log.error("%s: %s; retry in %s", self.spec.name, d.why, format_duration(d.delay))
+                self._set_state(State.FATAL, d.why)
+                self._schedule(d.delay, self._retry_after_fatal)
+            return
+        delay = d.delay or 0.0
+        if info.reason == "spawn-failed":
+            delay = max(delay, SPAWN_FAILURE_FLOOR)
+        self.restarts += 1
+        if self.restarts_left is not None:
+            self.restarts_left -= 1
+        if delay <= 0:
+            self._try_spawn()
+        else:
+            self._set_state(State.BACKOFF, info.describe())
+            self._schedule(delay, self._try_spawn)
+
+    def _retry_after_fatal(self) -> None:
+        self.history.reset()
+        self._try_spawn()
+
+    # --- stop -----------------------------------------------------------------------------
+    async def stop(self) -> dict[str, Any]:
+        """Stop the program: stop signal to its group, SIGKILL after ``stop_timeout``."""
+        self._after_stop = None
+        if self.state is State.STOPPING:
+            fut: asyncio.Future[dict[str, Any]] = self.loop.create_future()
+            self._stop_waiters.append(fut)
+            return await fut
+        if self.pid is None:
+            self._cancel_timer()
+            self.sup.waiting.discard(self)
+            if self.state is not State.STOPPED:
+                self._set_state(State.STOPPED)
+            return {"name": self.spec.name, "stopped": True, "killed": False, "exit": None}
+        self._cancel_timer()
+        self._killed = False
+        self._set_state(State.STOPPING)
+        fut = self.loop.create_future()
+        self._stop_waiters.append(fut)
+        signal_group(self.pid, self.spec.stop_signal)
+        self._kill_timer = self.loop.call_later(self.spec.stop_timeout, self._kill)
+        return await fut
+
+    def _kill(self) -> None:
+        self._kill_timer = None
+        if self.pid is not None and self.state is State.STOPPING:
+            log.warning(
+                "%s: still running %gs after the stop signal; sending SIGKILL",
+                self.spec.name,
+                self.spec.stop_timeout,
+            )
+            self._killed = True
+            signal_group(self.pid, signal.SIGKILL)
+
+    def send_signal(self, sig: int) -> bool:
+        """Send ``sig`` to the program's main process (through its pidfd)."""
+        if self.pidfd < 0:
+            return False
+        try:
+            signal.pidfd_send_signal(self.pidfd, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    def close(self) -> None:
+        """Release every descriptor (the program must be stopped, or left to a successor)."""
+        self._cancel_timer()
+        if self._kill_timer is not None:
+            self._kill_timer.cancel()
+        for fd in list(self._pipes):
+            self._close_pipe(fd)
+        if self.pidfd >= 0:
+            self.loop.remove_reader(self.pidfd)
+            os.close(self.pidfd)
+            self.pidfd = -1
+        for f in {self.out, self.err}:
+            if f is not None:
+                f.close()
+
+    def reopen_logs(self) -> None:
+        for f in {self.out, self.err}:
+            if f is not None:
+                with contextlib.suppress(OSError):
+                    f.reopen()
+
+
+def _reopen_pipe(pid: int, fdnum: int, inode: int) -> int | None:
+    """Open a new read end onto the pipe behind ``/proc/PID/fd/N`` if it is the recorded one.
+
+    Linux lets /proc/PID/fd/N of a pipe be opened like a FIFO, in either direction.
+    """
+    path = f"/proc/{pid}/fd/{fdnum}"
+    try:
+        if os.readlink(path) != f"pipe:[{inode}]":
+            return None
+        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError:
+        return None

@@ -185,12 +185,19 @@ class _Builder:
     def build(self) -> Config:
         self.check_keys(self.data, ["daemon", "defaults", "programs"], ())
         daemon_t = self.table(self.data.get("daemon", {}), ("daemon",))
-        self.check_keys(daemon_t, ["run_dir", "log_dir"], ("daemon",))
+        self.check_keys(daemon_t, ["run_dir", "log_dir", "adopt_timeout"], ("daemon",))
         run_dir = self.string(daemon_t, "run_dir", ("daemon",))
         log_dir = self.string(daemon_t, "log_dir", ("daemon",))
+        adopt_timeout = DaemonSpec.adopt_timeout
+        if "adopt_timeout" in daemon_t:
+            try:
+                adopt_timeout = _duration(self, daemon_t["adopt_timeout"], (), daemon_t)
+            except _Invalid as e:
+                raise self.error(("daemon", "adopt_timeout"), str(e)) from None
         daemon = DaemonSpec(
             run_dir=self.resolve(run_dir) if run_dir else default_run_dir(),
             log_dir=self.resolve(log_dir) if log_dir else default_log_dir(),
+            adopt_timeout=adopt_timeout,
         )
         defaults = self.table(self.data.get("defaults", {}), ("defaults",))
         self.check_keys(defaults, [k for k in _PROGRAM_KEYS if k != "command"], ("defaults",))

@@ -85,6 +85,9 @@ class DaemonSpec:
 
     run_dir: str
     log_dir: str
+    #: After a crash of the daemon, how long its programs wait for a new daemon to adopt them
+    #: before they are stopped (so that none runs unsupervised).
+    adopt_timeout: float = 60.0
 
     @property
     def socket_path(self) -> str:

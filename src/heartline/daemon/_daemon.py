@@ -23,10 +23,6 @@ from heartline.supervise._process import signal_group, start_time
 
 log = logging.getLogger("heartline.daemon")
 
-#: How long the fd holder of a crashed daemon waits for a successor before it stops the
-#: programs itself.
-ADOPT_TIMEOUT = 60.0
-
 
 def prepare_run_dir(run_dir: str) -> None:
     """Create the run directory owner-only, or refuse one that others could tamper with."""
@@ -56,11 +52,11 @@ def acquire_lock(run_dir: str) -> int:
 
 
 class Daemon:
-    def __init__(self, config: Config, *, adopt_timeout: float = ADOPT_TIMEOUT) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
         self.config_path = config.path
         self.run_dir = config.daemon.run_dir
-        self.adopt_timeout = adopt_timeout
+        self.adopt_timeout = config.daemon.adopt_timeout
         self._stop: asyncio.Event | None = None
         self.supervisor: Supervisor
         self.notifier = SystemdNotifier()

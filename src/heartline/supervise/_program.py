@@ -55,6 +55,7 @@ class Program:
         self._stop_waiters: list[asyncio.Future[dict[str, Any]]] = []
         self._after_stop: Callable[[], None] | None = None
         self._killed = False
+        self._restart_pending = False
         self._pipes: set[int] = set()
         self.out: LogFile | None = None
         self.err: LogFile | None = None
@@ -109,6 +110,7 @@ class Program:
             return
         self._cancel_timer()
         if manual:
+            self._restart_pending = False
             self.history.reset()
             self.restarts_left = self.sup.max_restarts
         self._try_spawn()
@@ -146,6 +148,9 @@ class Program:
             self.pid = None
             self._exited(ExitInfo("spawn-failed", detail=str(e)), uptime=0.0)
             return
+        if self._restart_pending:
+            self.restarts += 1
+            self._restart_pending = False
         self.pid = sp.pid
         self.pidfd = sp.pidfd
         self.started_at = now
@@ -309,7 +314,7 @@ class Program:
         delay = d.delay or 0.0
         if info.reason == "spawn-failed":
             delay = max(delay, SPAWN_FAILURE_FLOOR)
-        self.restarts += 1
+        self._restart_pending = True
         if self.restarts_left is not None:
             self.restarts_left -= 1
         if delay <= 0:

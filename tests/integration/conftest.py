@@ -1,0 +1,198 @@
+"""Fixtures that run a real heartline daemon with real programs, and clean up after it.
+
+Every process a test starts carries a unique tag in its environment; teardown ends exactly the
+processes with that tag (the daemon, its fd holder, programs and their children), whatever the
+test did to them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+
+from heartline.api import Client
+
+T = TypeVar("T")
+HEARTLINE = [sys.executable, "-m", "heartline"]
+PY = sys.executable
+
+
+def wait_until(fn: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
+    """Call ``fn`` until it returns something truthy; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = fn()
+        if last:
+            return last
+        time.sleep(0.01)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
+
+
+def tagged_pids(tag: str) -> list[int]:
+    """Pids of live processes whose environment carries ``tag``."""
+    needle = f"HEARTLINE_TEST_TAG={tag}".encode()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read()
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in env.split(b"\0") and state != b"Z":
+            out.append(int(entry))
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+class Daemon:
+    """A heartline daemon run by a test, with helpers to drive it through its CLI and API."""
+
+    def __init__(self, root: Path, config_text: str, tag: str) -> None:
+        self.root = root
+        self.tag = tag
+        self.config = root / "heartline.toml"
+        self.config.write_text(config_text)
+        self.env = {**os.environ, "HEARTLINE_TEST_TAG": tag, "PYTHONUNBUFFERED": "1"}
+        self.env.pop("NOTIFY_SOCKET", None)
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.log = root / "daemon.log"
+
+    @property
+    def socket(self) -> str:
+        return str(self.root / "run" / "heartline.sock")
+
+    def start(self, extra_env: dict[str, str] | None = None) -> None:
+        r, w = os.pipe()
+        env = {**self.env, "HEARTLINE_READY_FD": str(w), **(extra_env or {})}
+        with open(self.log, "ab") as log:
+            self.proc = subprocess.Popen(
+                [*HEARTLINE, "up", "-c", str(self.config)],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                env=env,
+                pass_fds=(w,),
+                start_new_session=True,
+            )
+        os.close(w)
+        with os.fdopen(r, "rb") as rf:
+            got = rf.read()
+        if not got.startswith(b"ready"):
+            self.proc.wait(10)
+            raise AssertionError(f"daemon did not start:\n{self.log.read_text()}")
+
+    def cli(
+        self, *args: str, check: bool = True, timeout: float = 30
+    ) -> subprocess.CompletedProcess[str]:
+        res = subprocess.run(
+            [*HEARTLINE, "-c", str(self.config), *args],
+            capture_output=True,
+            text=True,
+            env=self.env,
+            timeout=timeout,
+            check=False,
+        )
+        if check and res.returncode != 0:
+            raise AssertionError(f"heartline {' '.join(args)} -> {res.returncode}\n{res.stderr}")
+        return res
+
+    def client(self) -> Client:
+        return Client(self.socket)
+
+    def status(self) -> dict[str, dict[str, Any]]:
+        with self.client() as c:
+            return {p["name"]: p for p in c.get("/v1/status")["programs"]}
+
+    def program(self, name: str) -> dict[str, Any]:
+        return self.status()[name]
+
+    def wait_state(
+        self, name: str, state: str, timeout: float = 10.0, **match: Any
+    ) -> dict[str, Any]:
+        def check() -> dict[str, Any] | None:
+            p = self.program(name)
+            if p["state"] == state and all(p.get(k) == v for k, v in match.items()):
+                return p
+            return None
+
+        return wait_until(check, timeout, f"{name} to be {state} {match or ''}")
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def shutdown(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            with contextlib.suppress(Exception), self.client() as c:
+                c.post("/v1/shutdown", {})
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def cleanup(self) -> list[int]:
+        """Shut down and end every tagged process; return the pids that were still alive."""
+        self.shutdown()
+        left = tagged_pids(self.tag)
+        for pid in left:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+        wait_until(lambda: not tagged_pids(self.tag), 10, "tagged processes to exit")
+        return left
+
+    def state_file(self) -> dict[str, Any]:
+        return json.loads((self.root / "run" / "state.json").read_text())
+
+
+@pytest.fixture
+def make_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
+    """Factory: ``make_daemon(programs_toml, start=True)`` -> a running Daemon."""
+    made: list[Daemon] = []
+
+    def make(programs: str, *, start: bool = True, daemon_extra: str = "") -> Daemon:
+        tag = uuid.uuid4().hex
+        root = tmp_path / f"d{len(made)}"
+        root.mkdir()
+        text = f'[daemon]\nrun_dir = "run"\nlog_dir = "logs"\n{daemon_extra}\n' + textwrap.dedent(
+            programs
+        )
+        d = Daemon(root, text, tag)
+        made.append(d)
+        if start:
+            d.start()
+        return d
+
+    yield make
+    for d in made:
+        d.cleanup()
+
+
+def py(code: str) -> str:
+    """A TOML argv list running ``code`` with this interpreter."""
+    return json.dumps([PY, "-c", textwrap.dedent(code)])

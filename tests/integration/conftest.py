@@ -71,8 +71,9 @@ def alive(pid: int) -> bool:
 class Daemon:
     """A heartline daemon run by a test, with helpers to drive it through its CLI and API."""
 
-    def __init__(self, root: Path, config_text: str, tag: str) -> None:
+    def __init__(self, root: Path, config_text: str, tag: str, run_dir: Path | None = None) -> None:
         self.root = root
+        self.run_dir = run_dir or root / "run"
         self.tag = tag
         self.config = root / "heartline.toml"
         self.config.write_text(config_text)
@@ -83,7 +84,7 @@ class Daemon:
 
     @property
     def socket(self) -> str:
-        return str(self.root / "run" / "heartline.sock")
+        return str(self.run_dir / "heartline.sock")
 
     def start(self, extra_env: dict[str, str] | None = None) -> None:
         r, w = os.pipe()
@@ -147,14 +148,18 @@ class Daemon:
         self.proc.wait(10)
 
     def shutdown(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            with contextlib.suppress(Exception), self.client() as c:
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        try:
+            with self.client() as c:
                 c.post("/v1/shutdown", {})
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
+        except Exception:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            self.proc.wait(20)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(10)
 
     def cleanup(self) -> list[int]:
         """Shut down and end every tagged process; return the pids that were still alive."""
@@ -167,7 +172,7 @@ class Daemon:
         return left
 
     def state_file(self) -> dict[str, Any]:
-        return json.loads((self.root / "run" / "state.json").read_text())
+        return json.loads((self.run_dir / "state.json").read_text())
 
 
 @pytest.fixture
@@ -175,14 +180,15 @@ def make_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
     """Factory: ``make_daemon(programs_toml, start=True)`` -> a running Daemon."""
     made: list[Daemon] = []
 
-    def make(programs: str, *, start: bool = True, daemon_extra: str = "") -> Daemon:
+    def make(
+        programs: str, *, start: bool = True, daemon_extra: str = "", run_dir: Path | None = None
+    ) -> Daemon:
         tag = uuid.uuid4().hex
         root = tmp_path / f"d{len(made)}"
         root.mkdir()
-        text = f'[daemon]\nrun_dir = "run"\nlog_dir = "logs"\n{daemon_extra}\n' + textwrap.dedent(
-            programs
-        )
-        d = Daemon(root, text, tag)
+        run = run_dir or root / "run"
+        text = f'[daemon]\nrun_dir = "{run}"\nlog_dir = "logs"\n{daemon_extra}\n'
+        d = Daemon(root, text + textwrap.dedent(programs), tag, run)
         made.append(d)
         if start:
             d.start()

@@ -44,7 +44,7 @@ def test_runaway_output_cannot_fill_the_disk(make_daemon):
         cwd = "."
         log = {{ max_size = "64KiB", backups = 2 }}
     """)
-    wait_until(lambda: (d.root / "done").exists(), 30, "the flood to finish")
+    wait_until((d.root / "done").exists, 30, "the flood to finish")
     logs = d.root / "logs"
     files = sorted(p.name for p in logs.iterdir() if p.name.startswith("flood.out"))
     assert files == ["flood.out.log", "flood.out.log.1", "flood.out.log.2"]

@@ -83,7 +83,7 @@ time.sleep(3600)
 def test_strays_of_a_crashed_leader_are_killed_before_restart(make_daemon, tmp_path):
     """When the leader dies unasked, what it left in its group is killed, so no copy doubles up."""
     pids = tmp_path / "pids"
-    d = make_daemon(f"""
+    make_daemon(f"""
         [programs.family]
         command = {_argv(FAMILY, str(pids))}
     """)

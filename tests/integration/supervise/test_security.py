@@ -1,0 +1,96 @@
+"""The control socket is owner-only and checks peer credentials."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+import subprocess
+import tempfile
+from pathlib import Path
+
+import pytest
+
+CLIENT = """
+import socket, sys
+s = socket.socket(socket.AF_UNIX)
+try:
+    s.connect(sys.argv[1])
+except PermissionError:
+    print("EACCES"); sys.exit(0)
+s.sendall(b"GET /v1/status HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+print(s.recv(65536).decode().split("\\r\\n")[0])
+"""
+
+SYSTEM_PY = "/usr/bin/python3"
+needs_root = pytest.mark.skipif(
+    os.geteuid() != 0 or not shutil.which("setpriv") or not os.path.exists(SYSTEM_PY),
+    reason="needs root, setpriv and the system python3",
+)
+
+
+@pytest.fixture
+def open_dir():
+    """A directory other users can traverse (pytest's tmp_path is root-only)."""
+    path = Path(tempfile.mkdtemp(prefix="heartline-test-"))
+    os.chmod(path, 0o711)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+def test_socket_and_run_dir_are_owner_only(make_daemon):
+    """The run directory is 0700 and the socket 0600."""
+    d = make_daemon('[programs.a]\ncommand = ["/bin/sleep", "3600"]\n')
+    assert stat.S_IMODE(os.stat(d.root / "run").st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(d.socket).st_mode) == 0o600
+
+
+def _as_nobody(sock: str) -> str:
+    res = subprocess.run(
+        [
+            "setpriv",
+            "--reuid=nobody",
+            "--regid=nogroup",
+            "--clear-groups",
+            SYSTEM_PY,
+            "-I",
+            "-c",
+            CLIENT,
+            sock,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    return res.stdout.strip() + res.stderr.strip()
+
+
+@needs_root
+def test_other_user_is_refused_by_peer_credentials(open_dir, make_daemon):
+    """Even with the file permissions opened up, a client of another uid gets 403."""
+    d = make_daemon('[programs.a]\ncommand = ["/bin/sleep", "3600"]\n', run_dir=open_dir / "run")
+    os.chmod(d.run_dir, 0o755)
+    assert _as_nobody(d.socket) == "EACCES"  # the file mode alone stops it
+    os.chmod(d.socket, 0o666)
+    assert _as_nobody(d.socket) == "HTTP/1.1 403 Forbidden"  # and SO_PEERCRED does too
+    assert d.program("a")["state"] == "running"
+
+
+@needs_root
+def test_program_runs_as_configured_user(open_dir, make_daemon):
+    """user = "nobody": the program runs with nobody's uid, gid and USER."""
+    out = open_dir / "id"
+    os.chmod(open_dir, 0o777)
+    code = "import os, sys; open(sys.argv[1], 'w').write('%d %d %s' % (os.getuid(), os.getgid(), os.environ['USER']))"
+    d = make_daemon(f"""
+        [programs.who]
+        command = ["{SYSTEM_PY}", "-I", "-c", "{code}", "{out}"]
+        user = "nobody"
+        restart = "never"
+    """)
+    d.wait_state("who", "exited")
+    import pwd
+
+    nobody = pwd.getpwnam("nobody")
+    assert out.read_text() == f"{nobody.pw_uid} {nobody.pw_gid} nobody"

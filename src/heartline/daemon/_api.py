@@ -65,17 +65,26 @@ class Api:
         if route is None and req.method == "GET" and req.path.startswith("/v1/logs/"):
             route = self.logs
         if route is None:
-            if any(path == req.path for _m, path in self.routes):
-                return Response.error(
+            allowed = [m for m, path in self.routes if path == req.path]
+            if req.path.startswith("/v1/logs/"):
+                allowed = ["GET"]
+            if allowed:
+                resp = Response.error(
                     405, "method_not_allowed", f"{req.method} is not allowed on {req.path}"
                 )
+                resp.headers.append(("Allow", ", ".join(allowed)))
+                return resp
             return Response.error(404, "not_found", f"no such endpoint: {req.path}")
+        body: Any = None
+        if req.method == "POST":
+            try:
+                body = req.json()
+            except (ValueError, UnicodeDecodeError):
+                return Response.error(400, "bad_request", "the body is not valid JSON")
+            if not isinstance(body, dict):
+                return Response.error(422, "invalid", "the body must be a JSON object")
         try:
-            body = req.json() if req.method == "POST" else None
-        except (ValueError, UnicodeDecodeError):
-            return Response.error(400, "bad_request", "the body is not valid JSON")
-        try:
-            result: Response = await route(req) if body is None else await route(body)
+            result: Response = await route(body if req.method == "POST" else req)
         except UnknownProgram as e:
             return Response.error(404, "unknown_program", str(e), name=e.name)
         except _Invalid as e:

@@ -54,6 +54,7 @@ class Response:
     body: bytes = b""
     content_type: str = "application/json"
     stream: AsyncIterator[bytes] | None = None
+    headers: list[tuple[str, str]] = field(default_factory=list)
 
     @classmethod
     def json(cls, data: object, status: int = 200) -> Response:
@@ -166,7 +167,7 @@ def _head_bytes(status: int, headers: list[tuple[str, str]]) -> bytes:
 
 
 async def _write_response(writer: asyncio.StreamWriter, resp: Response, keep: bool) -> None:
-    headers = [("Content-Type", resp.content_type)]
+    headers = [("Content-Type", resp.content_type), *resp.headers]
     if resp.stream is None:
         headers.append(("Content-Length", str(len(resp.body))))
         headers.append(("Connection", "keep-alive" if keep else "close"))

@@ -1,0 +1,107 @@
+"""`heartline run -- CMD`: one command supervised in the foreground, no config file."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+from tests.integration.conftest import HEARTLINE, PY, alive, wait_until
+
+
+def _run(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*HEARTLINE, "run", *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_run_restarts_then_exits_with_the_commands_code(tmp_path):
+    """--max-restarts 2: three runs, then heartline exits with the command's exit code."""
+    count = tmp_path / "count"
+    res = _run(
+        "--max-restarts",
+        "2",
+        "--backoff",
+        "0s",
+        "--",
+        PY,
+        "-c",
+        f"open('{count}', 'a').write('x'); raise SystemExit(3)",
+    )
+    assert res.returncode == 3
+    assert count.read_text() == "xxx"
+
+
+def test_run_on_failure_stops_after_success(tmp_path):
+    """The default policy (on-failure) ends at the first clean exit, with code 0."""
+    flag = tmp_path / "flag"
+    code = f"import os, sys; sys.exit(0 if os.path.exists('{flag}') else (open('{flag}', 'w').close() or 1))"
+    res = _run("--backoff", "0s", "--", PY, "-c", code)
+    assert res.returncode == 0
+
+
+def test_run_passes_output_through_and_reports_signals():
+    """Output goes to our stdout; a death by signal N exits 128+N."""
+    res = _run(
+        "--restart",
+        "never",
+        "--",
+        PY,
+        "-c",
+        "import os, signal; print('hello', flush=True); os.kill(os.getpid(), signal.SIGTERM)",
+    )
+    assert res.stdout == "hello\n"
+    assert res.returncode == 128 + signal.SIGTERM
+
+
+def test_run_spawn_failure_exits_127():
+    """A command that cannot be started exits 127 with a one-line reason."""
+    res = _run("--restart", "never", "--", "/nonexistent/cmd")
+    assert res.returncode == 127
+    assert "No such file" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_run_forwards_sigterm_and_stops_the_command(tmp_path):
+    """SIGTERM to heartline run stops the command's group and exits with its status."""
+    ready = tmp_path / "ready"
+    code = f"import signal, sys, time\nsignal.signal(signal.SIGTERM, lambda *a: sys.exit(42))\nopen('{ready}', 'w').write(str(__import__('os').getpid()))\ntime.sleep(3600)"
+    with subprocess.Popen([*HEARTLINE, "run", "--restart", "always", "--", PY, "-c", code]) as proc:
+        wait_until(lambda: ready.exists() and ready.read_text(), 15, "the command to start")
+        child = int(ready.read_text())
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(15) == 42
+    assert not alive(child)
+
+
+def test_run_usage_errors():
+    """A bad --backoff is a usage error (exit 2), no traceback."""
+    res = _run("--backoff", "fast", "--", "/bin/true")
+    assert res.returncode == 2 and "--backoff" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_run_does_not_parse_options_after_double_dash(tmp_path):
+    """Everything after `--` is the command's argv, options included."""
+    out = tmp_path / "argv"
+    res = _run(
+        "--restart",
+        "never",
+        "--",
+        PY,
+        "-c",
+        f"import sys; open('{out}', 'w').write(' '.join(sys.argv[1:]))",
+        "--restart",
+        "-h",
+    )
+    assert res.returncode == 0
+    assert out.read_text() == "--restart -h"
+
+
+def test_run_sighup_is_forwarded(tmp_path):
+    """SIGHUP to heartline run reaches the command."""
+    got = tmp_path / "hup"
+    code = f"import signal, time\nsignal.signal(signal.SIGHUP, lambda *a: open('{got}', 'w').close())\nopen('{got}.armed', 'w').close()\nfor _ in range(3000):\n    time.sleep(0.01)\n    if __import__('os').path.exists('{got}'): break"
+    with subprocess.Popen([*HEARTLINE, "run", "--restart", "never", "--", PY, "-c", code]) as proc:
+        wait_until(lambda: os.path.exists(f"{got}.armed"), 15, "handler armed")
+        proc.send_signal(signal.SIGHUP)
+        assert proc.wait(15) == 0
+    assert got.exists()

@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from collections import OrderedDict
 from collections.abc import Callable
 
 from heartline.config import LogSpec
@@ -19,31 +20,59 @@ log = logging.getLogger(__name__)
 Follower = Callable[[bytes], None]
 
 
-class LogFile:
-    """One stream's log file with rotation. Writes are synchronous (page cache)."""
+class OpenFiles:
+    """Keeps at most ``limit`` log files open, closing the least recently written.
 
-    def __init__(self, path: str, spec: LogSpec) -> None:
+    Most programs are quiet most of the time; holding two log descriptors per program would
+    cost 500 programs a thousand fds. A file closed here is opened again on its next write.
+    """
+
+    def __init__(self, limit: int = 64) -> None:
+        self.limit = limit
+        self._open: OrderedDict[int, LogFile] = OrderedDict()
+
+    def touch(self, f: LogFile) -> None:
+        self._open[id(f)] = f
+        self._open.move_to_end(id(f))
+        while len(self._open) > self.limit:
+            _, oldest = self._open.popitem(last=False)
+            oldest.close()
+
+    def forget(self, f: LogFile) -> None:
+        self._open.pop(id(f), None)
+
+
+class LogFile:
+    """One stream's log file with rotation. Writes are synchronous (page cache).
+
+    The file is created on the first write and may be closed between writes (see OpenFiles).
+    """
+
+    def __init__(self, path: str, spec: LogSpec, cache: OpenFiles | None = None) -> None:
         self.path = path
         self.spec = spec
+        self.cache = cache
         self.followers: set[Follower] = set()
         self._fd = -1
         self._size = 0
-        self._open()
 
     def _open(self) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
         self._fd = os.open(self.path, flags, 0o640)
         self._size = os.fstat(self._fd).st_size
+        if self.cache is not None:
+            self.cache.touch(self)
 
     def reopen(self) -> None:
-        """Close and open the path again (after an external tool moved the file)."""
+        """Let the next write open the path again (after an external tool moved the file)."""
         self.close()
-        self._open()
 
     def close(self) -> None:
         if self._fd >= 0:
             os.close(self._fd)
             self._fd = -1
+        if self.cache is not None:
+            self.cache.forget(self)
 
     def rotate(self) -> None:
         self.close()
@@ -62,11 +91,13 @@ class LogFile:
     def write(self, data: bytes) -> None:
         for follow in list(self.followers):
             follow(data)
-        if self._fd < 0:
-            return
         view = memoryview(data)
         cap = self.spec.max_size
         try:
+            if self._fd < 0:
+                self._open()
+            elif self.cache is not None:
+                self.cache.touch(self)
             while view:
                 if self._size >= cap:
                     self.rotate()
@@ -78,8 +109,7 @@ class LogFile:
             # A full disk or a vanished directory must not take the daemon down; the data is
             # dropped and the next write tries again.
             log.warning("cannot write %s: %s", self.path, e.strerror)
-            with contextlib.suppress(OSError):
-                self.reopen()
+            self.close()
 
     def tail(self, lines: int) -> bytes:
         """The last ``lines`` lines, reading back into rotated files when needed."""

@@ -61,8 +61,12 @@ class Program:
         self.err: LogFile | None = None
         if sup.log_dir is not None:
             base = os.path.join(sup.log_dir, spec.name)
-            self.out = LogFile(base + ".out.log", spec.log)
-            self.err = self.out if spec.redirect_stderr else LogFile(base + ".err.log", spec.log)
+            self.out = LogFile(base + ".out.log", spec.log, sup.open_files)
+            self.err = (
+                self.out
+                if spec.redirect_stderr
+                else LogFile(base + ".err.log", spec.log, sup.open_files)
+            )
 
     # --- state ----------------------------------------------------------------------------
     def _set_state(self, state: State, detail: str = "") -> None:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from heartline._util import atomic_write
 from heartline.config import Config, ProgramSpec
 from heartline.errors import UnknownProgram
+from heartline.supervise._logs import OpenFiles
 from heartline.supervise._process import boot_id, start_time
 from heartline.supervise._program import Program
 from heartline.supervise._states import State
@@ -64,6 +65,7 @@ class Supervisor:
         self.listeners: list[Callable[[Program], None]] = []
         self.waiting: set[Program] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self.open_files = OpenFiles()
         self._save_pending = False
         self._start_ticks: dict[int, int | None] = {}
         self.base_env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}

@@ -18,7 +18,10 @@ try:
     s.connect(sys.argv[1])
 except PermissionError:
     print("EACCES"); sys.exit(0)
-s.sendall(b"GET /v1/status HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+try:
+    s.sendall(b"GET /v1/status HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n")
+except BrokenPipeError:
+    pass  # the daemon may refuse (and close) before the request is even sent
 print(s.recv(65536).decode().split("\\r\\n")[0])
 """
 

@@ -74,6 +74,7 @@ class Supervisor:
         self.programs: dict[str, Program] = {}
         for name, spec in programs.items():
             self.programs[name] = Program(spec, self)
+        self._index_groups()
 
     def background(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Task[Any]:
         """Run ``coro`` as a task the supervisor keeps a reference to until it ends."""
@@ -88,12 +89,15 @@ class Supervisor:
         wanted: set[str] = set()
         for n in names:
             if n == "all":
-                wanted.update(self.programs)
-                continue
-            hits = [p.spec.name for p in self.programs.values() if n in (p.spec.name, p.spec.group)]
-            if not hits:
+                return list(self.programs.values())
+            if n in self.programs:
+                wanted.add(n)
+            elif n in self._groups:
+                wanted.update(p.spec.name for p in self._groups[n])
+            else:
                 raise UnknownProgram(n)
-            wanted.update(hits)
+        if len(wanted) == 1:
+            return [self.programs[next(iter(wanted))]]
         return [p for name, p in self.programs.items() if name in wanted]
 
     def snapshot(self, names: Iterable[str] = ()) -> list[dict[str, Any]]:
@@ -109,7 +113,12 @@ class Supervisor:
 
     # --- dependencies ---------------------------------------------------------------------
     def _group(self, group: str) -> list[Program]:
-        return [p for p in self.programs.values() if p.spec.group == group]
+        return self._groups.get(group, [])
+
+    def _index_groups(self) -> None:
+        self._groups: dict[str, list[Program]] = {}
+        for p in self.programs.values():
+            self._groups.setdefault(p.spec.group, []).append(p)
 
     def blockers(self, prog: Program) -> list[str]:
         """Names of the programs ``prog`` must still wait for."""
@@ -214,6 +223,7 @@ class Supervisor:
             self.programs[n] = prog
             fresh.append(prog)
         self.programs = {n: self.programs[n] for n in order}
+        self._index_groups()
         for p in self._start_order(fresh):
             if p.spec.autostart:
                 p.start()

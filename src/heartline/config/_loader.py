@@ -6,7 +6,6 @@ it was written on; every error can then say ``file:line: key: what is wrong``.
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import signal
@@ -165,6 +164,8 @@ class _Builder:
     ) -> None:
         for key in table:
             if key not in allowed:
+                import difflib
+
                 hint = difflib.get_close_matches(key, allowed, n=1)
                 fix = (
                     f"; did you mean {hint[0]!r}?"

@@ -18,7 +18,7 @@ from heartline.daemon._holder import Holder, end_previous_holder, previous_holde
 from heartline.daemon._http import serve_connection
 from heartline.daemon._sdnotify import SystemdNotifier
 from heartline.errors import ConfigError, DaemonAlreadyRunning
-from heartline.supervise import State, Supervisor, spec_digest
+from heartline.supervise import State, Supervisor
 from heartline.supervise._process import signal_group, start_time
 
 log = logging.getLogger("heartline.daemon")
@@ -153,7 +153,7 @@ class Daemon:
                 continue
             if prog.adopt(rec["pid"], rec):
                 adopted.add(name)
-                if rec.get("spec") != spec_digest(prog.spec):
+                if rec.get("spec") != prog.digest:
                     changed.append(name)
         if changed:
             log.info("config changed while the daemon was down; restarting %s", ", ".join(changed))

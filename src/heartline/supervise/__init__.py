@@ -3,9 +3,9 @@
 from heartline.supervise._logs import LogFile
 from heartline.supervise._policy import Decision, ExitInfo, History, backoff_delay, decide
 from heartline.supervise._process import SpawnFailed, spawn
-from heartline.supervise._program import Program
+from heartline.supervise._program import Program, spec_digest
 from heartline.supervise._states import State
-from heartline.supervise._supervisor import FdHolder, Supervisor, spec_digest
+from heartline.supervise._supervisor import FdHolder, Supervisor
 
 __all__ = [
     "Decision",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import os
 import signal
@@ -17,6 +18,12 @@ from heartline.supervise._logs import LogFile
 from heartline.supervise._policy import Decision, ExitInfo, History, decide
 from heartline.supervise._process import SpawnFailed, reap, signal_group, spawn, start_time
 from heartline.supervise._states import State
+
+
+def spec_digest(spec: ProgramSpec) -> str:
+    """A short fingerprint of a spec: tells a daemon whether an adopted program's config changed."""
+    return hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
+
 
 if TYPE_CHECKING:
     from heartline.supervise._supervisor import Supervisor
@@ -33,6 +40,7 @@ class Program:
 
     def __init__(self, spec: ProgramSpec, sup: Supervisor) -> None:
         self.spec = spec
+        self.digest = spec_digest(spec)
         self.sup = sup
         self.loop = sup.loop
         self.state = State.STOPPED

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import json
 import logging
 import os
@@ -34,10 +33,6 @@ class FdHolder(Protocol):
     def add(self, key: str, pid: int, fds: list[int], stop_signal: int) -> None: ...
 
     def drop(self, key: str) -> None: ...
-
-
-def spec_digest(spec: ProgramSpec) -> str:
-    return hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
 
 
 class Supervisor:
@@ -286,7 +281,7 @@ class Supervisor:
                 "pipes": list(p.pipe_inodes),
                 "restarts": p.restarts,
                 "started": p.started_wall,
-                "spec": spec_digest(p.spec),
+                "spec": p.digest,
             }
         self._start_ticks = ticks
         data = {"version": 1, "boot_id": boot_id(), "daemon_pid": os.getpid(), "programs": live}

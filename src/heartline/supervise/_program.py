@@ -97,7 +97,8 @@ class Program:
         now = self.loop.time()
         detail = self.detail
         if self._deadline is not None and self.state in (State.BACKOFF, State.FATAL):
-            detail = f"{detail}; retry in {format_duration(max(0.0, self._deadline - now))}"
+            retry = f"retry in {format_duration(max(0.0, self._deadline - now))}"
+            detail = f"{detail}; {retry}" if detail else retry
         return {
             "name": self.spec.name,
             "group": self.spec.group,
@@ -332,7 +333,7 @@ class Program:
         if delay <= 0:
             self._try_spawn()
         else:
-            self._set_state(State.BACKOFF, info.describe())
+            self._set_state(State.BACKOFF)
             self._schedule(delay, self._try_spawn)
 
     def _retry_after_fatal(self) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 from heartline.config import Config, load_config
 from heartline.daemon._api import Api
-from heartline.daemon._holder import Holder, end_previous_holder, previous_holder
+from heartline.daemon._holder import Holder, end_previous_holder, held_pids, previous_holder
 from heartline.daemon._http import serve_connection
 from heartline.daemon._sdnotify import SystemdNotifier
 from heartline.errors import ConfigError, DaemonAlreadyRunning
@@ -83,7 +83,7 @@ class Daemon:
                 state_path=os.path.join(self.run_dir, "state.json"),
                 holder=holder,
             )
-            adopted = self._adopt()
+            adopted = self._adopt(old_holder)
             api = Api(self)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(sock_path)
@@ -133,28 +133,38 @@ class Daemon:
             self.notifier.close()
             os.close(lock_fd)
 
-    def _adopt(self) -> set[str] | None:
+    def _adopt(self, old_holder: dict[str, int] | None) -> set[str] | None:
         """Take over the processes a previous daemon left; stop those no longer configured.
 
-        Returns the adopted names, or None when there was no previous daemon's state.
+        Returns the adopted names, or None when no previous daemon left anything.
         """
         sup = self.supervisor
         records = sup.load_state()
-        if not records:
+        # The old holder has a pidfd of every process the old daemon started, including one
+        # spawned in the instant before the crash that never reached the state file.
+        held = held_pids(old_holder)
+        if not records and not held:
             return None
         adopted: set[str] = set()
+        adopted_pids: set[int] = set()
         changed: list[str] = []
         for name, rec in records.items():
             if not isinstance(rec, dict) or not isinstance(rec.get("pid"), int):
                 continue
             prog = sup.programs.get(name)
             if prog is None:
-                sup.background(_stop_leftover(rec))
+                sup.background(
+                    _stop_leftover(rec["pid"], rec.get("start_time"), "no longer configured")
+                )
+                adopted_pids.add(rec["pid"])
                 continue
             if prog.adopt(rec["pid"], rec):
                 adopted.add(name)
+                adopted_pids.add(rec["pid"])
                 if rec.get("spec") != prog.digest:
                     changed.append(name)
+        for pid in held - adopted_pids:
+            sup.background(_stop_leftover(pid, start_time(pid), "not in the state file"))
         if changed:
             log.info("config changed while the daemon was down; restarting %s", ", ".join(changed))
             sup.background(sup.restart(changed))
@@ -188,9 +198,10 @@ def _allowed(uid: int) -> bool:
     return uid == os.geteuid() or uid == 0
 
 
-async def _stop_leftover(rec: dict[str, Any], grace: float = 10.0) -> None:
-    """Stop the process group of a recorded program that the config no longer has."""
-    pid = rec["pid"]
+async def _stop_leftover(
+    pid: int, expected_start: int | None, why: str, grace: float = 10.0
+) -> None:
+    """Stop the process group of a program a previous daemon left and this one does not adopt."""
     try:
         pidfd = os.pidfd_open(pid)
     except OSError:
@@ -199,9 +210,9 @@ async def _stop_leftover(rec: dict[str, Any], grace: float = 10.0) -> None:
     gone = loop.create_future()
     loop.add_reader(pidfd, lambda: None if gone.done() else gone.set_result(None))
     try:
-        if start_time(pid) != rec.get("start_time"):
+        if expected_start is None or start_time(pid) != expected_start:
             return
-        log.info("stopping pid %d: its program is no longer configured", pid)
+        log.info("stopping pid %d left by the previous daemon: %s", pid, why)
         signal_group(pid, signal.SIGTERM)
         try:
             async with asyncio.timeout(grace):

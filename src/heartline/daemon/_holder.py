@@ -111,6 +111,34 @@ def previous_holder(run_dir: str) -> dict[str, int] | None:
         return None
 
 
+def held_pids(rec: dict[str, int] | None) -> set[int]:
+    """Pids of the live processes the holder described by ``rec`` has pidfds of.
+
+    Read from /proc/PID/fdinfo: a pidfd's "Pid:" line names its process, or -1 once it died.
+    """
+    if rec is None or start_time(rec["pid"]) != rec["start_time"]:
+        return set()
+    base = f"/proc/{rec['pid']}"
+    pids: set[int] = set()
+    try:
+        fds = os.listdir(f"{base}/fd")
+    except OSError:
+        return pids
+    for fd in fds:
+        try:
+            if os.readlink(f"{base}/fd/{fd}") != "anon_inode:[pidfd]":
+                continue
+            with open(f"{base}/fdinfo/{fd}") as f:
+                for line in f:
+                    if line.startswith("Pid:"):
+                        pid = int(line.split()[1])
+                        if pid > 0:
+                            pids.add(pid)
+        except (OSError, ValueError):
+            continue
+    return pids
+
+
 def end_previous_holder(rec: dict[str, int] | None) -> None:
     """End the holder a crashed daemon left (once its programs are adopted or gone)."""
     if rec is None:

@@ -119,3 +119,25 @@ def test_second_daemon_is_refused(make_daemon):
     assert res.returncode == 6
     assert "already runs" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     assert len([p for p in d.status().values() if p["pid"]]) == 1
+
+
+def test_child_missing_from_the_state_file_is_not_duplicated(make_daemon):
+    """A child spawned just before the crash (not yet in state.json) is stopped, not doubled."""
+    import json
+
+    d = make_daemon("""
+        [programs.a]
+        command = ["/bin/sleep", "3600"]
+        [programs.b]
+        command = ["/bin/sleep", "3600"]
+    """)
+    before = {n: p["pid"] for n, p in d.status().items()}
+    d.kill9()
+    state = d.state_file()
+    del state["programs"]["b"]
+    (d.run_dir / "state.json").write_text(json.dumps(state))
+    d.start()
+    assert d.program("a")["pid"] == before["a"]
+    wait_until(lambda: not alive(before["b"]), 15, "the unrecorded child to be stopped")
+    assert d.program("b")["state"] == "running"
+    assert _program_pids(d) == {before["a"], d.program("b")["pid"]}

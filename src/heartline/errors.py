@@ -52,7 +52,12 @@ class ConfigError(HeartlineError):
             where += f":{line}"
         if key:
             where += f": {key}"
-        super().__init__(f"{where}: {message}")
+        # One line, whatever names and values the file holds.
+        super().__init__(_printable(f"{where}: {message}"))
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else ascii(c)[1:-1] for c in text)
 
 
 class ControlError(HeartlineError):

@@ -32,15 +32,18 @@ def parse_duration(value: object) -> float:
     """
     if isinstance(value, bool):
         raise ValueError("expected a duration such as '10s' or '250ms', got a boolean")
-    if isinstance(value, int | float):
-        seconds = float(value)
-    elif isinstance(value, str):
-        m = _DURATION.match(value)
-        if not m:
-            raise ValueError(f"expected a duration such as '10s' or '250ms', got {value!r}")
-        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    else:
-        raise ValueError(f"expected a duration such as '10s', got {type(value).__name__}")
+    try:
+        if isinstance(value, int | float):
+            seconds = float(value)
+        elif isinstance(value, str):
+            m = _DURATION.match(value)
+            if not m:
+                raise ValueError(f"expected a duration such as '10s' or '250ms', got {value!r}")
+            seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+        else:
+            raise ValueError(f"expected a duration such as '10s', got {type(value).__name__}")
+    except OverflowError:
+        raise ValueError(f"the duration {str(value)[:20]}... is too large") from None
     if not math.isfinite(seconds) or seconds < 0:
         raise ValueError(f"a duration must be finite and not negative, got {value!r}")
     return seconds
@@ -52,12 +55,17 @@ def parse_size(value: object) -> int:
         raise ValueError("expected a size such as '10MB', got a boolean")
     if isinstance(value, int):
         size = value
+        if size > 2**63:
+            raise ValueError("the size is too large")
     elif isinstance(value, str):
         m = _SIZE.match(value)
         unit = (m.group(2) or "").lower() if m else ""
         if not m or unit not in _SIZE_UNITS:
             raise ValueError(f"expected a size such as '10MB' or '512KiB', got {value!r}")
-        size = int(float(m.group(1)) * _SIZE_UNITS[unit])
+        number = float(m.group(1)) * _SIZE_UNITS[unit]
+        if not math.isfinite(number) or number > 2**63:
+            raise ValueError(f"the size {value[:20]}... is too large")
+        size = int(number)
     else:
         raise ValueError(f"expected a size such as '10MB', got {type(value).__name__}")
     if size < 0:

@@ -80,6 +80,8 @@ def parse_config(text: str, *, path: str = "<config>") -> Config:
     """Validate TOML ``text``; relative paths resolve against the directory of ``path``."""
     try:
         data = tomllib.loads(text)
+    except RecursionError:
+        raise ConfigError("invalid TOML: values nested too deeply", file=path) from None
     except tomllib.TOMLDecodeError as e:
         msg = str(e)
         m = re.search(r"\(at line (\d+), column \d+\)", msg)
@@ -95,14 +97,16 @@ class _Locator:
     def __init__(self, text: str) -> None:
         self.lines: dict[tuple[str, ...], int] = {}
         table: tuple[str, ...] = ()
-        for number, line in enumerate(text.splitlines(), start=1):
+        # TOML ends lines at "\n" only; str.splitlines() would also split at U+2028 and friends.
+        for number, line in enumerate(text.split("\n"), start=1):
             stripped = line.strip()
             if stripped.startswith("[") and not stripped.startswith("[["):
                 end = stripped.find("]")
                 parts = _split_key(stripped[1:end]) if end > 0 else None
                 if parts is not None:
                     table = tuple(parts)
-                    self.lines.setdefault(table, number)
+                    for i in range(1, len(table) + 1):
+                        self.lines.setdefault(table[:i], number)
                 continue
             eq = stripped.find("=")
             if eq > 0 and not stripped.startswith("#"):
@@ -202,12 +206,17 @@ class _Builder:
         )
         defaults = self.table(self.data.get("defaults", {}), ("defaults",))
         self.check_keys(defaults, [k for k in _PROGRAM_KEYS if k != "command"], ("defaults",))
+        for key, value in defaults.items():
+            try:
+                _PROGRAM_KEYS[key](self, value, ("defaults", key), defaults)
+            except _Invalid as e:
+                raise self.error(("defaults", key), str(e)) from None
         programs_t = self.table(self.data.get("programs", {}), ("programs",))
         programs: dict[str, ProgramSpec] = {}
         groups: dict[str, tuple[str, ...]] = {}
         for name, raw in programs_t.items():
             where = ("programs", name)
-            if not _NAME.match(name):
+            if not _NAME.fullmatch(name):
                 raise self.error(
                     where, "program names use letters, digits, '_', '.', '-' (at most 64)"
                 )
@@ -246,26 +255,35 @@ class _Builder:
         programs: Mapping[str, ProgramSpec],
         groups: Mapping[str, tuple[str, ...]],
     ) -> None:
-        edges = {
-            g: set(programs[m[0]].after) | set(programs[m[0]].requires) for g, m in groups.items()
-        }
+        # Iterative depth-first search: a chain of thousands of programs must not overflow
+        # the interpreter's stack.
         state: dict[str, int] = {}
-
-        def visit(node: str, trail: list[str]) -> None:
-            state[node] = 1
-            for dep in sorted(edges[node]):
+        for root in programs_t:
+            if root in state:
+                continue
+            state[root] = 1
+            trail = [root]
+            stack = [iter(self._deps(programs[groups[root][0]]))]
+            while stack:
+                dep = next(stack[-1], None)
+                node = trail[-1]
+                if dep is None:
+                    state[node] = 2
+                    stack.pop()
+                    trail.pop()
+                    continue
                 if state.get(dep) == 1:
-                    cycle = " -> ".join([*trail[trail.index(dep) :], dep]) if dep in trail else dep
-                    raise self.error(
-                        ("programs", node, "after"), f"start order has a cycle: {cycle}"
-                    )
+                    cycle = " -> ".join([*trail[trail.index(dep) :], dep])
+                    key = "after" if dep in programs[groups[node][0]].after else "requires"
+                    raise self.error(("programs", node, key), f"start order has a cycle: {cycle}")
                 if dep not in state:
-                    visit(dep, [*trail, dep])
-            state[node] = 2
+                    state[dep] = 1
+                    trail.append(dep)
+                    stack.append(iter(self._deps(programs[groups[dep][0]])))
 
-        for g in programs_t:
-            if g not in state:
-                visit(g, [g])
+    @staticmethod
+    def _deps(spec: ProgramSpec) -> list[str]:
+        return sorted(set(spec.after) | set(spec.requires))
 
     # --- typed getters -------------------------------------------------------------------
     def string(self, t: Mapping[str, Any], key: str, where: tuple[str, ...]) -> str | None:

@@ -155,7 +155,7 @@ class Api:
         if stream not in ("stdout", "stderr"):
             raise _Invalid('"stream" must be stdout or stderr')
         raw_lines = req.query.get("lines", ["10"])[-1]
-        if not raw_lines.isdigit() or int(raw_lines) > MAX_TAIL_LINES:
+        if not (raw_lines.isascii() and raw_lines.isdigit()) or int(raw_lines) > MAX_TAIL_LINES:
             raise _Invalid(f'"lines" must be a number from 0 to {MAX_TAIL_LINES}')
         follow = req.query.get("follow", ["false"])[-1] in ("1", "true")
         logfile = prog.out if stream == "stdout" else prog.err

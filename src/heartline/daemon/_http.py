@@ -16,7 +16,7 @@ import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import parse_qs, unquote
 
 log = logging.getLogger(__name__)
 
@@ -111,7 +111,7 @@ def parse_head(head: bytes) -> tuple[str, str, dict[str, list[str]], dict[str, s
     method, target, version = parts
     if version not in ("HTTP/1.1", "HTTP/1.0"):
         raise BadRequest(505, "only HTTP/1.1 is spoken here")
-    if not method.isalpha() or not method.isupper():
+    if not (method.isascii() and method.isalpha() and method.isupper()):
         raise BadRequest(400, "malformed method")
     if not target.startswith("/") or any(ord(c) < 0x21 or ord(c) > 0x7E for c in target):
         raise BadRequest(400, "malformed request target")
@@ -134,10 +134,12 @@ def parse_head(head: bytes) -> tuple[str, str, dict[str, list[str]], dict[str, s
         if key in headers and key in ("content-length", "transfer-encoding", "host"):
             raise BadRequest(400, f"duplicate {name} header")
         headers[key] = value
-    split = urlsplit(target)
+    # The target is origin-form ("/path?query"): split it by hand, since a URL parser would
+    # read "//host/..." as an authority.
+    raw_path, _, raw_query = target.partition("#")[0].partition("?")
     try:
-        query = parse_qs(split.query, keep_blank_values=True, max_num_fields=100, errors="strict")
-        path = unquote(split.path, errors="strict")
+        query = parse_qs(raw_query, keep_blank_values=True, max_num_fields=100, errors="strict")
+        path = unquote(raw_path, errors="strict")
     except (ValueError, UnicodeDecodeError):
         raise BadRequest(400, "malformed query string") from None
     return method, path, query, headers
@@ -147,7 +149,7 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
     if "transfer-encoding" in headers:
         raise BadRequest(411, "chunked request bodies are not accepted; send Content-Length")
     raw = headers.get("content-length", "0")
-    if not raw.isdigit() or len(raw) > 12:
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 12:
         raise BadRequest(400, "malformed Content-Length")
     length = int(raw)
     if length > MAX_BODY:

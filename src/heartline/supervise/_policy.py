@@ -91,8 +91,10 @@ def backoff_delay(spec: ProgramSpec, consecutive: int, rnd: float) -> float:
     b = spec.backoff
     if consecutive <= 1 or b.initial <= 0:
         return 0.0
-    exp = min(consecutive - 2, 64)
-    base = min(b.max, b.initial * b.factor**exp)
+    try:
+        base = min(b.max, b.initial * b.factor ** (consecutive - 2))
+    except OverflowError:
+        base = b.max
     return max(0.0, min(b.max, base * (1.0 + b.jitter * (2.0 * rnd - 1.0))))
 
 

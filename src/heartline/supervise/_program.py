@@ -16,7 +16,14 @@ from heartline._util import format_duration
 from heartline.config import ProgramSpec
 from heartline.supervise._logs import LogFile
 from heartline.supervise._policy import Decision, ExitInfo, History, decide
-from heartline.supervise._process import SpawnFailed, reap, signal_group, spawn, start_time
+from heartline.supervise._process import (
+    Spawned,
+    SpawnFailed,
+    reap,
+    signal_group,
+    spawn,
+    start_time,
+)
 from heartline.supervise._states import State
 
 
@@ -116,20 +123,30 @@ class Program:
     # --- start ----------------------------------------------------------------------------
     def start(self, *, manual: bool = True) -> None:
         """Ask for the program to run (no-op when it already does)."""
+        if self.prepare_start(manual=manual):
+            self._spawn()
+
+    def prepare_start(self, *, manual: bool = True) -> bool:
+        """The bookkeeping of :meth:`start`; True when the caller must now spawn it."""
         if self.state in (State.STARTING, State.RUNNING):
-            return
+            return False
         if self.state is State.STOPPING:
             self._after_stop = lambda: self.start(manual=manual)
-            return
+            return False
         self._cancel_timer()
         if manual:
             self._restart_pending = False
             self.history.reset()
             self.restarts_left = self.sup.max_restarts
-        self._try_spawn()
+        return self._prepare_spawn()
 
     def _try_spawn(self) -> None:
         """Spawn now if the programs this one needs allow it, else wait in STARTING."""
+        if self._prepare_spawn():
+            self._spawn()
+
+    def _prepare_spawn(self) -> bool:
+        """True when the program may be spawned now; otherwise it waits in STARTING."""
         self._timer = None
         self._deadline = None
         missing = self.sup.blockers(self)
@@ -137,16 +154,19 @@ class Program:
             self.pid = None
             self._set_state(State.STARTING, "waiting for " + ", ".join(missing))
             self.sup.waiting.add(self)
-            return
+            return False
         self.sup.waiting.discard(self)
-        self._spawn()
+        return True
 
     def _spawn(self) -> None:
-        spec = self.spec
         now = self.loop.time()
-        self.history.record_start(now)
+        self._after_spawn(self.spawn_blocking(), now)
+
+    def spawn_blocking(self) -> Spawned | SpawnFailed:
+        """fork+exec the program; safe to call from a worker thread (touches no loop state)."""
+        spec = self.spec
         try:
-            sp = spawn(
+            return spawn(
                 spec.argv(),
                 env=self.sup.env_for(spec),
                 cwd=spec.cwd,
@@ -157,9 +177,15 @@ class Program:
                 merge_stderr=spec.redirect_stderr,
             )
         except SpawnFailed as e:
-            log.warning("%s: cannot start: %s", spec.name, e)
+            return e
+
+    def _after_spawn(self, sp: Spawned | SpawnFailed, now: float) -> None:
+        spec = self.spec
+        self.history.record_start(now)
+        if isinstance(sp, SpawnFailed):
+            log.warning("%s: cannot start: %s", spec.name, sp)
             self.pid = None
-            self._exited(ExitInfo("spawn-failed", detail=str(e)), uptime=0.0)
+            self._exited(ExitInfo("spawn-failed", detail=str(sp)), uptime=0.0)
             return
         if self._restart_pending:
             self.restarts += 1
@@ -181,6 +207,8 @@ class Program:
         self.sup.holder_add(self, sp.stdout, sp.stderr)
         log.info("%s: started pid %d", spec.name, sp.pid)
         self._begin_readiness()
+        if self.sup.waiting:
+            self.sup.dependency_moved()  # `after` only waits for the spawn
 
     def _begin_readiness(self) -> None:
         if self.spec.ready_after > 0:

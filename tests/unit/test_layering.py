@@ -1,0 +1,195 @@
+"""Who may import whom inside heartline (DESIGN.md, "Who may import whom").
+
+Every module under src/heartline is parsed with ``ast``; each ``heartline.*`` import (including
+relative ones and those under ``if TYPE_CHECKING:``) is mapped to the top-level part it reaches,
+and checked against the table below. A package missing from the table fails the test, so a new
+package has to take its place in the layering on purpose.
+"""
+
+from __future__ import annotations
+
+import ast
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+import heartline
+
+ROOT = Path(heartline.__file__).parent
+
+BOTTOM = {"errors", "_util", "config", "api"}
+#: Everything a package may import besides itself. "*" means any part not forbidden below.
+ALLOWED: dict[str, set[str] | str] = {
+    "errors": set(),
+    "_util": {"errors"},
+    "config": {"errors", "_util"},
+    "api": {"errors", "_util", "config"},
+    "service": {"errors", "_util"},
+    "lock": BOTTOM | {"service"},
+    "supervise": BOTTOM | {"service", "lock"},
+    "cluster": BOTTOM | {"service", "lock", "supervise"},
+    "chaos": BOTTOM | {"service", "lock", "supervise", "cluster"},
+    "testing": "*",
+    "web": "*",
+    "daemon": "*",
+    "cli": "*",
+    # heartline/__init__.py re-exports the public API; __main__ is the CLI entry point.
+    "heartline": "*",
+    "__main__": "*",
+}
+#: Parts that only the listed importers may reach, whatever "*" says.
+RESERVED = {
+    "cli": {"cli", "__main__"},
+    "daemon": {"daemon", "cli", "__main__"},
+}
+
+
+@dataclass(frozen=True)
+class Edge:
+    source: str  # file, relative to src/heartline
+    line: int
+    importer: str  # top-level part the importing module belongs to
+    imported: str  # top-level part it reaches
+    text: str
+
+
+def part_of(module: str) -> str:
+    """'heartline.config._loader' -> 'config'; 'heartline' -> 'heartline'."""
+    pieces = module.split(".")
+    assert pieces[0] == "heartline", module
+    return pieces[1] if len(pieces) > 1 else "heartline"
+
+
+def module_name(path: Path, root: Path) -> tuple[str, bool]:
+    rel = path.relative_to(root).with_suffix("")
+    parts = ["heartline", *rel.parts]
+    is_package = parts[-1] == "__init__"
+    if is_package:
+        parts.pop()
+    return ".".join(parts), is_package
+
+
+def subpackages(root: Path) -> set[str]:
+    return {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
+
+
+def imports_of(
+    source: str, module: str, is_package: bool, packages: set[str]
+) -> list[tuple[int, str]]:
+    """(line, imported heartline module) for every import in ``source``."""
+    found: list[tuple[int, str]] = []
+    package = module if is_package else module.rpartition(".")[0]
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [
+                (node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "heartline"
+            ]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target.split(".")[0] != "heartline":
+                continue
+            if target == "heartline":
+                # `from heartline import config` reaches the subpackage, not the root.
+                for a in node.names:
+                    sub = f"heartline.{a.name}" if a.name in packages else "heartline"
+                    found.append((node.lineno, sub))
+            else:
+                found.append((node.lineno, target))
+    return found
+
+
+def edges(root: Path) -> list[Edge]:
+    packages = subpackages(root) | {p.stem for p in root.glob("*.py")}
+    out = []
+    for path in sorted(root.rglob("*.py")):
+        module, is_package = module_name(path, root)
+        source = path.read_text(encoding="utf-8")
+        for line, target in imports_of(source, module, is_package, packages):
+            out.append(
+                Edge(str(path.relative_to(root)), line, part_of(module), part_of(target), target)
+            )
+    return out
+
+
+def violation(edge: Edge) -> str | None:
+    if edge.importer == edge.imported:
+        return None
+    if edge.importer not in ALLOWED:
+        return f"{edge.importer!r} is not in the layering table of {__name__}"
+    reserved_for = RESERVED.get(edge.imported)
+    if reserved_for is not None and edge.importer not in reserved_for:
+        return f"only {sorted(reserved_for)} may import heartline.{edge.imported}"
+    allowed = ALLOWED[edge.importer]
+    if allowed == "*" or edge.imported in allowed:
+        return None
+    return f"heartline.{edge.importer} may import only {sorted(allowed)}"
+
+
+def test_every_part_of_heartline_is_in_the_table() -> None:
+    """Each subpackage and top-level module has a row in the layering table."""
+    parts = subpackages(ROOT) | {p.stem for p in ROOT.glob("*.py")} - {"__init__"}
+    missing = {p for p in parts if p not in ALLOWED}
+    assert missing == set(), f"add {sorted(missing)} to ALLOWED in {__file__}"
+
+
+def test_imports_respect_the_layering() -> None:
+    """No module imports a part of heartline its layer may not use."""
+    found = edges(ROOT)
+    assert len(found) > 20  # the scan really saw the package's imports
+    bad = [
+        f"{e.source}:{e.line}: imports {e.text}: {why}"
+        for e in found
+        if (why := violation(e)) is not None
+    ]
+    assert bad == [], "\n".join(bad)
+
+
+def test_errors_is_a_leaf() -> None:
+    """heartline.errors imports nothing of heartline."""
+    assert [e for e in edges(ROOT) if e.importer == "errors"] == []
+
+
+@pytest.mark.parametrize(
+    ("path", "source", "ok"),
+    [
+        ("config/_x.py", "from heartline.supervise import Supervisor", False),
+        ("config/_x.py", "import heartline.api", False),
+        ("_util/_x.py", "from heartline.config import Config", False),
+        ("errors.py", "from heartline._util import parse_duration", False),
+        ("service/_x.py", "from heartline.config import ProgramSpec", False),
+        ("supervise/_x.py", "from heartline.daemon import Daemon", False),
+        ("web/_x.py", "from heartline.cli import main", False),
+        ("daemon/_x.py", "from heartline.cli import main", False),
+        ("api/_x.py", "from heartline import supervise", False),
+        ("config/_x.py", "from .. import errors", True),
+        ("config/_x.py", "from .. import supervise", False),
+        ("config/_x.py", "import json, heartline_extras", True),  # not ours: ignored
+        ("config/_x.py", "from ..supervise import x", False),
+        ("config/_x.py", "from . import _specs", True),
+        ("supervise/_x.py", "from heartline.lock import Lock", True),
+        ("supervise/_x.py", "from heartline import __version__", False),
+        ("cli/_x.py", "from heartline.daemon import run_daemon", True),
+        ("daemon/_x.py", "import heartline.supervise._process", True),
+        ("__main__.py", "from heartline.cli import main", True),
+        ("newpkg/_x.py", "from heartline.errors import HeartlineError", False),
+    ],
+)
+def test_the_checker_catches_violations(tmp_path: Path, path: str, source: str, ok: bool) -> None:
+    """The scan itself flags forbidden imports (so the layering test can fail)."""
+    root = tmp_path / "heartline"
+    for pkg in ("config", "_util", "service", "supervise", "web", "daemon", "api", "cli", "newpkg",
+                "lock"):  # fmt: skip
+        (root / pkg).mkdir(parents=True)
+        (root / pkg / "__init__.py").write_text("")
+    (root / "__init__.py").write_text("")
+    (root / "errors.py").write_text("")
+    (root / "__main__.py").write_text("")
+    (root / path).write_text(source + "\n")
+    problems = [v for e in edges(root) if (v := violation(e)) is not None]
+    assert (problems == []) is ok, problems

@@ -1,0 +1,108 @@
+"""The public surface: every name a package promises in __all__ exists and is what it says."""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+import re
+from types import ModuleType
+
+import pytest
+
+import heartline
+import heartline.errors
+
+
+def public_modules() -> list[str]:
+    """heartline, its subpackages and its public top-level modules."""
+    names = ["heartline"]
+    for info in pkgutil.iter_modules(heartline.__path__):
+        if info.ispkg or not info.name.startswith("_"):
+            names.append(f"heartline.{info.name}")
+    return sorted(names)
+
+
+def test_the_package_root_exports_its_promised_names() -> None:
+    """heartline exports HeartlineError and a PEP 440-ish __version__."""
+    assert set(heartline.__all__) >= {"HeartlineError", "__version__"}
+    assert heartline.HeartlineError is heartline.errors.HeartlineError
+    assert re.fullmatch(r"\d+\.\d+\.\d+.*", heartline.__version__)
+
+
+def test_every_subpackage_is_covered() -> None:
+    """The scan sees the packages the design names that exist today."""
+    found = set(public_modules())
+    assert {"heartline.config", "heartline.supervise", "heartline.api", "heartline.errors",
+            "heartline._util", "heartline.daemon", "heartline.cli"} <= found  # fmt: skip
+
+
+@pytest.mark.parametrize("name", public_modules())
+def test_all_names_exist_and_are_unique(name: str) -> None:
+    """Each public package declares __all__; every name in it exists, once."""
+    module: ModuleType = importlib.import_module(name)
+    assert hasattr(module, "__all__"), f"{name} has no __all__"
+    exported = list(module.__all__)
+    assert exported, f"{name}.__all__ is empty"
+    assert len(exported) == len(set(exported)), f"{name}.__all__ has duplicates"
+    missing = [n for n in exported if not hasattr(module, n)]
+    assert missing == [], f"{name}.__all__ names what it does not define: {missing}"
+    private = [n for n in exported if n.startswith("_") and not n.startswith("__")]
+    assert private == [], f"{name}.__all__ exports private names: {private}"
+
+
+@pytest.mark.parametrize("name", public_modules())
+def test_star_import_gives_exactly_all(name: str) -> None:
+    """`from PACKAGE import *` works and binds exactly the names of __all__."""
+    namespace: dict[str, object] = {}
+    exec(f"from {name} import *", namespace)
+    namespace.pop("__builtins__", None)
+    assert set(namespace) == set(importlib.import_module(name).__all__)
+
+
+def test_public_classes_say_where_users_import_them_from() -> None:
+    """Classes re-exported by a package are the same objects as in their private module."""
+    import heartline.config
+    import heartline.supervise
+    from heartline.config import _specs
+    from heartline.supervise import _policy
+
+    assert heartline.config.ProgramSpec is _specs.ProgramSpec
+    assert heartline.supervise.decide is _policy.decide
+
+
+def test_every_error_is_in_the_tree() -> None:
+    """Every exported error derives from HeartlineError and has an integer exit code."""
+    for name in heartline.errors.__all__:
+        cls = getattr(heartline.errors, name)
+        assert issubclass(cls, heartline.errors.HeartlineError), name
+        assert isinstance(cls.exit_code, int), name
+        assert cls.__doc__, f"{name} has no docstring"
+
+
+def test_error_exit_codes() -> None:
+    """The CLI's exit codes per error class are stable."""
+    e = heartline.errors
+    assert e.HeartlineError.exit_code == 1
+    assert e.UsageError.exit_code == 2
+    assert e.ConfigError.exit_code == 2
+    assert e.DaemonNotRunning.exit_code == 3
+    assert e.UnknownProgram.exit_code == 4
+    assert e.PermissionDenied.exit_code == 5
+    assert e.DaemonAlreadyRunning.exit_code == 6
+    assert e.ProtocolError.exit_code == 7
+
+
+def test_unknown_program_carries_the_name() -> None:
+    """UnknownProgram keeps the program name and mentions it in its message."""
+    err = heartline.errors.UnknownProgram("web")
+    assert err.name == "web"
+    assert "'web'" in str(err)
+
+
+def test_config_error_without_line_or_key() -> None:
+    """ConfigError leaves out the parts it does not know."""
+    CE = heartline.errors.ConfigError
+    assert str(CE("bad", file="f.toml")) == "f.toml: bad"
+    assert str(CE("bad", file="f.toml", line=3)) == "f.toml:3: bad"
+    assert str(CE("bad", key="a.b")) == "<config>: a.b: bad"
+    assert CE("bad", file="f", key="k", line=1).reason == "bad"

@@ -4,7 +4,7 @@ import random
 import sys
 import time
 
-life = random.uniform(1, 3)
+life = random.uniform(1, 3)  # noqa: S311 - a demo, not cryptography
 print(f"flaky: up, will crash in {life:.1f}s", flush=True)
 time.sleep(life)
 print("flaky: something went wrong", file=sys.stderr, flush=True)

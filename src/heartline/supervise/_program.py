@@ -62,7 +62,6 @@ class Program:
         self.last_stop_killed: bool | None = None
         self.history = History()
         self.adopted = False
-        self.ever_spawned = False
         self.restarts_left = sup.max_restarts
         self._timer: asyncio.TimerHandle | None = None
         self._deadline: float | None = None
@@ -194,7 +193,6 @@ class Program:
         self.pidfd = sp.pidfd
         self.started_at = now
         self.started_wall = time.time()
-        self.ever_spawned = True
         self.adopted = False
         self._killed = False
         self.loop.add_reader(sp.pidfd, self._on_pidfd)
@@ -239,7 +237,6 @@ class Program:
         self.pid = pid
         self.pidfd = pidfd
         self.adopted = True
-        self.ever_spawned = True
         self.restarts = int(record.get("restarts", 0))
         self.started_wall = float(record.get("started", time.time()))
         self.started_at = self.loop.time() - max(0.0, time.time() - self.started_wall)

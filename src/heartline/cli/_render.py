@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import sys
 from typing import Any
 
 from heartline._util import format_duration
 
 
-def print_json(doc: Any) -> None:
-    sys.stdout.write(json.dumps(doc, indent=2) + "\n")
+def to_json(doc: Any) -> str:
+    return json.dumps(doc, indent=2) + "\n"
 
 
 def _row(p: dict[str, Any]) -> list[str]:

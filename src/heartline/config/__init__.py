@@ -1,18 +1,39 @@
 """TOML configuration: load a file into typed, validated specs.
 
 Every error names the file, the key and the line, in one line
-(:class:`heartline.errors.ConfigError`).
+(:class:`heartline.errors.ConfigError`). Names are loaded on first use, so that a CLI call that
+only needs the socket path (``socket_from_config``) does not pay for the full loader.
 """
 
-from heartline.config._loader import default_config_path, load_config, parse_config
-from heartline.config._specs import (
-    BackoffSpec,
-    Config,
-    CrashLoopSpec,
-    DaemonSpec,
-    LogSpec,
-    ProgramSpec,
-)
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from heartline.config._loader import load_config, parse_config
+    from heartline.config._locate import default_config_path, socket_from_config
+    from heartline.config._specs import (
+        BackoffSpec,
+        Config,
+        CrashLoopSpec,
+        DaemonSpec,
+        LogSpec,
+        ProgramSpec,
+    )
+
+_WHERE = {
+    "BackoffSpec": "_specs",
+    "Config": "_specs",
+    "CrashLoopSpec": "_specs",
+    "DaemonSpec": "_specs",
+    "LogSpec": "_specs",
+    "ProgramSpec": "_specs",
+    "default_config_path": "_locate",
+    "socket_from_config": "_locate",
+    "load_config": "_loader",
+    "parse_config": "_loader",
+}
 
 __all__ = [
     "BackoffSpec",
@@ -24,4 +45,14 @@ __all__ = [
     "default_config_path",
     "load_config",
     "parse_config",
+    "socket_from_config",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'heartline.config' has no attribute {name!r}")
+    value = getattr(import_module(f"heartline.config.{module}"), name)
+    globals()[name] = value
+    return value

@@ -16,6 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from heartline._util import parse_duration, parse_size
+from heartline.config._locate import default_log_dir, default_run_dir
 from heartline.config._specs import (
     BackoffSpec,
     Config,
@@ -29,32 +30,6 @@ from heartline.errors import ConfigError
 _NAME = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,63}$")
 _KEY_TOKEN = re.compile(r'\s*(?:"((?:[^"\\]|\\.)*)"|\'([^\']*)\'|([A-Za-z0-9_-]+))\s*')
 MAX_NUMPROCS = 1000
-
-
-def default_config_path() -> str:
-    """``$HEARTLINE_CONFIG``, else ``./heartline.toml``, else ``/etc/heartline/heartline.toml``."""
-    env = os.environ.get("HEARTLINE_CONFIG")
-    if env:
-        return env
-    if os.path.exists("heartline.toml"):
-        return "heartline.toml"
-    return "/etc/heartline/heartline.toml"
-
-
-def default_run_dir() -> str:
-    if os.geteuid() == 0:
-        return "/run/heartline"
-    xdg = os.environ.get("XDG_RUNTIME_DIR")
-    if xdg:
-        return f"{xdg}/heartline"
-    return f"/tmp/heartline-{os.geteuid()}"
-
-
-def default_log_dir() -> str:
-    if os.geteuid() == 0:
-        return "/var/log/heartline"
-    state = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return f"{state}/heartline/logs"
 
 
 def load_config(path: str) -> Config:

@@ -60,6 +60,7 @@ class Daemon:
         self._stop: asyncio.Event | None = None
         self.supervisor: Supervisor
         self.notifier = SystemdNotifier()
+        self._watchdog: asyncio.TimerHandle | None = None
 
     def request_stop(self) -> None:
         if self._stop is not None:
@@ -75,6 +76,7 @@ class Daemon:
         holder = Holder.start(self.run_dir, adopt_timeout=self.adopt_timeout, grace=10.0)
         sock_path = self.config.daemon.socket_path
         server: asyncio.AbstractServer | None = None
+        clean = False
         try:
             self.supervisor = Supervisor(
                 self.config.programs,
@@ -107,29 +109,34 @@ class Daemon:
                 await self.supervisor.start(pending, autostart_only=True)
             self.supervisor.listeners.append(self._on_change)
             self.notifier.notify("READY=1", self._status_text())
-            wd = None
             if self.notifier.watchdog_interval:
-                wd = loop.call_later(self.notifier.watchdog_interval, self._watchdog_ping, loop)
+                self._watchdog_ping(loop)
             log.info("heartline daemon %d ready on %s", os.getpid(), sock_path)
             if ready is not None:
                 ready()
             await self._stop.wait()
-            if wd is not None:
-                wd.cancel()
             log.info("stopping every program")
             self.notifier.notify("STOPPING=1", "STATUS=stopping programs")
             server.close()
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(sock_path)
             await self.supervisor.shutdown()
+            clean = True
         finally:
+            if self._watchdog is not None:
+                self._watchdog.cancel()
             if server is not None:
                 server.close()
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(sock_path)
-            holder.close()
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(os.path.join(self.run_dir, "holder.json"))
+            if clean:
+                holder.close()
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(os.path.join(self.run_dir, "holder.json"))
+            else:
+                # Leaving on an error with programs still running: the holder keeps their
+                # output flowing and stops them if no daemon adopts them in time.
+                holder.abandon()
             self.notifier.close()
             os.close(lock_fd)
 
@@ -191,7 +198,7 @@ class Daemon:
     def _watchdog_ping(self, loop: asyncio.AbstractEventLoop) -> None:
         self.notifier.notify("WATCHDOG=1")
         assert self.notifier.watchdog_interval
-        loop.call_later(self.notifier.watchdog_interval, self._watchdog_ping, loop)
+        self._watchdog = loop.call_later(self.notifier.watchdog_interval, self._watchdog_ping, loop)
 
 
 def _allowed(uid: int) -> bool:

@@ -93,6 +93,11 @@ class Holder:
     def drop(self, key: str) -> None:
         self._send(json.dumps(["D", key]).encode())
 
+    def abandon(self) -> None:
+        """Leave without a goodbye: the holder then guards the programs (see module doc)."""
+        self.sock.close()
+        self.alive = False
+
     def close(self) -> None:
         """Say goodbye: the holder drops everything and exits; reap it."""
         self._send(json.dumps(["B"]).encode())

@@ -8,12 +8,12 @@ also pins the identity of the process: signals sent through it can never hit a r
 
 from __future__ import annotations
 
-import errno
 import grp
 import os
 import pwd
 import signal
 import subprocess
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from heartline.supervise._policy import ExitInfo
@@ -128,29 +128,33 @@ def spawn(
                 os.close(fd)
 
 
-def reap(pidfd: int) -> ExitInfo | None:
+def reap(pidfd: int, before_reap: Callable[[], object] = lambda: None) -> ExitInfo | None:
     """Collect the exit of the process behind ``pidfd``; None if it has not exited.
+
+    ``before_reap`` runs once the exit is known but while the process is still a zombie: its
+    pid, which is also its process group id, cannot be recycled yet, so that is the moment to
+    signal what is left of its group.
 
     A process adopted after a daemon restart is not our child: its status went to its new
     parent, so the exit is reported as ``unknown``.
     """
+    flags = os.WEXITED | os.WNOHANG
     try:
-        res = os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+        res = os.waitid(os.P_PIDFD, pidfd, flags | os.WNOWAIT)
     except ChildProcessError:
+        before_reap()
         return ExitInfo(
             "unknown", detail="exit status unavailable (adopted after a daemon restart)"
         )
-    except OSError as e:
-        if e.errno == errno.EINTR:
-            return None
-        raise
-    if res is None:
+    except InterruptedError:
         return None
+    if res is None or res.si_code not in (_CLD_EXITED, _CLD_KILLED, _CLD_DUMPED):
+        return None  # not exited (stopped/continued notifications are not exits)
+    before_reap()
+    os.waitid(os.P_PIDFD, pidfd, flags)
     if res.si_code == _CLD_EXITED:
         return ExitInfo("exit", code=res.si_status)
-    if res.si_code in (_CLD_KILLED, _CLD_DUMPED):
-        return ExitInfo("signal", signal=res.si_status)
-    return None  # stopped/continued notifications are not exits
+    return ExitInfo("signal", signal=res.si_status)
 
 
 def start_time(pid: int) -> int | None:

@@ -280,17 +280,17 @@ class Program:
 
     # --- exit -----------------------------------------------------------------------------
     def _on_pidfd(self) -> None:
-        info = reap(self.pidfd)
+        pid = self.pid
+        assert pid is not None
+        # Whatever the leader left behind in its group (workers, a shell's children) would
+        # otherwise run on unsupervised beside the next copy: kill it before the reap frees
+        # the group id.
+        info = reap(self.pidfd, lambda: signal_group(pid, signal.SIGKILL))
         if info is None:
             return
         self.loop.remove_reader(self.pidfd)
         os.close(self.pidfd)
         self.pidfd = -1
-        pid = self.pid
-        assert pid is not None
-        # Whatever the leader left behind in its group (workers, a shell's children) would
-        # otherwise run on unsupervised beside the next copy.
-        signal_group(pid, signal.SIGKILL)
         self.sup.holder_drop(self)
         self.pid = None
         uptime = self.loop.time() - self.started_at

@@ -97,3 +97,21 @@ def test_program_runs_as_configured_user(open_dir, make_daemon):
 
     nobody = pwd.getpwnam("nobody")
     assert out.read_text() == f"{nobody.pw_uid} {nobody.pw_gid} nobody"
+
+
+@needs_root
+def test_program_runs_with_configured_group(open_dir, make_daemon):
+    """group = "nogroup" sets the program's gid (user unchanged)."""
+    import grp
+
+    out = open_dir / "gid"
+    os.chmod(open_dir, 0o777)
+    code = "import os, sys; open(sys.argv[1], 'w').write('%d %d' % (os.getuid(), os.getgid()))"
+    d = make_daemon(f"""
+        [programs.g]
+        command = ["{SYSTEM_PY}", "-I", "-c", "{code}", "{out}"]
+        group = "nogroup"
+        restart = "never"
+    """)
+    d.wait_state("g", "exited")
+    assert out.read_text() == f"0 {grp.getgrnam('nogroup').gr_gid}"

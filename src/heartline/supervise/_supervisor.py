@@ -206,16 +206,13 @@ class Supervisor:
 
     async def stop(self, names: Iterable[str] = ("all",)) -> list[dict[str, Any]]:
         """Stop programs, dependents before what they depend on; wait for every exit."""
-        progs = self._start_order(self.resolve(names))
+        progs = self.resolve(names)
         results: dict[str, dict[str, Any]] = {}
         layers: dict[int, list[Program]] = {}
-        order = {p.spec.name: i for i, p in enumerate(progs)}
         for p in progs:
-            deps = (*p.spec.after, *p.spec.requires)
-            level = max((order.get(self._group(g)[0].spec.name, -1) for g in deps), default=-1)
-            layers.setdefault(level, []).append(p)
-        for level in sorted(layers, reverse=True):
-            done = await asyncio.gather(*(p.stop() for p in layers[level]))
+            layers.setdefault(self._depth.get(p.spec.group, 0), []).append(p)
+        for depth in sorted(layers, reverse=True):
+            done = await asyncio.gather(*(p.stop() for p in layers[depth]))
             for r in done:
                 results[r["name"]] = r
         return [results[p.spec.name] for p in progs]

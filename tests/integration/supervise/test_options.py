@@ -99,3 +99,33 @@ def test_numprocs_instances(make_daemon):
     ]
     d.cli("stop", "w")
     assert {p["state"] for p in d.status().values()} == {"stopped"}
+
+
+def test_stop_all_stops_dependents_first(make_daemon, tmp_path):
+    """`stop all` stops a program before the programs it requires."""
+    log = tmp_path / "stops"
+    record = py("""
+import signal, sys, time
+def bye(n, f):
+    with open(sys.argv[1], "a") as out:
+        out.write(sys.argv[2] + "\\n")
+    time.sleep(0.2)
+    sys.exit(0)
+signal.signal(signal.SIGTERM, bye)
+open(sys.argv[1] + "." + sys.argv[2], "w").close()
+time.sleep(3600)
+""")
+    d = make_daemon(f"""
+        [programs.db]
+        command = {record[:-1]}, "{log}", "db"]
+        [programs.app]
+        command = {record[:-1]}, "{log}", "app"]
+        requires = ["db"]
+        [programs.web]
+        command = {record[:-1]}, "{log}", "web"]
+        requires = ["app"]
+    """)
+    for name in ("db", "app", "web"):
+        wait_until(lambda name=name: (tmp_path / f"stops.{name}").exists(), 10, f"{name} armed")
+    d.cli("stop", "all")
+    assert log.read_text().split() == ["web", "app", "db"]

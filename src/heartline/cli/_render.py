@@ -74,6 +74,8 @@ Restart=always
 RestartSec=1s
 WatchdogSec=30s
 TimeoutStopSec=120s
+# Three descriptors per program in the daemon and three in its fd holder.
+LimitNOFILE=65536
 
 [Install]
 WantedBy=multi-user.target

@@ -7,6 +7,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import resource
 import signal
 import stat
 import sys
@@ -35,6 +36,29 @@ def prepare_run_dir(run_dir: str) -> None:
         )
     if stat.S_IMODE(st.st_mode) & 0o077:
         os.chmod(run_dir, 0o700)
+
+
+def raise_fd_limit(programs: int) -> None:
+    """Raise the soft RLIMIT_NOFILE so that every program fits (3 fds each here, 3 more in
+    the holder), up to the hard limit. The common default soft limit of 1024 would otherwise
+    stop the daemon at a few hundred programs."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = min(
+        max(soft, 8 * programs + 1024, 65536), hard if hard != resource.RLIM_INFINITY else 1 << 20
+    )
+    if want > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+            soft = want
+        except (OSError, ValueError) as e:
+            log.warning("cannot raise the open file limit to %d: %s", want, e)
+    if soft < 3 * programs + 64:
+        log.warning(
+            "the open file limit (%d) is too low for %d programs: raise it (ulimit -n, "
+            "LimitNOFILE=) or some programs will fail to start",
+            soft,
+            programs,
+        )
 
 
 def acquire_lock(run_dir: str) -> int:
@@ -72,6 +96,7 @@ class Daemon:
         self._stop = asyncio.Event()
         prepare_run_dir(self.run_dir)
         lock_fd = acquire_lock(self.run_dir)
+        raise_fd_limit(len(self.config.programs))
         old_holder = previous_holder(self.run_dir)
         holder = Holder.start(self.run_dir, adopt_timeout=self.adopt_timeout, grace=10.0)
         sock_path = self.config.daemon.socket_path

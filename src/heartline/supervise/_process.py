@@ -82,9 +82,12 @@ def spawn(
     out_r = out_w = err_r = err_w = -1
     try:
         if capture:
-            out_r, out_w = os.pipe2(os.O_CLOEXEC)
-            if not merge_stderr:
-                err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            try:
+                out_r, out_w = os.pipe2(os.O_CLOEXEC)
+                if not merge_stderr:
+                    err_r, err_w = os.pipe2(os.O_CLOEXEC)
+            except OSError as e:
+                raise SpawnFailed(f"cannot create output pipes: {e.strerror}") from None
         try:
             proc = subprocess.Popen(
                 argv,

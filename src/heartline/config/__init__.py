@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from heartline.config._locate import default_config_path, socket_from_config
     from heartline.config._specs import (
         BackoffSpec,
+        CheckSpec,
         Config,
         CrashLoopSpec,
         DaemonSpec,
@@ -24,6 +25,7 @@ if TYPE_CHECKING:
 
 _WHERE = {
     "BackoffSpec": "_specs",
+    "CheckSpec": "_specs",
     "Config": "_specs",
     "CrashLoopSpec": "_specs",
     "DaemonSpec": "_specs",
@@ -37,6 +39,7 @@ _WHERE = {
 
 __all__ = [
     "BackoffSpec",
+    "CheckSpec",
     "Config",
     "CrashLoopSpec",
     "DaemonSpec",

@@ -19,6 +19,7 @@ from heartline._util import parse_duration, parse_size
 from heartline.config._locate import default_log_dir, default_run_dir
 from heartline.config._specs import (
     BackoffSpec,
+    CheckSpec,
     Config,
     CrashLoopSpec,
     DaemonSpec,
@@ -494,6 +495,86 @@ def _size(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> 
     return n
 
 
+def _ready(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> str:
+    if v not in ("started", "notify", "check"):
+        raise _Invalid(f'expected "started", "notify" or "check", got {v!r}')
+    if v == "check" and "check" not in t:
+        raise _Invalid('ready = "check" needs a [check] table for this program')
+    return str(v)
+
+
+def _report_signal(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> int | None:
+    if v in ("", "none"):
+        return None
+    return parse_signal(v)
+
+
+def _check_url(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> str:
+    from urllib.parse import urlsplit
+
+    url = _str(b, v, where, t)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as e:
+        raise _Invalid(f"not a valid URL: {e}") from None
+    if parts.scheme not in ("tcp", "http", "https"):
+        raise _Invalid(f"expected a tcp://, http:// or https:// URL, got {url!r}")
+    if not parts.hostname:
+        raise _Invalid(f"the URL names no host: {url!r}")
+    if parts.scheme == "tcp" and port is None:
+        raise _Invalid(f"a tcp:// check needs a port, such as tcp://127.0.0.1:8080, got {url!r}")
+    return url
+
+
+def _check_exec(
+    b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]
+) -> tuple[str, ...]:
+    return _command(b, v, where, {})
+
+
+def _status_range(
+    b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]
+) -> tuple[int, int]:
+    if isinstance(v, int) and not isinstance(v, bool):
+        lo = hi = v
+    elif isinstance(v, str) and "-" in v:
+        a, _, c = v.partition("-")
+        if not (a.strip().isdigit() and c.strip().isdigit()):
+            raise _Invalid(f'expected a status or a range such as "200-399", got {v!r}')
+        lo, hi = int(a), int(c)
+    else:
+        raise _Invalid(f'expected a status or a range such as "200-399", got {_kind(v)}')
+    if not 100 <= lo <= hi <= 599:
+        raise _Invalid("statuses lie between 100 and 599, low before high")
+    return lo, hi
+
+
+_CHECK = _sub(
+    CheckSpec,
+    {
+        "url": _check_url,
+        "exec": _check_exec,
+        "interval": _duration,
+        "timeout": _duration,
+        "grace": _duration,
+        "failures": _int_range(1, 1000),
+        "status": _status_range,
+        "body": _str,
+        "insecure": _bool,
+    },
+)
+
+
+def _check(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> CheckSpec:
+    spec: CheckSpec = _CHECK(b, v, where, t)
+    if (spec.url is None) == (spec.exec is None):
+        raise b.error(where, "a check needs exactly one of `url` or `exec`")
+    if spec.timeout <= 0 or spec.interval <= 0:
+        raise b.error(where, "a check's interval and timeout must be above zero")
+    return spec
+
+
 _PROGRAM_KEYS: dict[str, Validator] = {
     "command": _command,
     "shell": _bool,
@@ -528,4 +609,10 @@ _PROGRAM_KEYS: dict[str, Validator] = {
     "ready_after": _duration,
     "log": _sub(LogSpec, {"max_size": _size, "backups": _int_range(0, 100)}),
     "redirect_stderr": _bool,
+    "watchdog": _duration,
+    "ready": _ready,
+    "start_timeout": _duration,
+    "report_signal": _report_signal,
+    "report_wait": _duration,
+    "check": _check,
 }

@@ -46,6 +46,26 @@ class LogSpec:
 
 
 @dataclass(frozen=True)
+class CheckSpec:
+    """An active health check: ``url`` (tcp://host:port, http://..., https://...) or ``exec``.
+
+    Run every ``interval`` seconds after a start ``grace``; one attempt fails at ``timeout``;
+    ``failures`` failed attempts in a row send the program down the stop path (reason
+    ``check``). For HTTP, the status must lie in ``status`` and the body contain ``body``.
+    """
+
+    url: str | None = None
+    exec: tuple[str, ...] | None = None
+    interval: float = 10.0
+    timeout: float = 5.0
+    grace: float = 0.0
+    failures: int = 3
+    status: tuple[int, int] = (200, 399)
+    body: str | None = None
+    insecure: bool = False
+
+
+@dataclass(frozen=True)
 class ProgramSpec:
     """One program instance, as the supervisor runs it."""
 
@@ -71,6 +91,18 @@ class ProgramSpec:
     ready_after: float = 0.0
     log: LogSpec = LogSpec()
     redirect_stderr: bool = False
+    #: Seconds without a WATCHDOG=1 heartbeat before the program counts as hung (0: off).
+    watchdog: float = 0.0
+    #: When the program counts as ready: "started" (after ready_after), "notify" (READY=1),
+    #: or "check" (the health check first passes).
+    ready: str = "started"
+    #: How long "notify" or "check" readiness may take before the program is restarted.
+    start_timeout: float = 90.0
+    #: Signal asking a hung program for a report before it is stopped (None: none).
+    report_signal: int | None = int(signal.SIGUSR2)
+    #: How long the report may take to land in the log.
+    report_wait: float = 1.0
+    check: CheckSpec | None = None
 
     def argv(self) -> list[str]:
         """The argv to exec: the command itself, or ``/bin/sh -c`` when ``shell`` is set."""

@@ -102,6 +102,11 @@ class Api:
                     "config": self.daemon.config_path,
                     "started": self.started,
                     "uptime": round(time.time() - self.started, 3),
+                    "notify": {
+                        "socket": self.sup.notify.address,
+                        "received": self.sup.notify.received,
+                        "dropped": self.sup.notify.dropped,
+                    },
                 },
                 "programs": progs,
             }

@@ -109,6 +109,7 @@ class Daemon:
                 log_dir=self.config.daemon.log_dir,
                 state_path=os.path.join(self.run_dir, "state.json"),
                 holder=holder,
+                run_dir=self.run_dir,
             )
             adopted = self._adopt(old_holder)
             api = Api(self)

@@ -71,6 +71,7 @@ def spawn(
     umask: int | None = None,
     capture: bool = True,
     merge_stderr: bool = False,
+    discard: bool = False,
 ) -> Spawned:
     """Start ``argv`` in a new session (so its process group can be signalled as one).
 
@@ -92,8 +93,12 @@ def spawn(
             proc = subprocess.Popen(
                 argv,
                 stdin=subprocess.DEVNULL,
-                stdout=out_w if capture else None,
-                stderr=(subprocess.STDOUT if merge_stderr else err_w) if capture else None,
+                stdout=out_w if capture else (subprocess.DEVNULL if discard else None),
+                stderr=(
+                    (subprocess.STDOUT if merge_stderr else err_w)
+                    if capture
+                    else (subprocess.DEVNULL if discard else None)
+                ),
                 cwd=cwd,
                 env=full_env,
                 user=uid,

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 from heartline._util import format_duration
 from heartline.config import ProgramSpec
+from heartline.supervise._checks import run_check
 from heartline.supervise._logs import LogFile
 from heartline.supervise._policy import Decision, ExitInfo, History, decide
 from heartline.supervise._process import (
@@ -71,6 +72,14 @@ class Program:
         self._killed = False
         self._restart_pending = False
         self._pipes: set[int] = set()
+        #: Why the daemon is stopping the program for a restart ("watchdog", "check", ...).
+        self._kill_reason: tuple[str, str] | None = None
+        self.notify_status = ""
+        self._wd_period = 0.0
+        self._wd_last = 0.0
+        self._wd_timer: asyncio.TimerHandle | None = None
+        self._check_task: asyncio.Task[None] | None = None
+        self.health: dict[str, Any] | None = None
         self.out: LogFile | None = None
         self.err: LogFile | None = None
         if sup.log_dir is not None:
@@ -117,6 +126,13 @@ class Program:
             "last_exit": self.last_exit.to_json() if self.last_exit else None,
             "last_stop_killed": self.last_stop_killed,
             "adopted": self.adopted,
+            "notify_status": self.notify_status,
+            "watchdog": (
+                {"period": self._wd_period, "last_beat_ago": round(now - self._wd_last, 3)}
+                if self._wd_timer is not None
+                else None
+            ),
+            "health": self.health,
         }
 
     # --- start ----------------------------------------------------------------------------
@@ -166,7 +182,7 @@ class Program:
         spec = self.spec
         try:
             return spawn(
-                spec.argv(),
+                _with_watchdog_pid(spec.argv()) if spec.watchdog > 0 else spec.argv(),
                 env=self.sup.env_for(spec),
                 cwd=spec.cwd,
                 user=spec.user,
@@ -191,6 +207,9 @@ class Program:
             self._restart_pending = False
         self.pid = sp.pid
         self.pidfd = sp.pidfd
+        self.sup.by_pid[sp.pid] = self
+        self.notify_status = ""
+        self._kill_reason = None
         self.started_at = now
         self.started_wall = time.time()
         self.adopted = False
@@ -209,19 +228,141 @@ class Program:
             self.sup.dependency_moved()  # `after` only waits for the spawn
 
     def _begin_readiness(self) -> None:
-        if self.spec.ready_after > 0:
-            self._set_state(State.STARTING, f"ready after {self.spec.ready_after:g}s")
-            self._schedule(self.spec.ready_after, self._became_ready)
+        spec = self.spec
+        if spec.check is not None:
+            self._check_task = self.sup.background(self._check_loop())
+        if spec.ready == "notify":
+            self._set_state(State.STARTING, "waiting for READY=1")
+            self._schedule(spec.start_timeout, self._start_timed_out)
+        elif spec.ready == "check":
+            self._set_state(State.STARTING, "waiting for the health check to pass")
+            self._schedule(spec.start_timeout, self._start_timed_out)
+        elif spec.ready_after > 0:
+            self._set_state(State.STARTING, f"ready after {spec.ready_after:g}s")
+            self._schedule(spec.ready_after, self._became_ready)
         else:
             self._became_ready()
 
-    def _became_ready(self) -> None:
+    def _start_timed_out(self) -> None:
         self._timer = None
         self._deadline = None
+        what = "READY=1" if self.spec.ready == "notify" else "a passing health check"
+        self._terminate("start-timeout", f"no {what} within {self.spec.start_timeout:g}s")
+
+    def _became_ready(self) -> None:
+        self._cancel_timer()
         if self.state is State.STOPPING or self.pid is None:
             return
         self._set_state(State.RUNNING)
+        self._arm_watchdog(self.spec.watchdog)
         self.sup.dependency_moved()
+
+    # --- heartbeats (systemd's notify protocol) ----------------------------------------------
+    def on_notify(self, fields: dict[str, str]) -> None:
+        """A datagram from one of this program's processes (see NotifyReceiver)."""
+        now = self.loop.time()
+        if "STATUS" in fields:
+            self.notify_status = fields["STATUS"][:256]
+        if "WATCHDOG_USEC" in fields and fields["WATCHDOG_USEC"].isdigit():
+            period = int(fields["WATCHDOG_USEC"]) / 1e6
+            if self.state is State.RUNNING:
+                self._arm_watchdog(period)
+        watchdog = fields.get("WATCHDOG")
+        if watchdog == "1":
+            self._wd_last = now
+        elif watchdog == "trigger" and self.state in (State.STARTING, State.RUNNING):
+            self._terminate("watchdog", "the program asked for it (WATCHDOG=trigger)")
+            return
+        ready = fields.get("READY") == "1" and self.spec.ready == "notify"
+        if ready and self.state is State.STARTING and self.pid is not None:
+            self._became_ready()
+        if fields.get("STOPPING") == "1" and self.state is State.RUNNING:
+            self.detail = "stopping (said the program)"
+        extend = fields.get("EXTEND_TIMEOUT_USEC", "")
+        if extend.isdigit() and self._timer is not None and self.state is State.STARTING:
+            self._schedule(int(extend) / 1e6, self._start_timed_out)
+
+    def _arm_watchdog(self, period: float) -> None:
+        self._disarm_watchdog()
+        if period <= 0 or self.pid is None:
+            return
+        self._wd_period = period
+        self._wd_last = self.loop.time()
+        self._wd_timer = self.loop.call_at(self._wd_last + period, self._watchdog_due)
+
+    def _disarm_watchdog(self) -> None:
+        if self._wd_timer is not None:
+            self._wd_timer.cancel()
+            self._wd_timer = None
+
+    def _watchdog_due(self) -> None:
+        # One timer per program, moved only when it comes due: a heartbeat just notes the
+        # time, so a thousand beats a second cost a thousand float stores, not timer churn.
+        now = self.loop.time()
+        due = self._wd_last + self._wd_period
+        if now < due:
+            self._wd_timer = self.loop.call_at(due, self._watchdog_due)
+            return
+        self._wd_timer = None
+        self._terminate("watchdog", f"no heartbeat for {self._wd_period:g}s")
+
+    # --- health checks ---------------------------------------------------------------------
+    async def _check_loop(self) -> None:
+        spec = self.spec.check
+        assert spec is not None
+        env = {**self.sup.base_env, **self.spec.env}
+        self.health = {"ok": None, "failures": 0, "last": "", "checked": None}
+        if spec.grace > 0:
+            await asyncio.sleep(spec.grace)
+        failures = 0
+        while self.pid is not None and self.state in (State.STARTING, State.RUNNING):
+            ok, what = await run_check(spec, env)
+            if self.pid is None or self.state not in (State.STARTING, State.RUNNING):
+                return
+            failures = 0 if ok else failures + 1
+            self.health = {"ok": ok, "failures": failures, "last": what, "checked": time.time()}
+            if ok and self.state is State.STARTING and self.spec.ready == "check":
+                self._became_ready()
+            elif not ok and failures >= spec.failures and self.state is State.RUNNING:
+                self._terminate("check", f"{failures} failed checks in a row, last: {what}")
+                return
+            await asyncio.sleep(spec.interval)
+
+    def _stop_checks(self) -> None:
+        if self._check_task is not None:
+            self._check_task.cancel()
+            self._check_task = None
+
+    # --- restart for a reason (watchdog, check, start timeout) -------------------------------
+    def _terminate(self, reason: str, detail: str) -> None:
+        """Stop a live program so that the restart policy takes over, recording why.
+
+        A hung program is first asked for a report (``report_signal``, default SIGUSR2) and
+        given ``report_wait`` to write it into its log; then the usual stop path runs: stop
+        signal to the group, SIGKILL after ``stop_timeout``.
+        """
+        if self.pid is None or self.state is State.STOPPING:
+            return
+        log.warning("%s: %s: %s; restarting it", self.spec.name, reason, detail)
+        self._kill_reason = (reason, detail)
+        self._cancel_timer()
+        self._disarm_watchdog()
+        self._stop_checks()
+        self._killed = False
+        self._set_state(State.STOPPING, f"{reason}: {detail}")
+        report = self.spec.report_signal
+        if report is not None and reason in ("watchdog", "start-timeout"):
+            self.send_signal(report)
+            self._kill_timer = self.loop.call_later(self.spec.report_wait, self._send_stop_signal)
+        else:
+            self._send_stop_signal()
+
+    def _send_stop_signal(self) -> None:
+        self._kill_timer = None
+        if self.pid is None or self.state is not State.STOPPING:
+            return
+        signal_group(self.pid, self.spec.stop_signal)
+        self._kill_timer = self.loop.call_later(self.spec.stop_timeout, self._kill)
 
     def adopt(self, pid: int, record: dict[str, Any]) -> bool:
         """Take over a process left by a previous daemon; False when it is not ours any more."""
@@ -236,6 +377,7 @@ class Program:
             return False
         self.pid = pid
         self.pidfd = pidfd
+        self.sup.by_pid[pid] = self
         self.adopted = True
         self.restarts = int(record.get("restarts", 0))
         self.started_wall = float(record.get("started", time.time()))
@@ -252,6 +394,9 @@ class Program:
         self.pipe_inodes = (int(inodes[0]), int(inodes[1]))
         self.sup.holder_add(self, fds[0], fds[1])
         self._set_state(State.RUNNING, "adopted after a daemon restart")
+        self._arm_watchdog(self.spec.watchdog)
+        if self.spec.check is not None:
+            self._check_task = self.sup.background(self._check_loop())
         log.info("%s: adopted pid %d", self.spec.name, pid)
         return True
 
@@ -292,7 +437,10 @@ class Program:
         os.close(self.pidfd)
         self.pidfd = -1
         self.sup.holder_drop(self)
+        self.sup.by_pid.pop(pid, None)
         self.pid = None
+        self._disarm_watchdog()
+        self._stop_checks()
         uptime = self.loop.time() - self.started_at
         log.info(
             "%s: pid %d %s after %s", self.spec.name, pid, info.describe(), format_duration(uptime)
@@ -300,6 +448,15 @@ class Program:
         if self._kill_timer is not None:
             self._kill_timer.cancel()
             self._kill_timer = None
+        reason, self._kill_reason = self._kill_reason, None
+        if self.state is State.STOPPING and reason is not None:
+            # Stopped by the daemon because it hung or failed its checks: a failure, and the
+            # restart policy decides what follows.
+            self.last_stop_killed = self._killed
+            self._exited(
+                ExitInfo(reason[0], code=info.code, signal=info.signal, detail=reason[1]), uptime
+            )
+            return
         if self.state is State.STOPPING:
             self.last_exit = info
             self.last_stop_killed = self._killed
@@ -369,6 +526,7 @@ class Program:
     async def stop(self) -> dict[str, Any]:
         """Stop the program: stop signal to its group, SIGKILL after ``stop_timeout``."""
         self._after_stop = None
+        self._kill_reason = None  # an operator's stop wins over a restart in progress
         if self.state is State.STOPPING:
             fut: asyncio.Future[dict[str, Any]] = self.loop.create_future()
             self._stop_waiters.append(fut)
@@ -380,6 +538,8 @@ class Program:
                 self._set_state(State.STOPPED)
             return {"name": self.spec.name, "stopped": True, "killed": False, "exit": None}
         self._cancel_timer()
+        self._disarm_watchdog()
+        self._stop_checks()
         self._killed = False
         self._set_state(State.STOPPING)
         fut = self.loop.create_future()
@@ -412,6 +572,10 @@ class Program:
     def close(self) -> None:
         """Release every descriptor (the program must be stopped, or left to a successor)."""
         self._cancel_timer()
+        self._disarm_watchdog()
+        self._stop_checks()
+        if self.pid is not None:
+            self.sup.by_pid.pop(self.pid, None)
         if self._kill_timer is not None:
             self._kill_timer.cancel()
         for fd in list(self._pipes):
@@ -429,6 +593,16 @@ class Program:
             if f is not None:
                 with contextlib.suppress(OSError):
                     f.reopen()
+
+
+def _with_watchdog_pid(argv: list[str]) -> list[str]:
+    """Run ``argv`` so that it finds its own pid in WATCHDOG_PID, as systemd sets it.
+
+    The pid is only known after the fork, when the environment is already fixed; a tiny
+    /bin/sh step exports its own pid ($$) and then execs the program in the same process. The
+    shell never parses the program's arguments: they pass through "$@" untouched.
+    """
+    return ["/bin/sh", "-c", 'WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$@"', "heartline", *argv]
 
 
 def _reopen_pipe(pid: int, fdnum: int, inode: int) -> int | None:

@@ -15,6 +15,7 @@ from typing import Any, Protocol
 from heartline._util import atomic_write
 from heartline.config import Config, ProgramSpec
 from heartline.errors import UnknownProgram
+from heartline.supervise._heartbeat import NotifyReceiver, notify_address
 from heartline.supervise._logs import OpenFiles
 from heartline.supervise._process import boot_id, start_time
 from heartline.supervise._program import Program
@@ -53,6 +54,7 @@ class Supervisor:
         rng: Callable[[], float] = random.random,
         max_restarts: int | None = None,
         holder: FdHolder | None = None,
+        run_dir: str | None = None,
     ) -> None:
         self.loop = loop
         self.log_dir = log_dir
@@ -68,6 +70,9 @@ class Supervisor:
         self._save_pending = False
         self._start_ticks: dict[int, int | None] = {}
         self.base_env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
+        #: Live programs by main pid (the notify socket attributes datagrams with it).
+        self.by_pid: dict[int, Program] = {}
+        self.notify = NotifyReceiver(loop, notify_address(run_dir), self._route_notify)
         if log_dir is not None:
             os.makedirs(log_dir, mode=0o750, exist_ok=True)
         self.programs: dict[str, Program] = {}
@@ -108,7 +113,14 @@ class Supervisor:
         env = dict(self.base_env)
         env.update(spec.env)
         env["HEARTLINE_PROGRAM"] = spec.name
+        env["NOTIFY_SOCKET"] = self.notify.address
+        if spec.watchdog > 0:
+            env["WATCHDOG_USEC"] = str(int(spec.watchdog * 1e6))
         return env
+
+    def _route_notify(self, pid: int) -> Callable[[dict[str, str]], None] | None:
+        prog = self.by_pid.get(pid)
+        return prog.on_notify if prog is not None else None
 
     # --- dependencies ---------------------------------------------------------------------
     def _group(self, group: str) -> list[Program]:
@@ -263,6 +275,7 @@ class Supervisor:
         result = await self.stop(["all"]) if self.programs else []
         for p in self.programs.values():
             p.close()
+        self.notify.close()
         if self.state_path:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(self.state_path)
@@ -272,6 +285,7 @@ class Supervisor:
         """Release descriptors without stopping anything (the processes stay for adoption)."""
         for p in self.programs.values():
             p.close()
+        self.notify.close()
 
     # --- fd holder ------------------------------------------------------------------------
     def holder_add(self, prog: Program, out: int | None, err: int | None) -> None:

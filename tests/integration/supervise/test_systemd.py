@@ -24,11 +24,11 @@ def test_daemon_notifies_ready_status_and_watchdog(make_daemon, tmp_path):
         assert "READY=1" in joined
         assert "STATUS=1 of 1 programs running" in joined
         assert sum("WATCHDOG=1" in m for m in got) >= 2
-        # Programs do not inherit the daemon's own notify socket.
+        # Programs get heartline's notify socket, not the one systemd gave the daemon.
         env = Path(f"/proc/{d.program('a')['pid']}/environ").read_bytes().split(b"\0")
-        assert not any(
-            e.startswith(b"NOTIFY_SOCKET=") or e.startswith(b"WATCHDOG_USEC=") for e in env
-        )
+        assert f"NOTIFY_SOCKET={path}".encode() not in env
+        assert any(e.startswith(b"NOTIFY_SOCKET=@heartline/notify/") for e in env)
+        assert not any(e.startswith(b"WATCHDOG_USEC=") for e in env)
         d.shutdown()
         rest = []
         sock.settimeout(2)

@@ -1,0 +1,107 @@
+"""Active health checks, the autossh way: probe the service end to end, on a deadline.
+
+Every attempt runs on the event loop with its own timeout, so a check that hangs (a black-holed
+address, a stuck exec) fails at its timeout and never blocks the daemon or other programs. An
+exec check runs in its own process group and is killed with it at the timeout.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import ssl
+from urllib.parse import urlsplit
+
+from heartline.config import CheckSpec
+from heartline.supervise._process import SpawnFailed, reap, signal_group, spawn
+
+MAX_BODY = 64 * 1024
+
+
+async def run_check(spec: CheckSpec, env: dict[str, str]) -> tuple[bool, str]:
+    """One attempt: (passed, what happened)."""
+    try:
+        async with asyncio.timeout(spec.timeout):
+            if spec.exec is not None:
+                return await _exec(spec.exec, env)
+            assert spec.url is not None
+            parts = urlsplit(spec.url)
+            if parts.scheme == "tcp":
+                _reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+                writer.close()
+                with contextlib.suppress(OSError):
+                    await writer.wait_closed()
+                return True, "connected"
+            return await _http(spec)
+    except TimeoutError:
+        return False, f"no answer within {spec.timeout:g}s"
+    except OSError as e:
+        return False, e.strerror or str(e)
+
+
+async def _http(spec: CheckSpec) -> tuple[bool, str]:
+    assert spec.url is not None
+    parts = urlsplit(spec.url)
+    https = parts.scheme == "https"
+    ctx: ssl.SSLContext | None = None
+    if https:
+        ctx = ssl.create_default_context()
+        if spec.insecure:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+    port = parts.port or (443 if https else 80)
+    reader, writer = await asyncio.open_connection(parts.hostname, port, ssl=ctx)
+    try:
+        target = (parts.path or "/") + (f"?{parts.query}" if parts.query else "")
+        host = parts.netloc.rpartition("@")[2]
+        writer.write(
+            f"GET {target} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: heartline-check\r\n"
+            "Connection: close\r\n\r\n".encode("latin-1")
+        )
+        await writer.drain()
+        status_line = await reader.readline()
+        fields = status_line.split(b" ", 2)
+        if len(fields) < 2 or not fields[0].startswith(b"HTTP/") or not fields[1].isdigit():
+            return False, "not an HTTP answer"
+        status = int(fields[1])
+        lo, hi = spec.status
+        if not lo <= status <= hi:
+            return False, f"HTTP {status}"
+        if spec.body is not None:
+            data = await reader.read(MAX_BODY)
+            while len(data) < MAX_BODY and (more := await reader.read(MAX_BODY - len(data))):
+                data += more
+            _head, _, body = data.partition(b"\r\n\r\n")
+            if spec.body.encode() not in body:
+                return False, f"HTTP {status}, body lacks {spec.body!r}"
+        return True, f"HTTP {status}"
+    finally:
+        writer.close()
+        with contextlib.suppress(OSError, ssl.SSLError):
+            await writer.wait_closed()
+
+
+async def _exec(argv: tuple[str, ...], env: dict[str, str]) -> tuple[bool, str]:
+    try:
+        sp = spawn(list(argv), env=env, capture=False, discard=True)
+    except SpawnFailed as e:
+        return False, str(e)
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    loop.add_reader(sp.pidfd, lambda: None if done.done() else done.set_result(None))
+    try:
+        await done
+    except BaseException:  # timed out or cancelled: end the whole check group, then reap
+        loop.remove_reader(sp.pidfd)
+        signal_group(sp.pid, signal.SIGKILL)
+        os.waitid(os.P_PIDFD, sp.pidfd, os.WEXITED)
+        os.close(sp.pidfd)
+        raise
+    loop.remove_reader(sp.pidfd)
+    info = reap(sp.pidfd, lambda: signal_group(sp.pid, signal.SIGKILL))
+    os.close(sp.pidfd)
+    if info is not None and info.reason == "exit" and info.code == 0:
+        return True, "exit 0"
+    return False, info.describe() if info else "no exit status"

@@ -38,7 +38,8 @@ async def run_check(spec: CheckSpec, env: dict[str, str]) -> tuple[bool, str]:
     except TimeoutError:
         return False, f"no answer within {spec.timeout:g}s"
     except OSError as e:
-        return False, e.strerror or str(e)
+        # asyncio words a refused connect as "Connect call failed (...)": name the errno.
+        return False, os.strerror(e.errno) if e.errno else str(e)
 
 
 async def _http(spec: CheckSpec) -> tuple[bool, str]:

@@ -223,6 +223,9 @@ class Program:
         self.pipe_inodes = (inodes[0], inodes[1])
         self.sup.holder_add(self, sp.stdout, sp.stderr)
         log.info("%s: started pid %d", spec.name, sp.pid)
+        # A new process: whatever state the last run ended in (STOPPING after a watchdog or
+        # check restart), this one starts afresh; _begin_readiness announces its state.
+        self.state = State.STARTING
         self._begin_readiness()
         if self.sup.waiting:
             self.sup.dependency_moved()  # `after` only waits for the spawn

@@ -202,3 +202,78 @@ def make_daemon(tmp_path: Path) -> Iterator[Callable[..., Daemon]]:
 def py(code: str) -> str:
     """A TOML argv list running ``code`` with this interpreter."""
     return json.dumps([PY, "-c", textwrap.dedent(code)])
+
+
+@pytest.fixture
+def sshd(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
+    """A real OpenSSH server on loopback with its own config, host key and client key."""
+    import shutil
+    import socket as socketlib
+
+    binary = "/usr/sbin/sshd"
+    if not os.path.exists(binary) or not shutil.which("ssh"):
+        pytest.skip("openssh-server is not installed (./dev test installs it)")
+    root = tmp_path_factory.mktemp("sshd")
+    host_key, client_key = root / "host_ed25519", root / "client_ed25519"
+    for key in (host_key, client_key):
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+    (root / "authorized_keys").write_text((root / "client_ed25519.pub").read_text())
+    with socketlib.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    (root / "sshd_config").write_text(
+        f"""Port {port}
+ListenAddress 127.0.0.1
+HostKey {host_key}
+PidFile none
+AuthorizedKeysFile {root / "authorized_keys"}
+StrictModes no
+UsePAM no
+PasswordAuthentication no
+KbdInteractiveAuthentication no
+PermitRootLogin prohibit-password
+AllowTcpForwarding local
+"""
+    )
+    os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
+    log = root / "sshd.log"
+    with open(log, "wb") as logf:
+        proc = subprocess.Popen(
+            [binary, "-D", "-e", "-f", str(root / "sshd_config")],
+            stdout=subprocess.DEVNULL,
+            stderr=logf,
+            start_new_session=True,
+        )
+
+    def listening() -> bool:
+        with socketlib.socket() as c:
+            return c.connect_ex(("127.0.0.1", port)) == 0
+
+    try:
+        wait_until(listening, 10, "sshd to listen")
+        yield {
+            "port": port,
+            "key": str(client_key),
+            "user": os.environ.get("USER") or "root",
+            "ssh_options": [
+                "-i",
+                str(client_key),
+                "-p",
+                str(port),
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=no",
+                "-o",
+                "UserKnownHostsFile=/dev/null",
+                "-o",
+                "LogLevel=ERROR",
+                "-o",
+                "ExitOnForwardFailure=yes",
+            ],
+            "log": log,
+        }
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(10)

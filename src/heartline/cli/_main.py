@@ -239,14 +239,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         command = command[1:]
     if not command:
         raise UsageError("name the command to run: heartline run [OPTIONS] -- CMD ARGS...")
-    return run_one(
-        command,
-        policy=args.restart,
-        max_restarts=args.max_restarts,
-        backoff=args.backoff,
-        stop_timeout=args.stop_timeout,
-        shell=args.shell,
-    )
+    return run_one(command, args)
 
 
 def cmd_systemd_unit(args: argparse.Namespace) -> None:
@@ -358,6 +351,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--backoff", default="100ms..30s", metavar="INITIAL[..MAX]")
     p.add_argument("--stop-timeout", default="10s", metavar="DURATION")
     p.add_argument("--shell", action="store_true", help="run CMD through /bin/sh -c")
+    p.add_argument(
+        "--check",
+        metavar="URL",
+        help="health check: tcp://HOST:PORT, http(s)://... (restart after --check-failures)",
+    )
+    p.add_argument("--check-interval", default="10s", metavar="DURATION")
+    p.add_argument("--check-timeout", default="5s", metavar="DURATION")
+    p.add_argument("--check-grace", default="0s", metavar="DURATION")
+    p.add_argument("--check-failures", type=_nonnegative, default=3, metavar="N")
+    p.add_argument("--watchdog", default="0s", metavar="DURATION", help="heartbeat deadline")
+    p.add_argument("--ready", choices=["started", "notify", "check"], default="started")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
     add("systemd-unit", cmd_systemd_unit, "Print a systemd unit that runs the heartline daemon.")
     return parser

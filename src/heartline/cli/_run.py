@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
+import logging
 import signal
 from dataclasses import replace
 
 from heartline._util import parse_duration
-from heartline.config import BackoffSpec, CrashLoopSpec, ProgramSpec
-from heartline.errors import UsageError
+from heartline.config import BackoffSpec, CrashLoopSpec, ProgramSpec, parse_config
+from heartline.errors import ConfigError, UsageError
 from heartline.supervise import Program, State, Supervisor
 
 EXIT_SPAWN_FAILED = 127
@@ -29,30 +32,47 @@ def parse_backoff(text: str) -> BackoffSpec:
     return spec
 
 
-def run_one(
-    command: list[str],
-    *,
-    policy: str,
-    max_restarts: int | None,
-    backoff: str,
-    stop_timeout: str,
-    shell: bool,
-) -> int:
-    try:
-        timeout = parse_duration(stop_timeout)
-    except ValueError as e:
-        raise UsageError(f"--stop-timeout: {e}") from None
+def run_one(command: list[str], args: argparse.Namespace) -> int:
+    """Build a one-program spec from the `heartline run` options and supervise it."""
+    check = None
+    if args.check:
+        text = f'[programs.run]\ncommand = ["x"]\ncheck = {{ url = {json.dumps(args.check)} }}\n'
+        try:
+            check = parse_config(text).programs["run"].check
+        except ConfigError as e:
+            raise UsageError(f"--check {args.check!r}: {e.reason}") from None
+        assert check is not None
+        check = replace(
+            check,
+            interval=_duration("--check-interval", args.check_interval),
+            timeout=_duration("--check-timeout", args.check_timeout),
+            grace=_duration("--check-grace", args.check_grace),
+            failures=max(1, args.check_failures),
+        )
+    if args.ready == "check" and check is None:
+        raise UsageError("--ready check needs --check URL")
     spec = ProgramSpec(
         name="run",
         group="run",
         command=tuple(command),
-        shell=shell,
-        restart=policy,
-        backoff=parse_backoff(backoff),
+        shell=args.shell,
+        restart=args.restart,
+        backoff=parse_backoff(args.backoff),
         crash_loop=CrashLoopSpec(max_starts=0),
-        stop_timeout=timeout,
+        stop_timeout=_duration("--stop-timeout", args.stop_timeout),
+        watchdog=_duration("--watchdog", args.watchdog),
+        ready=args.ready,
+        check=check,
     )
-    return asyncio.run(_run(spec, max_restarts))
+    logging.basicConfig(level=logging.WARNING, format="heartline: %(message)s")
+    return asyncio.run(_run(spec, args.max_restarts))
+
+
+def _duration(option: str, text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise UsageError(f"{option}: {e}") from None
 
 
 async def _run(spec: ProgramSpec, max_restarts: int | None) -> int:
@@ -84,8 +104,8 @@ async def _run(spec: ProgramSpec, max_restarts: int | None) -> int:
     info = prog.last_exit
     if info is None:
         return 0
-    if info.reason == "exit" and info.code is not None:
+    if info.code is not None:
         return info.code
-    if info.reason == "signal" and info.signal is not None:
+    if info.signal is not None:
         return 128 + info.signal
     return EXIT_SPAWN_FAILED

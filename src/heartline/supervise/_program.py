@@ -346,7 +346,7 @@ class Program:
         """
         if self.pid is None or self.state is State.STOPPING:
             return
-        log.warning("%s: %s: %s; restarting it", self.spec.name, reason, detail)
+        log.warning("%s: %s: %s; stopping it", self.spec.name, reason, detail)
         self._kill_reason = (reason, detail)
         self._cancel_timer()
         self._disarm_watchdog()

@@ -28,6 +28,7 @@ import itertools
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -1264,6 +1265,20 @@ def goal_cell(v, goal, unit):
     return "<= {:g}{} ({})".format(goal, unit, "met" if v <= goal else "missed")
 
 
+def kept_sections(path):
+    """Sections other benchmark scripts (liveness.py) maintain between <!-- section: X -->
+    and <!-- /section --> markers: carried over when this script rewrites the file."""
+    try:
+        with open(path) as f:
+            text = f.read()
+    except OSError:
+        return ""
+    out = []
+    for m in re.finditer(r"<!-- section: [\w-]+ -->.*?<!-- /section -->\n?", text, re.S):
+        out.append(m.group(0))
+    return "".join(out)
+
+
 def render(results, info, versions, rows_for):
     L = []
     L.append("# heartline benchmark results")
@@ -1793,8 +1808,11 @@ def main():
 
     with open(RESULTS_JSON, "w") as f:
         json.dump(results, f, indent=1, sort_keys=True)
+    kept = kept_sections(RESULTS_MD)
     with open(RESULTS_MD, "w") as f:
         f.write(render(results, info, versions, rows_for))
+        if kept:
+            f.write("\n" + kept)
     log(f"wrote {os.path.relpath(RESULTS_MD, REPO_DIR)} ({budget.elapsed():.0f} s)")
     return 0
 

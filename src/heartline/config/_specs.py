@@ -101,7 +101,7 @@ class ProgramSpec:
     #: Signal asking a hung program for a report before it is stopped (None: none).
     report_signal: int | None = int(signal.SIGUSR2)
     #: How long the report may take to land in the log.
-    report_wait: float = 1.0
+    report_wait: float = 0.05
     check: CheckSpec | None = None
 
     def argv(self) -> list[str]:

@@ -35,17 +35,17 @@ whether it gets its own.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
-import re
-import socket
 import threading
 from collections.abc import Callable, Mapping
 
-__all__ = ["extend_timeout", "kick", "ready", "send", "status", "stopping"]
+#: Not typing.TYPE_CHECKING: importing typing would add ~10 ms to every user's start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    import socket
 
-log = logging.getLogger(__name__)
+__all__ = ["extend_timeout", "kick", "ready", "send", "status", "stopping"]
 
 #: Empty when kick() was called since the pinger last looked; holds one token otherwise.
 _armed: dict[int, object] = {0: object()}
@@ -55,11 +55,7 @@ _kick: Callable[[], None] = _armed.clear
 #: ``kick()`` says "alive" to the supervisor's watchdog. Bound on first look-up (see __getattr__).
 kick: Callable[[], None]
 
-_KEY = re.compile(r"[A-Z0-9_]+")
-_NEWLINES = re.compile(r"\s*[\r\n]+\s*")
-
-
-_Pinger = threading.Thread | None
+_KEY_CHARS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_")
 
 
 class _State:
@@ -75,7 +71,9 @@ class _State:
         self.pinger: threading.Thread | None = None
         self.stop: threading.Event | None = None
 
-    def forget(self) -> tuple[_Pinger, threading.Event | None, socket.socket | None]:
+    def forget(
+        self,
+    ) -> tuple[threading.Thread | None, threading.Event | None, socket.socket | None]:
         """Back to "not configured"; returns the pinger, its stop event and the socket."""
         old = self.pinger, self.stop, self.sock
         self.configured = False
@@ -88,7 +86,7 @@ class _State:
 _state = _State()
 
 
-def parse_address(value: str) -> str | bytes | None:
+def _parse_address(value: str) -> str | bytes | None:
     """The socket address NOTIFY_SOCKET names, or None when it names none we can use."""
     if value.startswith("@") and len(value) > 1:
         return b"\0" + value[1:].encode()
@@ -97,7 +95,7 @@ def parse_address(value: str) -> str | bytes | None:
     return None
 
 
-def watchdog_interval(environ: Mapping[str, str], pid: int) -> float | None:
+def _watchdog_interval(environ: Mapping[str, str], pid: int) -> float | None:
     """How often the pinger looks (half of WATCHDOG_USEC, in seconds), or None when the watchdog
     is off or belongs to another process (WATCHDOG_PID set and not ``pid``)."""
     usec = environ.get("WATCHDOG_USEC", "")
@@ -115,12 +113,12 @@ def _configure_locked() -> None:
         return
     s.configured = True
     raw = os.environ.get("NOTIFY_SOCKET", "")
-    s.address = parse_address(raw)
+    s.address = _parse_address(raw)
     if s.address is None:
         if raw:
-            log.debug("NOTIFY_SOCKET=%r is neither a path nor '@abstract': not notifying", raw)
+            _debug("NOTIFY_SOCKET=%r is neither a path nor '@abstract': not notifying", raw)
         return
-    s.interval = watchdog_interval(os.environ, os.getpid())
+    s.interval = _watchdog_interval(os.environ, os.getpid())
     if s.interval is not None and s.pinger is None:
         s.stop = threading.Event()
         s.pinger = threading.Thread(
@@ -145,12 +143,14 @@ def _send_bytes(payload: bytes, *, configure: bool = True) -> bool:
         if s.address is None:
             return False
         if s.sock is None:
+            import socket  # only once supervised: unsupervised programs never pay for it
+
             s.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         sock, address = s.sock, s.address
     try:
         sock.sendto(payload, address)
     except OSError as exc:
-        log.debug("notify: cannot send %r to %r: %s", payload, address, exc)
+        _debug("notify: cannot send %r to %r: %s", payload, address, exc)
         return False
     return True
 
@@ -167,7 +167,7 @@ def send(**fields: str | int) -> bool:
         raise ValueError("send() needs at least one field")
     lines = []
     for key, value in fields.items():
-        if not _KEY.fullmatch(key):
+        if not key or not _KEY_CHARS.issuperset(key):
             raise ValueError(f"not a notify field name: {key!r}")
         text = str(int(value)) if isinstance(value, bool) else str(value)
         if "\n" in text or "\r" in text:
@@ -202,7 +202,14 @@ def extend_timeout(seconds: float) -> bool:
 
 
 def _one_line(text: str) -> str:
-    return _NEWLINES.sub(" ", text).strip()
+    return " ".join(line for part in text.splitlines() if (line := part.strip()))
+
+
+def _debug(message: str, *args: object) -> None:
+    # Imported here: most programs that only kick never log anything from this module.
+    import logging
+
+    logging.getLogger(__name__).debug(message, *args)
 
 
 def __getattr__(name: str) -> object:

@@ -30,9 +30,7 @@ the tool for that case). A forked child inherits no active watchdog: start new o
 
 from __future__ import annotations
 
-import asyncio
 import functools
-import inspect
 import math
 import os
 import sys
@@ -40,11 +38,23 @@ import threading
 import time
 import weakref
 from collections.abc import Callable
-from types import TracebackType
-from typing import Literal, ParamSpec, TypeVar
 
 from heartline.errors import HeartlineError
-from heartline.service._stacks import ReportTarget, format_report, write_report
+from heartline.service._stacks import format_report, write_report
+
+#: Not typing.TYPE_CHECKING: importing typing would add ~10 ms to every user's start-up.
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    # Type names only: asyncio alone would double the import time of heartline.service.
+    import asyncio
+    from types import TracebackType
+    from typing import Literal, ParamSpec, TypeVar
+
+    from heartline.service._stacks import ReportTarget
+
+    OnStall = Literal["exit", "raise"]
+    P = ParamSpec("P")
+    R = TypeVar("R")
 
 __all__ = [
     "EXIT_WATCHDOG",
@@ -58,10 +68,6 @@ __all__ = [
 #: Exit code of a process a watchdog ended: outside the shell's (126-165) and sysexits' (64-78)
 #: ranges and heartline's own CLI codes, so a supervisor can tell "stalled" from other failures.
 EXIT_WATCHDOG = 86
-
-OnStall = Literal["exit", "raise"]
-P = ParamSpec("P")
-R = TypeVar("R")
 
 _monotonic = time.monotonic
 #: Seconds the monitor gives the report (and stdio flushing) before it exits anyway.
@@ -134,27 +140,33 @@ class _Monitor:
         self._fired = False
         self._pending = False  # an exception was set on the target thread ...
         self._delivered = False  # ... and Python has raised it there
+        self._stalled_for: float | None = None
+        #: The thread on_stall="raise" raises in, and the event loop the report lists.
         self._target: int | None = None
         self._loop: weakref.ref[asyncio.AbstractEventLoop] | None = None
 
     @property
     def active(self) -> bool:
-        """True between start() and stop()."""
-        return self._thread is not None
+        """True while watching: from start() until stop(), or until it fired."""
+        thread = self._thread
+        return thread is not None and thread.is_alive()
 
     @property
     def fired(self) -> bool:
         """True once this watchdog has fired (until the next start())."""
         return self._fired
 
-    def _start_monitor(self) -> None:
+    def _start_monitor(self, target: int | None, loop: asyncio.AbstractEventLoop | None) -> None:
         with self._lock:
-            if self._thread is not None:
+            if self._thread is not None and self._thread.is_alive():
                 raise RuntimeError(f"{self!r} is already running")
             if not self._named:
                 self.name = _caller_location()
+            self._target = target
+            self._loop = weakref.ref(loop) if loop is not None else None
             self._stop_event = threading.Event()
             self._stopping = self._fired = self._pending = self._delivered = False
+            self._stalled_for = None
             self._last_kick = _monotonic()
             self._thread = threading.Thread(
                 target=self._watch, name=f"heartline-{self._kind}", daemon=True
@@ -163,15 +175,20 @@ class _Monitor:
             self._thread.start()
 
     def _watch(self) -> None:
-        stop = self._stop_event
-        while True:
-            kicked = self._last_kick
-            remaining = kicked + self._timeout - _monotonic()
-            if remaining <= 0:
-                break
-            if stop.wait(remaining):
-                return
-        self._fire(kicked)
+        try:
+            stop = self._stop_event
+            while True:
+                kicked = self._last_kick
+                remaining = kicked + self._timeout - _monotonic()
+                if remaining <= 0:
+                    break
+                if stop.wait(remaining):
+                    return
+            self._fire(kicked)
+        finally:
+            # Not left to stop(): with on_stall="raise" the exception can reach the guarded
+            # thread anywhere, even before its stop() has done its bookkeeping.
+            _active.discard(self)
 
     def _stop_monitor(self) -> None:
         """Stop watching; raise here when the watchdog fired on this thread and its exception
@@ -186,7 +203,6 @@ class _Monitor:
             thread.join(_JOIN_GRACE)
         with self._lock:
             self._thread = None
-            _active.discard(self)
             fired, pending, delivered = self._fired, self._pending, self._delivered
         if not fired or self.on_stall != "raise" or threading.get_ident() != self._target:
             return
@@ -217,16 +233,18 @@ class _Monitor:
             if self._stopping:
                 return
             self._fired = True
-        stalled_for = _monotonic() - kicked
-        self._stalled_for = stalled_for
-        title = f"{self._describe_stall(stalled_for)}; {self._action()}"
+        self._stalled_for = _monotonic() - kicked
+        title = f"{self._describe_stall(self._stalled_for)}; {self._action()}"
         marks = {self._target: self._target_note()} if self._target is not None else {}
         loops = {id(lp): lp for m in list(_active) if (lp := m._live_loop()) is not None}
         monitor = threading.get_ident()
 
         def report() -> None:
             skip = [monitor, threading.get_ident()]
-            text = format_report(title, marks=marks, skip=skip, loops=loops.values())
+            try:
+                text = format_report(title, marks=marks, skip=skip, loops=loops.values())
+            except Exception as exc:  # the raw dump that follows still says where things are
+                text = f"heartline: {title}\n(the stack report failed: {exc!r})\n"
             write_report(text, self.file)
 
         _bounded(report, _WRITE_GRACE)
@@ -246,7 +264,7 @@ class _Monitor:
         return loop if loop is not None and not loop.is_closed() else None
 
     def _exception(self) -> WatchdogTimeout:
-        stalled_for = getattr(self, "_stalled_for", None)
+        stalled_for = self._stalled_for
         return WatchdogTimeout(
             self._describe_stall(stalled_for if stalled_for is not None else self._timeout),
             name=self.name,
@@ -298,7 +316,7 @@ def _bounded(fn: Callable[[], object], timeout: float) -> None:
     def run() -> None:
         try:
             fn()
-        except BaseException:
+        except BaseException:  # the caller acts (exit or raise) whether or not this worked
             return
 
     helper = threading.Thread(target=run, name="heartline-watchdog-report", daemon=True)
@@ -331,6 +349,10 @@ def _thread_name(ident: int | None) -> str:
 
 
 def _running_loop() -> asyncio.AbstractEventLoop | None:
+    if "asyncio" not in sys.modules:
+        return None  # nobody imported asyncio: no loop can be running
+    import asyncio
+
     try:
         return asyncio.get_running_loop()
     except RuntimeError:
@@ -376,10 +398,7 @@ class Watchdog(_Monitor):
 
     def start(self) -> Watchdog:
         """Start watching from the calling thread (the one ``on_stall="raise"`` raises in)."""
-        self._target = threading.get_ident()
-        loop = _running_loop()
-        self._loop = weakref.ref(loop) if loop is not None else None
-        self._start_monitor()
+        self._start_monitor(threading.get_ident(), _running_loop())
         return self
 
     def stop(self) -> None:
@@ -427,6 +446,8 @@ class Watchdog(_Monitor):
     def __call__(self, func: Callable[P, R]) -> Callable[P, R]:
         """Guard every call of ``func`` with a fresh watchdog of the same settings (named after
         the function unless this one has a name)."""
+        import inspect
+
         name = self.name if self._named else getattr(func, "__qualname__", repr(func))
         if inspect.iscoroutinefunction(func):
 
@@ -511,10 +532,8 @@ class LoopWatchdog(_Monitor):
         loop = self._given_loop or running
         if loop is None:
             raise RuntimeError("LoopWatchdog.start() needs a running event loop or loop=")
-        self._loop = weakref.ref(loop)
-        self._target = threading.get_ident() if loop is running else None
+        self._start_monitor(threading.get_ident() if loop is running else None, loop)
         self.worst_lag = 0.0
-        self._start_monitor()
         # A heartbeat left over from an earlier start() must not run a second chain.
         self._generation += 1
         self._due = self._last_kick + self.interval

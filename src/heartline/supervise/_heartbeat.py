@@ -21,10 +21,15 @@ import os
 import secrets
 import socket
 import struct
+import threading
+import time
 from collections.abc import Callable
+from typing import Protocol
 
 log = logging.getLogger(__name__)
 
+#: Pause between two reads of a busy notify socket (see NotifyReceiver._run).
+COALESCE = 0.001
 #: Largest datagram accepted (systemd itself accepts up to its page-sized buffer).
 MAX_DATAGRAM = 4096
 _CREDS = struct.Struct("3i")
@@ -64,20 +69,39 @@ def process_group(pid: int) -> int | None:
         return None
 
 
+class Sink(Protocol):
+    """Where a program's datagrams go (a Program)."""
+
+    def beat(self) -> None:
+        """Note a WATCHDOG=1; called from the receiver thread, so it only stores a time."""
+
+    def on_notify(self, fields: dict[str, str]) -> None:
+        """Any other message; called on the event loop."""
+
+
 class NotifyReceiver:
-    """Receives notify datagrams on the event loop and hands them to ``route``."""
+    """Receives notify datagrams on one thread of its own and hands them to programs.
+
+    Why a thread: a heartbeat must be read promptly (a sender blocks once ten datagrams wait,
+    the kernel's default queue length), and 500 programs beating ten times a second mean 5000
+    wake-ups a second. Through the event loop each cost about 24 us, 12 % of a core; a blocking
+    read on a thread of its own costs a fraction of that, and a WATCHDOG=1 (almost all the
+    traffic) only stores a time, without waking the loop. Everything else (READY=1, STATUS=...)
+    is handed to the loop with call_soon_threadsafe. One thread, whatever the number of
+    programs; idle, it sleeps in recvmsg.
+    """
 
     def __init__(
         self,
         loop: asyncio.AbstractEventLoop,
         address: str,
-        route: Callable[[int], Callable[[dict[str, str]], None] | None],
+        route: Callable[[int], Sink | None],
     ) -> None:
         self.loop = loop
         self.route = route
         self.received = 0
         self.dropped = 0
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_NONBLOCK)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_PASSCRED, 1)
         try:
             sock.bind(b"\0" + address[1:].encode())
@@ -89,42 +113,88 @@ class NotifyReceiver:
             sock.bind(b"\0" + address[1:].encode())
         self.address = address
         self.sock = sock
-        loop.add_reader(sock.fileno(), self._on_readable)
+        self._closing = False
+        self._thread = threading.Thread(target=self._run, name="heartline-notify", daemon=True)
+        self._thread.start()
 
     def close(self) -> None:
-        with contextlib.suppress(Exception):
-            self.loop.remove_reader(self.sock.fileno())
+        self._closing = True
+        with contextlib.suppress(OSError):
+            self.sock.shutdown(socket.SHUT_RDWR)  # wakes the blocked recvmsg
+        self._thread.join(5)
         self.sock.close()
 
-    def _on_readable(self) -> None:
-        # Drain what is queued, but yield to the loop after a bounded batch.
-        for _ in range(256):
+    def _run(self) -> None:
+        space = socket.CMSG_SPACE(_CREDS.size)
+        recv = self.sock.recvmsg
+        flags_nowait = socket.MSG_DONTWAIT
+        while not self._closing:
             try:
-                data, anc, flags, _addr = self.sock.recvmsg(
-                    MAX_DATAGRAM + 1, socket.CMSG_SPACE(_CREDS.size)
-                )
-            except (BlockingIOError, InterruptedError):
-                return
+                data, anc, flags, _addr = recv(MAX_DATAGRAM + 1, space)
+            except InterruptedError:
+                continue
             except OSError as e:
-                log.warning("notify socket: %s", e)
+                if not self._closing:
+                    log.error("notify socket failed: %s", e)
+                return
+            if self._closing:
                 return
             self._handle(data, anc, flags)
+            # Drain what queued meanwhile, then let a millisecond's worth gather before the
+            # next read: heartbeats come in batches of several per wake-up instead of one
+            # (a sender waits at most that millisecond if ten datagrams are already queued).
+            while True:
+                try:
+                    data, anc, flags, _addr = recv(MAX_DATAGRAM + 1, space, flags_nowait)
+                except (BlockingIOError, InterruptedError):
+                    break
+                except OSError:
+                    break
+                self._handle(data, anc, flags)
+            time.sleep(COALESCE)
 
     def _handle(self, data: bytes, anc: list[tuple[int, int, bytes]], flags: int) -> None:
         pid = 0
         for level, kind, payload in anc:
             if level == socket.SOL_SOCKET and kind == socket.SCM_CREDENTIALS:
-                pid = _CREDS.unpack(payload[: _CREDS.size])[0]
+                pid = _CREDS.unpack_from(payload)[0]
         if flags & (socket.MSG_TRUNC | socket.MSG_CTRUNC) or len(data) > MAX_DATAGRAM or pid <= 0:
             self.dropped += 1
             return
-        deliver = self.route(pid)
-        if deliver is None:
+        sink = self._sink(pid)
+        if sink is None:
+            # A program may speak before the loop has recorded its pid (spawning returns to
+            # the loop only after the exec): look again on the loop, after that bookkeeping.
+            with contextlib.suppress(RuntimeError):
+                self.loop.call_soon_threadsafe(self._deliver_late, pid, data)
+            return
+        self._deliver(sink, data)
+
+    def _sink(self, pid: int) -> Sink | None:
+        sink = self.route(pid)
+        if sink is None:
             group = process_group(pid)
-            deliver = self.route(group) if group else None
-        fields = parse_message(data) if deliver is not None else None
-        if deliver is None or fields is None:
+            sink = self.route(group) if group else None
+        return sink
+
+    def _deliver_late(self, pid: int, data: bytes) -> None:
+        sink = self._sink(pid)
+        if sink is None:
+            self.dropped += 1
+            return
+        self._deliver(sink, data)
+
+    def _deliver(self, sink: Sink, data: bytes) -> None:
+        if data == b"WATCHDOG=1":
+            self.received += 1
+            sink.beat()
+            return
+        fields = parse_message(data)
+        if fields is None:
             self.dropped += 1
             return
         self.received += 1
-        deliver(fields)
+        if fields.get("WATCHDOG") == "1":
+            sink.beat()
+        with contextlib.suppress(RuntimeError):  # the loop is closing
+            self.loop.call_soon_threadsafe(sink.on_notify, fields)

@@ -261,9 +261,15 @@ class Program:
         self.sup.dependency_moved()
 
     # --- heartbeats (systemd's notify protocol) ----------------------------------------------
+    def beat(self) -> None:
+        """A WATCHDOG=1 (called on the notify thread: one float store, nothing else).
+
+        The event loop's clock is time.monotonic(), so the stamp compares with its deadlines.
+        """
+        self._wd_last = time.monotonic()
+
     def on_notify(self, fields: dict[str, str]) -> None:
-        """A datagram from one of this program's processes (see NotifyReceiver)."""
-        now = self.loop.time()
+        """A datagram other than a bare heartbeat from one of this program's processes."""
         if "STATUS" in fields:
             self.notify_status = fields["STATUS"][:256]
         if "WATCHDOG_USEC" in fields and fields["WATCHDOG_USEC"].isdigit():
@@ -271,9 +277,7 @@ class Program:
             if self.state is State.RUNNING:
                 self._arm_watchdog(period)
         watchdog = fields.get("WATCHDOG")
-        if watchdog == "1":
-            self._wd_last = now
-        elif watchdog == "trigger" and self.state in (State.STARTING, State.RUNNING):
+        if watchdog == "trigger" and self.state in (State.STARTING, State.RUNNING):
             self._terminate("watchdog", "the program asked for it (WATCHDOG=trigger)")
             return
         ready = fields.get("READY") == "1" and self.spec.ready == "notify"

@@ -118,9 +118,9 @@ class Supervisor:
             env["WATCHDOG_USEC"] = str(int(spec.watchdog * 1e6))
         return env
 
-    def _route_notify(self, pid: int) -> Callable[[dict[str, str]], None] | None:
-        prog = self.by_pid.get(pid)
-        return prog.on_notify if prog is not None else None
+    def _route_notify(self, pid: int) -> Program | None:
+        # Runs on the notify thread: a plain dict read, safe under the GIL.
+        return self.by_pid.get(pid)
 
     # --- dependencies ---------------------------------------------------------------------
     def _group(self, group: str) -> list[Program]:

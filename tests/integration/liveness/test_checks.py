@@ -155,3 +155,31 @@ sys.exit(int(m))
     mode.write_text("0")
     wait_until(_checked(d, "app", ok=True), 10, "recovery")
     assert all(not alive(int(p)) for p in pids.read_text().split()[:-1])
+
+
+def test_tcp_check_that_hangs_fails_at_its_timeout(make_daemon):
+    """A connect that never completes (a full accept queue drops the SYN) fails at the timeout."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        # Fill the accept queue: further SYNs to this port are dropped, so connects hang.
+        for _ in range(3):
+            c = socket.socket()
+            c.setblocking(False)
+            c.connect_ex(("127.0.0.1", port))
+            fillers.append(c)
+        d = make_daemon(f"""
+            [programs.app]
+            command = ["/bin/sleep", "3600"]
+            check = {{ url = "tcp://127.0.0.1:{port}", interval = "100ms", timeout = "300ms", failures = 1000 }}
+        """)
+        h = wait_until(_checked(d, "app", ok=False), 10, "a hanging connect to fail")
+        assert h["last"] == "no answer within 0.3s"
+        assert d.program("app")["state"] == "running"
+    finally:
+        for c in fillers:
+            c.close()
+        listener.close()

@@ -22,14 +22,11 @@ import secrets
 import socket
 import struct
 import threading
-import time
 from collections.abc import Callable
 from typing import Protocol
 
 log = logging.getLogger(__name__)
 
-#: Pause between two reads of a busy notify socket (see NotifyReceiver._run).
-COALESCE = 0.001
 #: Largest datagram accepted (systemd itself accepts up to its page-sized buffer).
 MAX_DATAGRAM = 4096
 _CREDS = struct.Struct("3i")
@@ -127,7 +124,6 @@ class NotifyReceiver:
     def _run(self) -> None:
         space = socket.CMSG_SPACE(_CREDS.size)
         recv = self.sock.recvmsg
-        flags_nowait = socket.MSG_DONTWAIT
         while not self._closing:
             try:
                 data, anc, flags, _addr = recv(MAX_DATAGRAM + 1, space)
@@ -140,18 +136,6 @@ class NotifyReceiver:
             if self._closing:
                 return
             self._handle(data, anc, flags)
-            # Drain what queued meanwhile, then let a millisecond's worth gather before the
-            # next read: heartbeats come in batches of several per wake-up instead of one
-            # (a sender waits at most that millisecond if ten datagrams are already queued).
-            while True:
-                try:
-                    data, anc, flags, _addr = recv(MAX_DATAGRAM + 1, space, flags_nowait)
-                except (BlockingIOError, InterruptedError):
-                    break
-                except OSError:
-                    break
-                self._handle(data, anc, flags)
-            time.sleep(COALESCE)
 
     def _handle(self, data: bytes, anc: list[tuple[int, int, bytes]], flags: int) -> None:
         pid = 0

@@ -76,7 +76,7 @@ class Program:
         self._kill_reason: tuple[str, str] | None = None
         self.notify_status = ""
         self._wd_period = 0.0
-        self._wd_last = 0.0
+        self.last_beat = 0.0
         self._wd_timer: asyncio.TimerHandle | None = None
         self._check_task: asyncio.Task[None] | None = None
         self.health: dict[str, Any] | None = None
@@ -128,7 +128,7 @@ class Program:
             "adopted": self.adopted,
             "notify_status": self.notify_status,
             "watchdog": (
-                {"period": self._wd_period, "last_beat_ago": round(now - self._wd_last, 3)}
+                {"period": self._wd_period, "last_beat_ago": round(now - self.last_beat, 3)}
                 if self._wd_timer is not None
                 else None
             ),
@@ -261,13 +261,6 @@ class Program:
         self.sup.dependency_moved()
 
     # --- heartbeats (systemd's notify protocol) ----------------------------------------------
-    def beat(self) -> None:
-        """A WATCHDOG=1 (called on the notify thread: one float store, nothing else).
-
-        The event loop's clock is time.monotonic(), so the stamp compares with its deadlines.
-        """
-        self._wd_last = time.monotonic()
-
     def on_notify(self, fields: dict[str, str]) -> None:
         """A datagram other than a bare heartbeat from one of this program's processes."""
         if "STATUS" in fields:
@@ -294,8 +287,8 @@ class Program:
         if period <= 0 or self.pid is None:
             return
         self._wd_period = period
-        self._wd_last = self.loop.time()
-        self._wd_timer = self.loop.call_at(self._wd_last + period, self._watchdog_due)
+        self.last_beat = self.loop.time()
+        self._wd_timer = self.loop.call_at(self.last_beat + period, self._watchdog_due)
 
     def _disarm_watchdog(self) -> None:
         if self._wd_timer is not None:
@@ -306,7 +299,7 @@ class Program:
         # One timer per program, moved only when it comes due: a heartbeat just notes the
         # time, so a thousand beats a second cost a thousand float stores, not timer churn.
         now = self.loop.time()
-        due = self._wd_last + self._wd_period
+        due = self.last_beat + self._wd_period
         if now < due:
             self._wd_timer = self.loop.call_at(due, self._watchdog_due)
             return

@@ -72,7 +72,7 @@ class Supervisor:
         self.base_env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
         #: Live programs by main pid (the notify socket attributes datagrams with it).
         self.by_pid: dict[int, Program] = {}
-        self.notify = NotifyReceiver(loop, notify_address(run_dir), self._route_notify)
+        self.notify = NotifyReceiver(loop, notify_address(run_dir), self.by_pid)
         if log_dir is not None:
             os.makedirs(log_dir, mode=0o750, exist_ok=True)
         self.programs: dict[str, Program] = {}
@@ -117,10 +117,6 @@ class Supervisor:
         if spec.watchdog > 0:
             env["WATCHDOG_USEC"] = str(int(spec.watchdog * 1e6))
         return env
-
-    def _route_notify(self, pid: int) -> Program | None:
-        # Runs on the notify thread: a plain dict read, safe under the GIL.
-        return self.by_pid.get(pid)
 
     # --- dependencies ---------------------------------------------------------------------
     def _group(self, group: str) -> list[Program]:

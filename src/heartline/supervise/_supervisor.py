@@ -113,7 +113,7 @@ class Supervisor:
         env = dict(self.base_env)
         env.update(spec.env)
         env["HEARTLINE_PROGRAM"] = spec.name
-        env["NOTIFY_SOCKET"] = self.notify.address
+        env["NOTIFY_SOCKET"] = self.notify.address_for(spec.name)
         if spec.watchdog > 0:
             env["WATCHDOG_USEC"] = str(int(spec.watchdog * 1e6))
         return env

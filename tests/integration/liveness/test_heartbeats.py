@@ -8,6 +8,8 @@ import socket
 
 from tests.integration.conftest import py, wait_until
 
+from heartline.supervise._heartbeat import SHARDS
+
 # A program that beats while a file exists, then hangs in a recognisable function. SIGUSR2
 # dumps its stacks (what a heartline report handler or faulthandler.register does).
 BEATER = py("""
@@ -165,15 +167,17 @@ time.sleep(3600)
     with d.client() as c:
         address = c.get("/v1/status")["daemon"]["notify"]["socket"]
     # This test process is no program's: its READY=1 must not count.
-    foreign = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    foreign.sendto(b"READY=1", b"\0" + address[1:].encode())
-    foreign.close()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as foreign:
+        for shard in range(SHARDS):  # whichever socket the program got
+            foreign.sendto(b"READY=1", f"\0{address[1:]}/{shard}".encode())
     with d.client() as c:
-        wait_until(lambda: c.get("/v1/status")["daemon"]["notify"]["dropped"] >= 5, 10, "drops")
+        wait_until(
+            lambda: c.get("/v1/status")["daemon"]["notify"]["dropped"] >= SHARDS + 5, 10, "drops"
+        )
     assert d.program("app")["state"] == "starting"
     go.touch()
     d.wait_state("app", "running")
     with d.client() as c:
         notify = c.get("/v1/status")["daemon"]["notify"]
-    assert notify["received"] >= 1 and notify["dropped"] >= 5
+    assert notify["received"] >= 1 and notify["dropped"] >= SHARDS + 5
     assert os.path.exists(f"/proc/{d.proc.pid}")

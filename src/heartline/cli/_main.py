@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+import time
 from collections.abc import Callable
 from typing import Any, NoReturn
 
@@ -17,7 +18,7 @@ from heartline import __version__
 from heartline.errors import HeartlineError, UsageError
 
 _COMMANDS = (
-    "up", "down", "status", "start", "stop", "restart", "signal", "logs", "reload",
+    "up", "down", "status", "top", "start", "stop", "restart", "signal", "logs", "reload",
     "reopen-logs", "run", "systemd-unit",
 )  # fmt: skip
 
@@ -173,9 +174,30 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> None:
     from heartline.cli._render import status_table, to_json
 
+    query: dict[str, Any] = {"name": list(args.names)} if args.names else {}
+    if args.json:
+        query["resources"] = "true"  # the figures `top` shows, for scripts
     with _client(args) as c:
-        doc = c.get("/v1/status", name=list(args.names)) if args.names else c.get("/v1/status")
+        doc = c.get("/v1/status", **query)
     _echo(to_json(doc) if args.json else status_table(doc["programs"]))
+
+
+def cmd_top(args: argparse.Namespace) -> int | None:
+    from heartline.cli._render import to_json, top_table
+
+    if args.interval <= 0:
+        raise UsageError("--interval must be above zero")
+    with _client(args) as c:
+        while True:
+            doc = c.get("/v1/top")
+            if args.json:
+                _echo(to_json(doc))
+            else:
+                table = top_table(doc, sort=args.sort, tree=args.tree)
+                _echo(table if args.once else "\x1b[H\x1b[2J" + table)
+            if args.once:
+                return 0
+            time.sleep(args.interval)
 
 
 def _control(args: argparse.Namespace, action: str) -> None:
@@ -319,6 +341,16 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--detach", action="store_true", help="run in the background; return once ready")
     p = add("down", cmd_down, "Stop every program, then the daemon.")
     p.add_argument("-t", "--timeout", type=float, default=60.0, help="seconds to wait (60)")
+    p = add("top", cmd_top, "Live CPU, memory, IO and descriptors per program (Ctrl-C ends).")
+    p.add_argument(
+        "--sort",
+        choices=["cpu", "rss", "read", "write", "fds", "restarts", "name"],
+        default="cpu",
+    )
+    p.add_argument("--tree", action="store_true", help="also show each program's processes")
+    p.add_argument("--once", action="store_true", help="print one table and exit")
+    p.add_argument("--json", action="store_true", help="print the API's JSON (with --once)")
+    p.add_argument("-i", "--interval", type=float, default=2.0, help="seconds between updates")
     p = add("status", cmd_status, "Show the state of programs.")
     p.add_argument("names", nargs="*", metavar="NAME")
     p.add_argument("--json", action="store_true", help="print the API's JSON")

@@ -36,6 +36,56 @@ def status_table(programs: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _size(n: float | None) -> str:
+    if n is None:
+        return "-"
+    for unit in ("B", "K", "M", "G"):
+        if n < 1024 or unit == "G":
+            return f"{n:.0f}{unit}" if unit == "B" else f"{n:.1f}{unit}"
+        n /= 1024
+    return "-"  # pragma: no cover
+
+
+_SORT_KEYS = {
+    "cpu": "cpu_pct", "rss": "rss", "read": "read_bps", "write": "write_bps", "fds": "fds",
+    "restarts": "restarts",
+}  # fmt: skip
+
+
+def top_table(doc: dict[str, Any], *, sort: str = "cpu", tree: bool = False) -> str:
+    """The `heartline top` table: one row per program (and its processes with ``tree``)."""
+    progs = list(doc["programs"])
+    if sort == "name":
+        progs.sort(key=lambda p: p["name"])
+    else:
+        key = _SORT_KEYS[sort]
+        progs.sort(key=lambda p: (p.get(key) is None, -(p.get(key) or 0)))
+    header = ["NAME", "STATE", "PID", "CPU%", "RSS", "READ/s", "WRITE/s", "FDS", "RESTARTS"]
+    rows = [header]
+
+    def cells(name: str, state: str, pid: Any, f: dict[str, Any], restarts: str) -> list[str]:
+        cpu = f.get("cpu_pct")
+        return [
+            name, state, str(pid) if pid else "-", "-" if cpu is None else f"{cpu:.1f}",
+            _size(f.get("rss")), _size(f.get("read_bps")), _size(f.get("write_bps")),
+            "-" if f.get("fds") is None else str(f["fds"]), restarts,
+        ]  # fmt: skip
+
+    for p in progs:
+        rows.append(cells(p["name"], p["state"], p["pid"], p, str(p["restarts"])))
+        if tree:
+            for proc in p.get("processes", []):
+                rows.append(cells(f"  {proc['name']}", "", proc["pid"], proc, ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
+    window = doc.get("window")
+    title = f"heartline top: {len(progs)} programs" + (
+        f", rates over {window:.1f}s" if window else ""
+    )
+    lines = [title, ""]
+    lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
+    return "\n".join(lines) + "\n"
+
+
 def control_lines(action: str, doc: dict[str, Any]) -> str:
     out = []
     if action == "stop":

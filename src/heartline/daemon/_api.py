@@ -17,6 +17,7 @@ from heartline.config._loader import parse_signal
 from heartline.daemon._http import Request, Response
 from heartline.errors import ConfigError, UnknownProgram
 from heartline.supervise import Supervisor
+from heartline.supervise._resources import Reading, figures, read_groups
 
 if TYPE_CHECKING:
     from heartline.daemon._daemon import Daemon
@@ -25,8 +26,24 @@ MAX_TAIL_LINES = 100_000
 FOLLOW_QUEUE = 1024
 
 
+_EMPTY_FIGURES: dict[str, Any] = {
+    "cpu_pct": None, "rss": None, "read_bps": None, "write_bps": None, "fds": None,
+    "processes": [],
+}  # fmt: skip
+
+
 class _Invalid(Exception):
     pass
+
+
+def _flag(req: Request, name: str) -> bool:
+    """A boolean query parameter: true/false (1/0 too); anything else is refused."""
+    values = req.query.get(name)
+    if not values:
+        return False
+    if len(values) > 1 or values[0] not in ("true", "false", "1", "0"):
+        raise _Invalid(f'"{name}" must be true or false')
+    return values[0] in ("true", "1")
 
 
 def _names(body: Any) -> list[str]:
@@ -54,7 +71,9 @@ class Api:
             ("POST", "/v1/reopen-logs"): self.reopen_logs,
             ("POST", "/v1/shutdown"): self.shutdown,
             ("GET", "/v1/openapi.json"): self.openapi,
+            ("GET", "/v1/top"): self.top,
         }
+        self._reading: Reading | None = None
 
     @property
     def sup(self) -> Supervisor:
@@ -91,9 +110,47 @@ class Api:
             return Response.error(422, "invalid", str(e))
         return result
 
+    async def _resources(self, *, min_window: float) -> tuple[dict[int, Any], float | None]:
+        """Figures per process group, with rates over at least ``min_window`` seconds when
+        asked (waiting for a second reading if the last one is too recent or missing)."""
+        pgids = {p.pid for p in self.sup.programs.values() if p.pid is not None}
+        before = self._reading
+        if min_window > 0 and (before is None or time.monotonic() - before.at < min_window / 2):
+            before = read_groups(pgids)
+            await asyncio.sleep(min_window)
+        reading = read_groups(pgids)
+        self._reading = reading
+        window = reading.at - before.at if before is not None else None
+        return figures(reading, before), window
+
+    async def top(self, req: Request) -> Response:
+        groups, window = await self._resources(min_window=0.5)
+        progs = []
+        for p in self.sup.programs.values():
+            row = {
+                "name": p.spec.name,
+                "state": p.state.value,
+                "pid": p.pid,
+                "restarts": p.restarts,
+                **_EMPTY_FIGURES,
+            }
+            if p.pid is not None and p.pid in groups:
+                row.update(groups[p.pid])
+            progs.append(row)
+        return Response.json({"sampled": time.time(), "window": window, "programs": progs})
+
     async def status(self, req: Request) -> Response:
         names = req.query.get("name", [])
         progs = self.sup.snapshot(names)
+        if _flag(req, "resources"):
+            groups, _window = await self._resources(min_window=0)
+            for prog in progs:
+                pid = prog["pid"]
+                prog["resources"] = (
+                    {k: v for k, v in groups[pid].items() if k != "processes"}
+                    if pid in groups
+                    else None
+                )
         return Response.json(
             {
                 "daemon": {
@@ -162,7 +219,7 @@ class Api:
         raw_lines = req.query.get("lines", ["10"])[-1]
         if not (raw_lines.isascii() and raw_lines.isdigit()) or int(raw_lines) > MAX_TAIL_LINES:
             raise _Invalid(f'"lines" must be a number from 0 to {MAX_TAIL_LINES}')
-        follow = req.query.get("follow", ["false"])[-1] in ("1", "true")
+        follow = _flag(req, "follow")
         logfile = prog.out if stream == "stdout" else prog.err
         if logfile is None:
             return Response(200, b"", "text/plain")

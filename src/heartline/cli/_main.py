@@ -15,11 +15,11 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from heartline import __version__
-from heartline.errors import HeartlineError, UsageError
+from heartline.errors import DaemonNotRunning, HeartlineError, UsageError
 
 _COMMANDS = (
-    "up", "down", "status", "top", "start", "stop", "restart", "signal", "logs", "reload",
-    "reopen-logs", "run", "systemd-unit",
+    "up", "down", "status", "top", "report", "attach", "start", "stop", "restart", "signal",
+    "logs", "reload", "reopen-logs", "run", "systemd-unit",
 )  # fmt: skip
 
 # Exit codes beyond the ones the errors carry (see heartline.errors).
@@ -182,6 +182,74 @@ def cmd_status(args: argparse.Namespace) -> None:
     _echo(to_json(doc) if args.json else status_table(doc["programs"]))
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """A report from a supervised program (through the daemon) or from any process by pid."""
+    from heartline.errors import ControlError, UnknownProgram
+
+    fmt = "json" if args.json else "text"
+    try:
+        with _client(args) as c:
+            out = c.post(
+                "/v1/report", {"name": args.target, "format": fmt, "timeout": args.timeout}
+            )
+    except (UnknownProgram, ControlError) as e:
+        if not args.target.isdigit() or not isinstance(e, UnknownProgram | DaemonNotRunning):
+            raise
+        return _report_pid(int(args.target), args.json)
+    if isinstance(out, bytes):
+        sys.stdout.buffer.write(out)
+    else:
+        from heartline.cli._render import to_json
+
+        _echo(to_json(out))
+    return 0
+
+
+def _report_pid(pid: int, as_json: bool) -> int:
+    import shutil
+    import signal as signals
+    import subprocess
+
+    from heartline.supervise._program import handles_signal
+
+    if not os.path.exists(f"/proc/{pid}"):
+        raise UsageError(f"no process {pid} (and no program of that name)")
+    spy = shutil.which("py-spy")
+    if spy:
+        argv = [spy, "dump", "--pid", str(pid)] + (["--json"] if as_json else [])
+        return subprocess.run(argv, check=False).returncode
+    if handles_signal(pid, signals.SIGUSR2):
+        os.kill(pid, signals.SIGUSR2)
+        _echo(
+            f"sent SIGUSR2 to {pid}: if it installed heartline.service.reports, its report is in "
+            "its report directory (HEARTLINE_REPORT_DIR, else reports.default_directory())\n"
+        )
+        return 0
+    raise UsageError(
+        f"process {pid} does not handle SIGUSR2 (no heartline reports installed) and py-spy "
+        "is not installed: pip install py-spy"
+    )
+
+
+def cmd_attach(args: argparse.Namespace) -> int:
+    """A terminal on the backdoor of a supervised program (by name) or of any pid."""
+    from heartline.cli._attach import attach
+    from heartline.errors import UnknownProgram
+
+    target = args.target
+    try:
+        with _client(args) as c:
+            progs = c.get("/v1/status", name=[target])["programs"]
+    except (UnknownProgram, DaemonNotRunning):
+        if not target.isdigit():
+            raise
+        return attach(int(target))
+    running = [p for p in progs if p["pid"]]
+    if len(running) != 1:
+        raise UsageError(f"{target}: name one running instance ({len(running)} running)")
+    return attach(int(running[0]["pid"]))
+
+
 def cmd_top(args: argparse.Namespace) -> int | None:
     from heartline.cli._render import to_json, top_table
 
@@ -341,6 +409,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--detach", action="store_true", help="run in the background; return once ready")
     p = add("down", cmd_down, "Stop every program, then the daemon.")
     p.add_argument("-t", "--timeout", type=float, default=60.0, help="seconds to wait (60)")
+    p = add("attach", cmd_attach, "Open a terminal on a program's backdoor (NAME or PID).")
+    p.add_argument("target", metavar="NAME|PID")
+    p = add("report", cmd_report, "Print a report (stacks, tasks, process) of a program or pid.")
+    p.add_argument("target", metavar="NAME|PID")
+    p.add_argument("--json", action="store_true", help="the JSON report")
+    p.add_argument("-t", "--timeout", type=float, default=5.0, help="seconds to wait (5)")
     p = add("top", cmd_top, "Live CPU, memory, IO and descriptors per program (Ctrl-C ends).")
     p.add_argument(
         "--sort",

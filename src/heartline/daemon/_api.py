@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
@@ -17,6 +18,7 @@ from heartline.config._loader import parse_signal
 from heartline.daemon._http import Request, Response
 from heartline.errors import ConfigError, UnknownProgram
 from heartline.supervise import Supervisor
+from heartline.supervise._program import handles_signal
 from heartline.supervise._resources import Reading, figures, read_groups
 
 if TYPE_CHECKING:
@@ -72,6 +74,7 @@ class Api:
             ("POST", "/v1/shutdown"): self.shutdown,
             ("GET", "/v1/openapi.json"): self.openapi,
             ("GET", "/v1/top"): self.top,
+            ("POST", "/v1/report"): self.report,
         }
         self._reading: Reading | None = None
 
@@ -204,6 +207,57 @@ class Api:
     async def shutdown(self, body: Any) -> Response:
         self.daemon.request_stop()
         return Response.json({"ok": True})
+
+    async def report(self, body: Any) -> Response:
+        """Ask a running program for a report (its report signal) and answer with it."""
+        from heartline.service import reports
+
+        name = body.get("name")
+        fmt = body.get("format", "text")
+        timeout = body.get("timeout", 5)
+        if not isinstance(name, str) or not name:
+            raise _Invalid('"name" must be a program name')
+        if fmt not in ("text", "json"):
+            raise _Invalid('"format" must be "text" or "json"')
+        if (
+            isinstance(timeout, bool)
+            or not isinstance(timeout, int | float)
+            or not 0 < timeout <= 60
+        ):
+            raise _Invalid('"timeout" must be a number of seconds from 0 to 60')
+        progs = self.sup.resolve([name])
+        if len(progs) != 1:
+            return Response.error(
+                409,
+                "several_instances",
+                f"{name} has {len(progs)} instances: name one, such as {progs[0].spec.name}",
+            )
+        prog = progs[0]
+        if prog.pid is None or self.sup.log_dir is None:
+            return Response.error(409, "not_running", f"{prog.spec.name} is not running")
+        sig = prog.spec.report_signal or int(signal.SIGUSR2)
+        if not handles_signal(prog.pid, sig):
+            return Response.error(
+                409,
+                "no_reports",
+                f"{prog.spec.name} does not handle {signal.Signals(sig).name}: it must call "
+                "heartline.service.reports.install() (sending the signal would end it)",
+            )
+        directory = self.sup.report_dir(prog.spec.name)
+        before = {r.path for r in reports.list(directory)}
+        prog.send_signal(sig)
+        deadline = time.monotonic() + float(timeout)
+        while time.monotonic() < deadline:
+            fresh = [r for r in reports.list(directory) if r.path not in before]
+            if fresh and (fmt == "text" or fresh[0].json_path is not None):
+                report = fresh[0]
+                if fmt == "json":
+                    return Response.json(report.read_json())
+                return Response(200, report.read_text().encode(), "text/plain")
+            await asyncio.sleep(0.02)  # bounded by the deadline above
+        return Response.error(
+            409, "no_report", f"no report from {prog.spec.name} within {float(timeout):g}s"
+        )
 
     async def openapi(self, req: Request) -> Response:
         return Response(200, openapi_bytes())

@@ -226,3 +226,144 @@ def _raw_dump(fd: int) -> None:
     except (OSError, ValueError, RuntimeError):
         return
     _write_fd(fd, "\n")
+
+
+# --- structured snapshots (reports render them as text and as JSON) ---------------------------
+
+#: One frame as plain data: ``file``, ``line``, ``function`` and ``code`` (the source line).
+Frame = dict[str, object]
+
+
+def frame_records(frames: Iterable[FrameType]) -> list[Frame]:
+    """``frames`` (outermost first) as plain records, with their source lines.
+
+    Unlike ``traceback``, this does not check whether each source file changed on disk (one
+    ``stat`` per frame): every system call lets the application take the GIL back for a whole
+    switch interval, which made a report of 1000 threads take seconds next to a busy thread.
+    """
+    import linecache  # only when a report is written
+
+    out: list[Frame] = []
+    for f in frames:
+        code = f.f_code
+        filename = code.co_filename
+        out.append(
+            {
+                "file": filename,
+                "line": f.f_lineno,
+                "function": code.co_name,
+                "code": linecache.getline(filename, f.f_lineno or 0, f.f_globals).strip(),
+            }
+        )
+    return out
+
+
+def thread_snapshot(
+    *, skip: Iterable[int] = (), hide: Iterable[str] = ()
+) -> tuple[list[dict[str, object]], dict[int, list[FrameType]]]:
+    """Every thread (but those in ``skip``) as a record: ``name``, ``ident``, ``native_id``,
+    ``daemon``, ``main`` and ``stack`` (outermost first); and each thread's frames, which
+    :func:`loop_snapshot` needs to follow running tasks. The calling thread's innermost frames
+    that belong to the modules in ``hide`` (the reporting code itself) are left out."""
+    skipped = set(skip)
+    hidden = set(hide)
+    me = threading.get_ident()
+    frames = sys._current_frames()
+    threads = {t.ident: t for t in threading.enumerate()}
+    main = threading.main_thread().ident
+
+    def order(ident: int) -> tuple[int, str]:
+        t = threads.get(ident)
+        return (0 if ident == main else 1), t.name if t is not None else ""
+
+    records: list[dict[str, object]] = []
+    stacks: dict[int, list[FrameType]] = {}
+    for ident in sorted(frames, key=order):
+        stack = list(_outward(frames[ident]))
+        stack.reverse()
+        stacks[ident] = stack
+        if ident in skipped:
+            continue
+        shown = stack
+        if ident == me and hidden:
+            while shown and shown[-1].f_globals.get("__name__") in hidden:
+                shown = shown[:-1]
+        t = threads.get(ident)
+        records.append(
+            {
+                "name": t.name if t is not None else None,
+                "ident": ident,
+                "native_id": t.native_id if t is not None else None,
+                "daemon": t.daemon if t is not None else None,
+                "main": ident == main,
+                "stack": frame_records(shown),
+            }
+        )
+    return records, stacks
+
+
+def loop_snapshot(
+    loop: asyncio.AbstractEventLoop, stacks: Mapping[int, list[FrameType]]
+) -> dict[str, object] | None:
+    """The tasks of ``loop`` as a record (None for a closed loop): ``loop``, ``running``,
+    ``error`` and ``tasks``, each with ``name``, ``coroutine``, ``current``, ``stack`` (the await
+    chain, outermost first) and ``waiting_for``."""
+    import asyncio
+
+    if loop.is_closed():
+        return None
+    record: dict[str, object] = {
+        "loop": f"{type(loop).__name__} at {id(loop):#x}",
+        "running": loop.is_running(),
+        "error": None,
+        "tasks": [],
+    }
+    try:
+        tasks = list(asyncio.all_tasks(loop))
+        current = asyncio.current_task(loop)
+    except RuntimeError as exc:  # the task set changed under us too many times
+        record["error"] = f"not available ({exc})"
+        return record
+    tasks.sort(key=lambda t: (t is not current, t.get_name()))
+    out: list[dict[str, object]] = []
+    for task in tasks:
+        coro = task.get_coro()
+        frames, last = _await_chain(coro, stacks)
+        waiter = getattr(task, "_fut_waiter", None)
+        waiting = waiter if waiter is not None else last
+        out.append(
+            {
+                "name": task.get_name(),
+                "coroutine": getattr(coro, "__qualname__", type(coro).__name__),
+                "current": task is current,
+                "stack": frame_records(frames),
+                "waiting_for": _short_repr(waiting) if waiting is not None else None,
+            }
+        )
+    record["tasks"] = out
+    return record
+
+
+def greenlet_snapshot() -> list[dict[str, object]] | None:
+    """The suspended greenlets, when gevent or eventlet is imported (None otherwise): each with
+    ``name`` (its repr) and ``stack``. Best effort: found by walking the garbage collector's
+    objects, which takes time on large heaps, so only done when a green library is in use."""
+    if "gevent" not in sys.modules and "eventlet" not in sys.modules:
+        return None
+    module = sys.modules.get("greenlet")
+    cls = getattr(module, "greenlet", None)
+    if not isinstance(cls, type):
+        return None
+    import gc
+
+    out: list[dict[str, object]] = []
+    for obj in gc.get_objects():
+        if not isinstance(obj, cls):
+            continue
+        frame = getattr(obj, "gr_frame", None)
+        if not isinstance(frame, FrameType):
+            continue  # not started, finished, or running now (then it is in a thread's stack)
+        stack = list(_outward(frame))
+        stack.reverse()
+        out.append({"name": _short_repr(obj), "stack": frame_records(stack)})
+    return out

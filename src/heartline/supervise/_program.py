@@ -83,6 +83,7 @@ class Program:
         self.out: LogFile | None = None
         self.err: LogFile | None = None
         if sup.log_dir is not None:
+            _report_directory(sup.report_dir(spec.name), spec.user)
             base = os.path.join(sup.log_dir, spec.name)
             self.out = LogFile(base + ".out.log", spec.log, sup.open_files)
             self.err = (
@@ -593,6 +594,31 @@ class Program:
             if f is not None:
                 with contextlib.suppress(OSError):
                     f.reopen()
+
+
+def _report_directory(path: str, user: str | None) -> None:
+    """Create the program's report directory, owner-only and owned by the program's user."""
+    try:
+        os.makedirs(path, mode=0o700, exist_ok=True)
+        if user is not None and os.geteuid() == 0:
+            import pwd
+
+            pw = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
+            os.chown(path, pw.pw_uid, pw.pw_gid)
+    except (OSError, KeyError) as e:
+        log.warning("cannot prepare report directory %s: %s", path, e)
+
+
+def handles_signal(pid: int, sig: int) -> bool:
+    """Whether ``pid`` catches ``sig`` (so sending it asks rather than kills)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    except (OSError, ValueError):
+        pass
+    return False
 
 
 def _with_watchdog_pid(argv: list[str]) -> list[str]:

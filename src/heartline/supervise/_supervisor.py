@@ -114,9 +114,16 @@ class Supervisor:
         env.update(spec.env)
         env["HEARTLINE_PROGRAM"] = spec.name
         env["NOTIFY_SOCKET"] = self.notify.address_for(spec.name)
+        if self.log_dir is not None:
+            env["HEARTLINE_REPORT_DIR"] = self.report_dir(spec.name)
         if spec.watchdog > 0:
             env["WATCHDOG_USEC"] = str(int(spec.watchdog * 1e6))
         return env
+
+    def report_dir(self, name: str) -> str:
+        """Where a program's heartline.service.reports land (set in its environment)."""
+        assert self.log_dir is not None
+        return os.path.join(self.log_dir, "reports", name)
 
     # --- dependencies ---------------------------------------------------------------------
     def _group(self, group: str) -> list[Program]:

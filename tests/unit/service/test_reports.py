@@ -1,0 +1,465 @@
+"""Reports in this process: what generate() holds, secrets kept out, files on disk, and the
+signal handling install() and uninstall() do."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import stat
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.unit.service.conftest import wait_for
+
+from heartline.errors import HeartlineError
+from heartline.service import reports
+
+SECTIONS_TEXT = [
+    "== Threads (",
+    "== asyncio (",
+    "== Greenlets",
+    "== Process ==",
+    "== Packages ==",
+    "== Configuration ==",
+    "== Environment ==",
+]
+SECTIONS_JSON = {
+    "format",
+    "title",
+    "time",
+    "pid",
+    "threads",
+    "asyncio",
+    "greenlets",
+    "process",
+    "packages",
+    "config",
+    "environment",
+    "raw",
+    "errors",
+}
+
+
+@pytest.fixture(autouse=True)
+def clean_reports() -> Iterator[None]:
+    """No installation, provider or loop left over from another test, before and after."""
+    reports.uninstall()
+    previous = signal.getsignal(signal.SIGUSR2)
+    signal.signal(signal.SIGUSR2, signal.SIG_DFL)
+    yield
+    reports.uninstall()
+    signal.signal(signal.SIGUSR2, previous)
+    for name in list(reports._providers):
+        reports.unregister(name)
+    reports._loops.clear()
+
+
+def helper_running() -> bool:
+    return any(t.name == "heartline-reports" for t in threading.enumerate())
+
+
+def send_and_wait(directory: Path, count_before: int) -> reports.StoredReport:
+    """Signal this process and wait for the report it writes."""
+    state = reports._Current.state
+    assert state is not None
+    written = state.written
+    os.kill(os.getpid(), signal.SIGUSR2)
+    wait_for(lambda: state.written > written, what="the report")
+    found = reports.latest(directory)
+    assert found is not None
+    return found
+
+
+def a_function_with_a_distinct_name() -> str:
+    return reports.generate("text")
+
+
+def test_text_report_has_every_section_and_the_callers_stack() -> None:
+    """generate("text") lists threads (with the calling function), asyncio, greenlets, process,
+    packages, configuration and environment."""
+    text = a_function_with_a_distinct_name()
+    for header in SECTIONS_TEXT:
+        assert header in text, header
+    assert "in a_function_with_a_distinct_name" in text
+    assert f"pid {os.getpid()}," in text
+    assert "Thread 'MainThread' (main)" in text
+
+
+def test_json_report_has_every_section_and_parses() -> None:
+    """generate("json") is one JSON object with every section; the process section names this
+    pid and the packages include heartline."""
+    data = json.loads(reports.generate("json"))
+    assert set(data) == SECTIONS_JSON
+    assert data["pid"] == os.getpid()
+    assert data["process"]["pid"] == os.getpid()
+    assert data["process"]["ppid"] == os.getppid()
+    assert "heartline" in data["packages"]
+    main = [t for t in data["threads"] if t["main"]]
+    assert len(main) == 1
+    assert main[0]["stack"][-1]["function"] == "test_json_report_has_every_section_and_parses"
+    assert data["errors"] == {}
+
+
+def test_generate_refuses_an_unknown_format() -> None:
+    """Only "text" and "json" exist."""
+    with pytest.raises(ValueError, match="'text' or 'json'"):
+        reports.generate("xml")  # type: ignore[arg-type]
+
+
+def test_threads_show_name_ident_and_daemon_flag() -> None:
+    """A named daemon thread appears with its ident, native id and daemon flag, in the function
+    where it waits."""
+    stop = threading.Event()
+
+    def parked_in_this_function() -> None:
+        stop.wait()
+
+    t = threading.Thread(target=parked_in_this_function, name="parked-worker", daemon=True)
+    t.start()
+    try:
+        data = json.loads(reports.generate("json"))
+        text = reports.generate("text")
+    finally:
+        stop.set()
+        t.join()
+    (rec,) = [r for r in data["threads"] if r["name"] == "parked-worker"]
+    assert rec["ident"] == t.ident
+    assert rec["native_id"] == t.native_id
+    assert rec["daemon"] is True
+    assert "parked_in_this_function" in [f["function"] for f in rec["stack"]]
+    assert f"Thread 'parked-worker' (daemon) (ident {t.ident:#018x}" in text
+
+
+def test_registered_loop_shows_its_tasks_with_their_await_chains() -> None:
+    """A registered event loop's tasks appear by name, with the coroutine they wait in."""
+
+    async def waits_on_a_future(fut: asyncio.Future[None]) -> None:
+        await fut
+
+    async def main() -> tuple[str, str]:
+        reports.register_loop(asyncio.get_running_loop())
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        task = asyncio.create_task(waits_on_a_future(fut), name="sleeper-task")
+        await asyncio.sleep(0)
+        text, js = reports.generate("text"), reports.generate("json")
+        fut.set_result(None)
+        await task
+        return text, js
+
+    text, js = asyncio.run(main())
+    assert "Task 'sleeper-task' coroutine " in text
+    assert "in waits_on_a_future" in text
+    (loop,) = json.loads(js)["asyncio"]
+    (task,) = [t for t in loop["tasks"] if t["name"] == "sleeper-task"]
+    assert task["stack"][-1]["function"] == "waits_on_a_future"
+    assert "Future pending" in task["waiting_for"]
+
+
+def test_a_closed_loop_is_left_out() -> None:
+    """A registered loop that was closed adds nothing."""
+    loop = asyncio.new_event_loop()
+    reports.register_loop(loop)
+    loop.close()
+    assert json.loads(reports.generate("json"))["asyncio"] == []
+
+
+def test_provider_secrets_are_redacted_in_text_and_json() -> None:
+    """Provider values under secret-looking keys, nested too, are "***"; others stay."""
+    reports.register(
+        "db",
+        lambda: {
+            "host": "db.example",
+            "Password": "pw-VALUE-1",
+            "options": {"api-key": "key-VALUE-2", "timeout": 5, "auth_mode": "x-VALUE-3"},
+            "replicas": [{"token": "tok-VALUE-4", "port": 5432}],
+        },
+    )
+    text = reports.generate("text")
+    js = reports.generate("json")
+    for secret in ("pw-VALUE-1", "key-VALUE-2", "x-VALUE-3", "tok-VALUE-4"):
+        assert secret not in text
+        assert secret not in js
+    assert "db.example" in text
+    config = json.loads(js)["config"]["db"]
+    assert config == {
+        "host": "db.example",
+        "Password": "***",
+        "options": {"api-key": "***", "timeout": 5, "auth_mode": "***"},
+        "replicas": [{"token": "***", "port": 5432}],
+    }
+
+
+def test_a_failing_provider_shows_its_error_and_the_report_goes_on() -> None:
+    """A provider that raises is shown with its error; the others are still there."""
+
+    def broken() -> dict[str, object]:
+        raise RuntimeError("no config today")
+
+    reports.register("broken", broken)
+    reports.register("fine", lambda: {"level": 3})
+    config = json.loads(reports.generate("json"))["config"]
+    assert config == {"broken": {"error": "RuntimeError: no config today"}, "fine": {"level": 3}}
+
+
+def test_unregister_removes_a_provider() -> None:
+    """An unregistered provider is no longer called."""
+    reports.register("gone", lambda: {"a": 1})
+    reports.unregister("gone")
+    reports.unregister("never-there")
+    assert json.loads(reports.generate("json"))["config"] == {}
+
+
+def test_environment_secrets_are_redacted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Environment variables with secret-looking names show "***"; others show their value."""
+    monkeypatch.setenv("MY_API_KEY", "xyz-secret-1")
+    monkeypatch.setenv("DB_PASSWORD", "hunter2-secret-2")
+    monkeypatch.setenv("GITHUB_TOKEN", "ghp-secret-3")
+    monkeypatch.setenv("PLAIN_SETTING", "visible-value")
+    text = reports.generate("text")
+    js = reports.generate("json")
+    for secret in ("xyz-secret-1", "hunter2-secret-2", "ghp-secret-3"):
+        assert secret not in text
+        assert secret not in js
+    assert "MY_API_KEY=***" in text
+    assert "PLAIN_SETTING=visible-value" in text
+    env = json.loads(js)["environment"]
+    assert env["DB_PASSWORD"] == "***"
+    assert env["PLAIN_SETTING"] == "visible-value"
+
+
+@pytest.mark.parametrize(
+    "key",
+    ["password", "DB_PASSWD", "client_secret", "AccessToken", "apikey", "API_KEY", "api-key",
+     "private_key", "credentials", "Authorization", "OAUTH_URL"],
+)  # fmt: skip
+def test_redact_hides_secret_looking_keys(key: str) -> None:
+    """Each of the secret patterns, in any case, hides the value."""
+    assert reports.redact({key: "v", "other": "w"}) == {key: "***", "other": "w"}
+
+
+def test_redact_keeps_plain_values_and_stringifies_the_rest() -> None:
+    """Plain JSON values stay; other objects become their repr; tuples become lists."""
+    assert reports.redact({"n": 1, "f": 1.5, "b": True, "z": None, "t": (1, 2)}) == {
+        "n": 1,
+        "f": 1.5,
+        "b": True,
+        "z": None,
+        "t": [1, 2],
+    }
+    assert reports.redact({"p": Path("/x")}) == {"p": repr(Path("/x"))}
+
+
+def test_process_section_from_proc_without_psutil(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """Without psutil the process section comes from /proc: pid, parent, command line, CPU
+    times, RSS, open files, I/O counters and children."""
+    monkeypatch.setattr(reports, "_use_psutil", False)
+    path = tmp_path / "held-open.txt"
+    with open(path, "w") as held:
+        process = json.loads(reports.generate("json"))["process"]
+        assert held.fileno() >= 0
+    assert process["source"] == "/proc"
+    assert process["pid"] == os.getpid()
+    assert process["ppid"] == os.getppid()
+    assert isinstance(process["cmdline"], list) and process["cmdline"]
+    assert process["rss"] > 1_000_000
+    assert process["cpu_times"]["user"] >= 0
+    assert str(path) in process["open_files"]
+    assert "read_bytes" in process["io"]
+    assert isinstance(process["children"], list)
+    assert isinstance(process["user"], str)
+
+
+def test_process_section_from_psutil() -> None:
+    """Where there is no /proc, the process section comes from psutil (when installed) and
+    says so; the fields are those of the /proc reader."""
+    psutil = pytest.importorskip("psutil")
+    process = reports._process_psutil(psutil)
+    assert process["source"] == "psutil"
+    assert process["pid"] == os.getpid()
+    assert process["ppid"] == os.getppid()
+    assert isinstance(process["num_threads"], int) and process["num_threads"] >= 1
+    assert isinstance(process["open_files"], list)
+    assert isinstance(process["sockets"], list)
+    assert isinstance(process["children"], list)
+    assert "user" in process["cpu_times"]  # type: ignore[operator]
+
+
+def test_process_section_lists_children(tmp_path: Path) -> None:
+    """A child process of this one appears in the process section, by pid."""
+    import subprocess
+    import sys
+
+    child = subprocess.Popen([sys.executable, "-c", "import sys; sys.stdin.read()"],
+                             stdin=subprocess.PIPE)  # fmt: skip
+    try:
+        process = json.loads(reports.generate("json"))["process"]
+    finally:
+        child.communicate(b"")
+    assert child.pid in [c["pid"] for c in process["children"]]
+
+
+def test_install_writes_a_report_on_the_signal(tmp_path: Path) -> None:
+    """After install(), SIGUSR2 writes a text and a JSON report, mode 0600, in a new directory
+    of mode 0700; the text holds the raw faulthandler dump taken in the signal handler."""
+    directory = tmp_path / "a" / "b"
+    assert reports.install(directory=directory) == str(directory)
+    assert reports.installed()
+    assert stat.S_IMODE(os.stat(directory).st_mode) == 0o700
+    assert stat.S_IMODE(os.stat(tmp_path / "a").st_mode) == 0o700
+    found = send_and_wait(directory, 0)
+    assert found.pid == os.getpid()
+    assert found.json_path is not None
+    for path in (found.path, found.json_path):
+        assert stat.S_IMODE(os.stat(path).st_mode) == 0o600
+    text = found.read_text()
+    assert "heartline: report on SIGUSR2" in text
+    assert "== Raw dump at the signal (faulthandler" in text
+    assert "in send_and_wait" in text
+    assert found.read_json()["title"] == "report on SIGUSR2"
+    leftovers = [n for n in os.listdir(directory) if ".tmp." in n]
+    assert leftovers == []
+
+
+def test_only_the_newest_reports_are_kept(tmp_path: Path) -> None:
+    """With keep=3, five signals leave the three newest reports (text and JSON each)."""
+    reports.install(directory=tmp_path, keep=3)
+    written = [send_and_wait(tmp_path, i).path for i in range(5)]
+    assert len(set(written)) == 5
+    kept = [r.path for r in reports.list(tmp_path)]
+    assert kept == written[:-4:-1]
+    names = sorted(n for n in os.listdir(tmp_path) if n.startswith("report-"))
+    assert len(names) == 6
+
+
+def test_list_ignores_other_files_and_sorts_newest_first(tmp_path: Path) -> None:
+    """list() reads report names (time, then pid), ignores everything else, and pairs each text
+    with its JSON; latest() is the first; a missing directory has none."""
+    names = [
+        "report-20261121T152233.000001Z-10.txt",
+        "report-20261121T152233.000001Z-9.txt",
+        "report-20261121T152233.000001Z-9.json",
+        "report-20251231T235959.999999Z-1.txt",
+        "report-20261121T152233.000001Z-11.txt.tmp.4",
+        "raw-10.txt",
+        "notes.txt",
+    ]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    found = reports.list(tmp_path)
+    assert [(Path(r.path).name, r.pid) for r in found] == [
+        ("report-20261121T152233.000001Z-10.txt", 10),
+        ("report-20261121T152233.000001Z-9.txt", 9),
+        ("report-20251231T235959.999999Z-1.txt", 1),
+    ]
+    assert found[1].json_path == str(tmp_path / "report-20261121T152233.000001Z-9.json")
+    assert found[0].json_path is None
+    assert abs(found[2].time - 1767225599.999999) < 1e-3
+    latest = reports.latest(tmp_path)
+    assert latest is not None and latest.path == found[0].path
+    assert reports.list(tmp_path / "missing") == []
+    assert reports.latest(tmp_path / "missing") is None
+
+
+def test_install_refuses_a_signal_the_application_handles(tmp_path: Path) -> None:
+    """A Python handler already on SIGUSR2 makes install() raise SignalInUse (a
+    HeartlineError) and stay out: the handler is untouched and no thread starts."""
+
+    def app_handler(signum: int, frame: object) -> None:
+        return None
+
+    signal.signal(signal.SIGUSR2, app_handler)
+    with pytest.raises(reports.SignalInUse, match="force=True") as info:
+        reports.install(directory=tmp_path)
+    assert isinstance(info.value, HeartlineError)
+    assert info.value.signum == signal.SIGUSR2
+    assert signal.getsignal(signal.SIGUSR2) is app_handler
+    assert not reports.installed()
+    assert not helper_running()
+    assert os.listdir(tmp_path) == []
+
+
+def test_force_takes_the_signal_and_uninstall_gives_it_back(tmp_path: Path) -> None:
+    """force=True replaces the application's handler; uninstall() puts it back."""
+    calls: list[int] = []
+
+    def app_handler(signum: int, frame: object) -> None:
+        calls.append(signum)
+
+    signal.signal(signal.SIGUSR2, app_handler)
+    reports.install(directory=tmp_path, force=True)
+    assert signal.getsignal(signal.SIGUSR2) is not app_handler
+    send_and_wait(tmp_path, 0)
+    assert calls == []
+    reports.uninstall()
+    assert signal.getsignal(signal.SIGUSR2) is app_handler
+    os.kill(os.getpid(), signal.SIGUSR2)
+    wait_for(lambda: calls == [signal.SIGUSR2], what="the application's handler")
+
+
+def test_uninstall_restores_the_default_and_stops_the_helper(tmp_path: Path) -> None:
+    """uninstall() puts SIG_DFL back, ends the helper thread, removes the empty raw file and
+    allows a new install(); a second uninstall() does nothing."""
+    reports.install(directory=tmp_path, signal=signal.SIGUSR1)
+    assert helper_running()
+    assert (tmp_path / f"raw-{os.getpid()}.txt").exists()
+    reports.uninstall()
+    reports.uninstall()
+    assert signal.getsignal(signal.SIGUSR1) is signal.SIG_DFL
+    assert not helper_running()
+    assert not reports.installed()
+    assert not (tmp_path / f"raw-{os.getpid()}.txt").exists()
+    reports.install(directory=tmp_path, signal=signal.SIGUSR1)
+    reports.uninstall()
+
+
+def test_install_twice_or_off_the_main_thread_is_refused(tmp_path: Path) -> None:
+    """A second install() raises ReportsError; so does install() from another thread."""
+    reports.install(directory=tmp_path)
+    with pytest.raises(reports.ReportsError, match="installed already"):
+        reports.install(directory=tmp_path)
+    reports.uninstall()
+    errors: list[BaseException] = []
+
+    def from_a_thread() -> None:
+        try:
+            reports.install(directory=tmp_path)
+        except BaseException as exc:
+            errors.append(exc)
+
+    t = threading.Thread(target=from_a_thread)
+    t.start()
+    t.join()
+    assert len(errors) == 1 and isinstance(errors[0], reports.ReportsError)
+    assert "main thread" in str(errors[0])
+    with pytest.raises(ValueError, match="keep"):
+        reports.install(directory=tmp_path, keep=0)
+
+
+def test_providers_passed_to_install_are_registered(tmp_path: Path) -> None:
+    """install(providers=...) registers each provider."""
+    reports.install(directory=tmp_path, providers={"app": lambda: {"workers": 4}})
+    assert json.loads(reports.generate("json"))["config"] == {"app": {"workers": 4}}
+
+
+def test_default_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """$HEARTLINE_REPORT_DIR wins; else $XDG_RUNTIME_DIR/heartline/reports/<program>; else
+    ~/.local/state/heartline/reports/<program>."""
+    monkeypatch.setattr("sys.argv", ["/srv/bin/my-service.py", "--flag"])
+    monkeypatch.setenv("HEARTLINE_REPORT_DIR", str(tmp_path / "explicit"))
+    assert reports.default_directory() == str(tmp_path / "explicit")
+    monkeypatch.delenv("HEARTLINE_REPORT_DIR")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", str(tmp_path))
+    assert reports.default_directory() == str(tmp_path / "heartline/reports/my-service")
+    monkeypatch.delenv("XDG_RUNTIME_DIR")
+    monkeypatch.delenv("XDG_STATE_HOME", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    monkeypatch.setattr("sys.argv", ["-c"])
+    assert reports.default_directory() == str(
+        tmp_path / "home/.local/state/heartline/reports/python"
+    )

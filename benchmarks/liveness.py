@@ -260,13 +260,14 @@ def render(res: dict, quick: bool) -> str:
     return "\n".join(L) + "\n"
 
 
-def write_section(text: str) -> None:
+def write_section(text: str, name: str = "liveness") -> None:
+    """Replace (or append) the section ``name`` of RESULTS.md with ``text``."""
     try:
         with open(RESULTS_MD) as f:
             old = f.read()
     except OSError:
         old = "# heartline benchmark results\n"
-    pattern = re.compile(r"<!-- section: liveness -->.*?<!-- /section -->\n?", re.S)
+    pattern = re.compile(rf"<!-- section: {name} -->.*?<!-- /section -->\n?", re.S)
     new = pattern.sub(lambda _m: text, old) if pattern.search(old) else old.rstrip() + "\n\n" + text
     with open(RESULTS_MD, "w") as f:
         f.write(new)

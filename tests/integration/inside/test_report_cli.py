@@ -45,3 +45,50 @@ def test_report_refused_for_a_program_without_reports(make_daemon):
     assert res.returncode != 0 and "does not handle SIGUSR2" in res.stderr
     assert res.stderr.count("\n") == 1
     assert d.program("plain")["pid"] == pid
+
+
+def test_report_by_pid_outside_heartline(tmp_path):
+    """A pid heartline does not supervise: with reports installed it is sent SIGUSR2 and its
+    report lands in its report directory; without, a one-line error names the way out."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.integration.conftest import HEARTLINE
+
+    reports_dir = tmp_path / "reports"
+    env = {"PATH": "/usr/bin:/bin", "HEARTLINE_REPORT_DIR": str(reports_dir)}  # no py-spy here
+    code = (
+        "import time\nfrom heartline.service import reports\nreports.install()\n"
+        "open('armed', 'w').close()\ntime.sleep(60)\n"
+    )
+    with subprocess.Popen(
+        [sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, **env}
+    ) as app:
+        try:
+            wait_until((tmp_path / "armed").exists, 15, "reports installed")
+            res = subprocess.run(
+                [*HEARTLINE, "-s", str(tmp_path / "none.sock"), "report", str(app.pid)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, **env},
+                timeout=30,
+                check=False,
+            )
+            assert res.returncode == 0 and "sent SIGUSR2" in res.stdout
+            wait_until(lambda: list(reports_dir.glob("report-*.txt")), 15, "the report file")
+        finally:
+            app.kill()
+    with subprocess.Popen(["/bin/sleep", "60"]) as plain:
+        try:
+            res = subprocess.run(
+                [*HEARTLINE, "-s", str(tmp_path / "none.sock"), "report", str(plain.pid)],
+                capture_output=True,
+                text=True,
+                env={**os.environ, **env},
+                timeout=30,
+                check=False,
+            )
+        finally:
+            plain.kill()
+    assert res.returncode == 2 and "py-spy" in res.stderr and res.stderr.count("\n") == 1

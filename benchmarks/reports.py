@@ -3,6 +3,9 @@
 A child process starts 1000 threads (each blocked on an Event) and installs
 ``heartline.service.reports``. Then:
 
+The spinning child lets the helper thread finish its warm-up (1 s) before it starts: a signal
+during the warm-up waits for it.
+
 * **latency**: SIGUSR2 -> the text report is on disk (it is written last, by rename, so once it
   is there the report is complete); p50 and max over ``--runs`` reports;
 * **main thread blocked**: the child's main thread spins recording the gaps between successive

@@ -203,8 +203,11 @@ def _plain(value: object) -> object:
         return f"<{type(value).__name__} (repr failed: {exc!r})>"
 
 
-def _collect(*, title: str, raw: str | None, skip: tuple[int, ...]) -> dict[str, object]:
-    """The report as plain data; a section that fails holds its error instead."""
+def _collect(
+    *, title: str, raw: str | None, skip: tuple[int, ...], config: bool = True
+) -> dict[str, object]:
+    """The report as plain data; a section that fails holds its error instead. Without
+    ``config`` the providers are not called (the warm-up must not run application code)."""
     errors: dict[str, str] = {}
 
     def section(name: str, fn: Callable[[], object]) -> object:
@@ -228,7 +231,7 @@ def _collect(*, title: str, raw: str | None, skip: tuple[int, ...]) -> dict[str,
     report["greenlets"] = section("greenlets", greenlet_snapshot)
     report["process"] = section("process", _process)
     report["packages"] = section("packages", _packages)
-    report["config"] = section("config", _config)
+    report["config"] = section("config", _config) if config else {}
     report["environment"] = redact(dict(os.environ))
     report["raw"] = raw
     report["errors"] = errors
@@ -790,7 +793,7 @@ class _Installed:
             # distributions and the source files the threads are in now (into linecache). An
             # import is dozens of system calls, each a chance for a busy thread to keep the GIL
             # for a switch interval: done during a report, they made it take a second.
-            warm = _collect(title="warm-up", raw=None, skip=(threading.get_ident(),))
+            warm = _collect(title="warm-up", raw=None, skip=(threading.get_ident(),), config=False)
             _render_text(warm)
             _render_json(warm)
             list(self.directory)

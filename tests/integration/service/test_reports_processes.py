@@ -280,3 +280,31 @@ def test_the_default_directory_comes_from_the_environment(
     child.expect_line(str(directory))
     os.kill(child.pid, signal.SIGUSR2)
     wait_until(lambda: a_report_of(child.pid, directory), what="the report")
+
+
+def test_a_forked_child_does_not_inherit_reports(
+    start: Callable[[str], Child], tmp_path: Path
+) -> None:
+    """A child forked after install() has no helper thread and the signal's previous handler
+    back; the parent still writes reports."""
+    directory = tmp_path / "reports"
+    child = start(f"""
+        import os, signal, threading
+        from heartline.service import reports
+
+        reports.install(directory={str(directory)!r})
+        pid = os.fork()
+        if pid == 0:
+            names = [t.name for t in threading.enumerate()]
+            default = signal.getsignal(signal.SIGUSR2) is signal.SIG_DFL
+            print("child", reports.installed(), default, names, flush=True)
+            os._exit(0)
+        os.waitpid(pid, 0)
+        print("ready", flush=True)
+        input()
+    """)
+    child.expect_line("child False True ['MainThread']")
+    child.expect_line("ready")
+    os.kill(child.pid, signal.SIGUSR2)
+    report = wait_until(lambda: a_report_of(child.pid, directory), what="the parent's report")
+    assert report.pid == child.pid

@@ -463,3 +463,40 @@ def test_default_directory(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert reports.default_directory() == str(
         tmp_path / "home/.local/state/heartline/reports/python"
     )
+
+
+def test_greenlets_are_listed_only_when_a_green_library_is_imported(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Without gevent or eventlet the greenlet section is None; with one imported, every
+    suspended greenlet object found through the garbage collector is listed with its stack."""
+    import sys
+    import types
+    from collections.abc import Generator
+
+    class FakeGreenlet:
+        """Stands in for greenlet.greenlet: a suspended one exposes its frame as gr_frame."""
+
+        def __init__(self, gen: Generator[None, None, None]) -> None:
+            self.gen = gen
+
+        @property
+        def gr_frame(self) -> object:
+            return self.gen.gi_frame
+
+    def green_task_body() -> Generator[None, None, None]:
+        yield
+
+    gen = green_task_body()
+    next(gen)
+    parked = FakeGreenlet(gen)
+    assert json.loads(reports.generate("json"))["greenlets"] is None
+    assert "== Greenlets: none (neither gevent nor eventlet is imported) ==" in reports.generate()
+    fake = types.ModuleType("greenlet")
+    fake.greenlet = FakeGreenlet  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "greenlet", fake)
+    monkeypatch.setitem(sys.modules, "gevent", types.ModuleType("gevent"))
+    greenlets = json.loads(reports.generate("json"))["greenlets"]
+    assert [[f["function"] for f in g["stack"]] for g in greenlets] == [["green_task_body"]]
+    assert "== Greenlets (1 suspended) ==" in reports.generate()
+    assert parked.gr_frame is not None

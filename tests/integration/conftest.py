@@ -14,31 +14,19 @@ import signal
 import subprocess
 import sys
 import textwrap
-import time
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
+from tests.helpers import wait_until
 
 from heartline.api import Client
 
 T = TypeVar("T")
 HEARTLINE = [sys.executable, "-m", "heartline"]
 PY = sys.executable
-
-
-def wait_until(fn: Callable[[], T], timeout: float = 10.0, what: str = "condition") -> T:
-    """Call ``fn`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    last: Any = None
-    while time.monotonic() < deadline:
-        last = fn()
-        if last:
-            return last
-        time.sleep(0.01)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what} (last value: {last!r})")
 
 
 def tagged_pids(tag: str) -> list[int]:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import TypeVar
 
 import pytest
+from tests.helpers import wait_until
 
 from heartline.service import reports
 
@@ -24,18 +25,6 @@ T = TypeVar("T")
 
 #: Bounds for a broken test only; the reports themselves come within a fraction of a second.
 LIMIT = 20
-
-
-def wait_until(fn: Callable[[], T], timeout: float = LIMIT, what: str = "condition") -> T:
-    """Call ``fn`` until it returns something truthy; fail after ``timeout`` seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = fn()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(0.005)
 
 
 class Child:
@@ -122,7 +111,7 @@ def test_a_signal_writes_a_report_with_every_threads_function(
     """)
     child.expect_line("ready")
     os.kill(child.pid, signal.SIGUSR2)
-    report = wait_until(lambda: a_report_of(child.pid, directory), what="the report")
+    report = wait_until(lambda: a_report_of(child.pid, directory), LIMIT, what="the report")
     text = report.read_text()
     assert "Thread 'order-taker' (ident 0x" in text
     assert "in waiting_for_orders" in text
@@ -156,7 +145,7 @@ def test_two_hundred_threads_are_all_in_the_report(
     """)
     child.expect_line("ready")
     os.kill(child.pid, signal.SIGUSR2)
-    report = wait_until(lambda: a_report_of(child.pid, directory), what="the report")
+    report = wait_until(lambda: a_report_of(child.pid, directory), LIMIT, what="the report")
     data = report.read_json()
     names = {t["name"] for t in data["threads"]}  # type: ignore[union-attr,index]
     assert {f"pool-{i}" for i in range(200)} <= names
@@ -191,7 +180,7 @@ def test_raw_stacks_land_at_once_while_the_gil_is_held(
     assert time.monotonic() - sent < 1.0
     assert a_report_of(child.pid, directory) is None, "the call should still hold the GIL"
     child.expect_line("done", timeout=120)
-    report = wait_until(lambda: a_report_of(child.pid, directory), what="the full report")
+    report = wait_until(lambda: a_report_of(child.pid, directory), LIMIT, what="the full report")
     text = report.read_text()
     assert "== Raw dump at the signal (faulthandler" in text
     assert text.count("in hold_the_gil") == 1  # in the raw dump; the call is over by now
@@ -259,7 +248,7 @@ def test_an_asyncio_program_shows_its_tasks(start: Callable[[str], Child], tmp_p
     """)
     child.expect_line("ready")
     os.kill(child.pid, signal.SIGUSR2)
-    report = wait_until(lambda: a_report_of(child.pid, directory), what="the report")
+    report = wait_until(lambda: a_report_of(child.pid, directory), LIMIT, what="the report")
     text = report.read_text()
     assert "Task 'orders' coroutine fetch_orders()" in text
     assert "in fetch_orders\n    await asyncio.Event().wait()" in text
@@ -279,7 +268,7 @@ def test_the_default_directory_comes_from_the_environment(
     """)
     child.expect_line(str(directory))
     os.kill(child.pid, signal.SIGUSR2)
-    wait_until(lambda: a_report_of(child.pid, directory), what="the report")
+    wait_until(lambda: a_report_of(child.pid, directory), LIMIT, what="the report")
 
 
 def test_a_forked_child_does_not_inherit_reports(
@@ -306,5 +295,7 @@ def test_a_forked_child_does_not_inherit_reports(
     child.expect_line("child False True ['MainThread']")
     child.expect_line("ready")
     os.kill(child.pid, signal.SIGUSR2)
-    report = wait_until(lambda: a_report_of(child.pid, directory), what="the parent's report")
+    report = wait_until(
+        lambda: a_report_of(child.pid, directory), LIMIT, what="the parent's report"
+    )
     assert report.pid == child.pid

@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.unit.service.conftest import wait_for
+from tests.helpers import wait_until as wait_for
 
 from heartline.service import backdoor
 from heartline.service.backdoor import BackdoorInUse, UnsafePath

@@ -10,7 +10,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from tests.unit.service.conftest import wait_for
+from tests.helpers import wait_until as wait_for
 
 from heartline.service import LoopWatchdog, WatchdogTimeout, loop_watchdog
 

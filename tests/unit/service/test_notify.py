@@ -10,7 +10,8 @@ import time
 import uuid
 
 import pytest
-from tests.unit.service.conftest import Supervisor, pinger_running, wait_for
+from tests.helpers import wait_until as wait_for
+from tests.unit.service.conftest import Supervisor, pinger_running
 
 from heartline.service import _notify, notify
 

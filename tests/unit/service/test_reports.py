@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from tests.unit.service.conftest import wait_for
+from tests.helpers import wait_until as wait_for
 
 from heartline.errors import HeartlineError
 from heartline.service import reports

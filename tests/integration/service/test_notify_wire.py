@@ -13,31 +13,29 @@ import time
 from collections.abc import Iterator
 
 import pytest
+from tests.unit.service.conftest import Supervisor
 
 #: WATCHDOG_USEC of these programs: the pinger looks every 50 ms.
 USEC = 100_000
 PERIOD = USEC / 2e6
 
 
-class Listener:
+class Listener(Supervisor):
     """The supervisor's end of NOTIFY_SOCKET: a datagram socket bound in a short directory."""
 
     def __init__(self) -> None:
         self.directory = tempfile.mkdtemp(prefix="hl-wire-")
         self.path = os.path.join(self.directory, "notify.sock")
-        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self.sock.bind(self.path)
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        sock.bind(self.path)
+        super().__init__(sock, self.path)
 
     def close(self) -> None:
         self.sock.close()
         shutil.rmtree(self.directory, ignore_errors=True)
 
     def recv(self, timeout: float = 10.0) -> bytes:
-        self.sock.settimeout(timeout)
-        try:
-            return self.sock.recv(65536)
-        except TimeoutError:
-            raise AssertionError(f"no datagram within {timeout}s") from None
+        return super().recv(timeout)
 
     def until(self, last: bytes, timeout: float = 10.0) -> list[bytes]:
         """Every datagram up to and including the first equal to ``last``."""
@@ -45,18 +43,6 @@ class Listener:
         deadline = time.monotonic() + timeout
         while not got or got[-1] != last:
             got.append(self.recv(max(0.0, deadline - time.monotonic())))
-        return got
-
-    def quiet_for(self, seconds: float) -> list[bytes]:
-        """Every datagram that arrives within ``seconds`` (to show that none does)."""
-        got = []
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            self.sock.settimeout(left)
-            try:
-                got.append(self.sock.recv(65536))
-            except TimeoutError:
-                break
         return got
 
 

@@ -76,7 +76,8 @@ def test_program_using_sdnotify_works_unchanged(make_daemon):
     """)
     assert d.program("svc")["state"] == "starting"
     p = d.wait_state("svc", "running")
-    assert p["notify_status"] == "answering requests"
+    # READY=1 and STATUS= are two datagrams: the status may land a moment after the state.
+    wait_until(lambda: d.program("svc")["notify_status"] == "answering requests", 5, "STATUS=")
     # Well past two watchdog periods, still the same process.
     wait_until(lambda: d.program("svc")["uptime"] > 2.5, 10, "uptime past two periods")
     q = d.program("svc")

@@ -14,6 +14,12 @@ __all__ = [
     "DaemonAlreadyRunning",
     "DaemonNotRunning",
     "HeartlineError",
+    "LockAuthError",
+    "LockError",
+    "LockLost",
+    "LockReleased",
+    "LockServerUnreachable",
+    "LockTimeout",
     "PermissionDenied",
     "ProtocolError",
     "SupervisorError",
@@ -100,3 +106,43 @@ class UnknownProgram(SupervisorError):
     def __init__(self, name: str) -> None:
         self.name = name
         super().__init__(f"unknown program {name!r} (see `heartline status` for the names)")
+
+
+class LockError(HeartlineError):
+    """A lock could not be taken or kept. ``name`` is the lock concerned."""
+
+    def __init__(self, message: str, *, name: str = "") -> None:
+        self.name = name
+        super().__init__(_printable(message))
+
+
+class LockTimeout(LockError):
+    """The lock was not granted within the wait (or at once, for a try-lock)."""
+
+    exit_code = 75  # sysexits EX_TEMPFAIL: try again later
+
+
+class LockLost(LockError):
+    """The world took the lock away: the lease ran out, the server said so, or an admin broke it.
+
+    Whatever the holder did after this may overlap with the next holder; the fencing token is
+    what lets a resource refuse such late writes.
+    """
+
+    exit_code = 79
+
+
+class LockReleased(LockError):
+    """The lock was used after this holder released it (you did it)."""
+
+
+class LockServerUnreachable(LockError):
+    """No lock server answers at the URL (the world broke it)."""
+
+    exit_code = 69  # sysexits EX_UNAVAILABLE
+
+
+class LockAuthError(LockError):
+    """The lock server refused the credentials, or the request needs an admin token."""
+
+    exit_code = 77  # sysexits EX_NOPERM

@@ -19,7 +19,7 @@ from heartline.errors import DaemonNotRunning, HeartlineError, UsageError
 
 _COMMANDS = (
     "up", "down", "status", "top", "report", "attach", "start", "stop", "restart", "signal",
-    "logs", "reload", "reopen-logs", "run", "systemd-unit",
+    "logs", "reload", "reopen-logs", "run", "systemd-unit", "lock", "locks", "lockd",
 )  # fmt: skip
 
 # Exit codes beyond the ones the errors carry (see heartline.errors).
@@ -40,9 +40,19 @@ def fail(err: HeartlineError) -> NoReturn:
 
 
 def main(argv: list[str] | None = None) -> None:
+    command = None
     try:
         argv = sys.argv[1:] if argv is None else argv
-        args = build_parser(_command_in(argv)).parse_args(argv)
+        command = _command_in(argv)
+        tail: list[str] = []
+        if command == "lock" and "--" in argv:
+            # Everything after `--` is the command, untouched (argparse would otherwise let a
+            # positional swallow the options that follow NAME).
+            cut = argv.index("--")
+            argv, tail = argv[:cut], argv[cut + 1 :]
+        args = build_parser(command).parse_args(argv)
+        if command == "lock":
+            args.command = tail
         # -c/-s may come before or after the command; both parsers share the actions, so the
         # defaults are filled in here rather than by argparse (which would let one clobber
         # the other).
@@ -51,6 +61,13 @@ def main(argv: list[str] | None = None) -> None:
                 setattr(args, name, None)
         handler: Callable[[argparse.Namespace], int | None] = args.handler
         code = handler(args)
+    except UsageError as e:
+        if command == "lock":
+            # The runner passes its command's exit codes through; 2 is a common one, so its
+            # own usage errors get the reserved EX_USAGE instead (see the README).
+            sys.stderr.write(f"heartline: {e}\n")
+            sys.exit(64)
+        fail(e)
     except HeartlineError as e:
         fail(e)
     except KeyboardInterrupt:
@@ -344,6 +361,114 @@ def cmd_systemd_unit(args: argparse.Namespace) -> None:
     _echo(systemd_unit_text(exe, config))
 
 
+# --- locks ---------------------------------------------------------------------------------
+def cmd_lock(args: argparse.Namespace) -> int:
+    from heartline.lock._backend import check_limit, check_name, check_ttl
+
+    command = list(getattr(args, "command", []))
+    check_name(args.name)
+    if args.break_lock:
+        if command:
+            raise UsageError("--break takes no command: heartline lock --break NAME")
+        from heartline.lock import open_backend
+
+        backend = open_backend(args.server, token_file=args.token_file, ca_file=args.ca_file)
+        try:
+            n = backend.break_lock(args.name)
+        finally:
+            backend.close()
+        _echo(f"lock {args.name!r}: {n} holder(s) dropped\n")
+        return 0
+    if not command:
+        raise UsageError("name the command to run: heartline lock NAME [OPTIONS] -- CMD ARGS...")
+    if args.try_lock and args.wait is not None:
+        raise UsageError("-w/--wait and --try exclude each other; choose one")
+    wait = 0.0 if args.try_lock else args.wait
+    from heartline.lock._runner import run_locked
+
+    return run_locked(
+        args.name,
+        command,
+        url=args.server,
+        wait=wait,
+        limit=check_limit(args.limit),
+        ttl=check_ttl(_seconds("--ttl", args.ttl)),
+        token_file=args.token_file,
+        ca_file=args.ca_file,
+    )
+
+
+def _seconds(option: str, text: str) -> float:
+    from heartline._util import parse_duration
+
+    try:
+        return parse_duration(text)
+    except ValueError as e:
+        raise UsageError(f"{option} {text!r}: {e}") from None
+
+
+def cmd_locks(args: argparse.Namespace) -> None:
+    from heartline.cli._render import locks_table, to_json
+    from heartline.lock import open_backend
+
+    backend = open_backend(args.server, token_file=args.token_file, ca_file=args.ca_file)
+    try:
+        locks = backend.locks()
+    finally:
+        backend.close()
+    if args.json:
+        from dataclasses import asdict
+
+        _echo(to_json({"locks": [asdict(info) for info in locks]}))
+    else:
+        _echo(locks_table(locks))
+
+
+def cmd_lockd(args: argparse.Namespace) -> int:
+    import logging
+
+    from heartline.lock._server import serve
+
+    logging.basicConfig(level=logging.INFO, format="lockd: %(message)s")
+    data = None if args.no_data else (args.data or _default_lockd_dir())
+
+    def ready(port: int) -> None:
+        from heartline.service import notify
+
+        notify.ready()
+        _echo(f"lockd ready on port {port}\n")
+
+    return serve(
+        args.listen,
+        data,
+        token_file=args.token_file,
+        tls_cert=args.tls_cert,
+        tls_key=args.tls_key,
+        max_ttl=_seconds("--max-ttl", args.max_ttl),
+        ready=ready,
+    )
+
+
+def _default_lockd_dir() -> str:
+    if os.geteuid() == 0:
+        return "/var/lib/heartline/lockd"
+    base = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
+    return os.path.join(base, "heartline", "lockd")
+
+
+def _lock_client_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--server",
+        metavar="URL",
+        default=None,
+        help="heartline://HOST:PORT, heartlines://HOST:PORT (TLS) or etcd://HOST:PORT[,...] "
+        "(default: $HEARTLINE_LOCK_URL or heartline://127.0.0.1:7717)",
+    )
+    p.add_argument("--token-file", metavar="FILE", default=None,
+                   help="lockd client token (default: $HEARTLINE_LOCK_TOKEN_FILE)")  # fmt: skip
+    p.add_argument("--ca-file", metavar="FILE", default=None, help="CA bundle for TLS")
+
+
 # --- the parser ----------------------------------------------------------------------------
 def _nonnegative(text: str) -> int:
     if not (text.isascii() and text.isdigit()):
@@ -469,5 +594,43 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--watchdog", default="0s", metavar="DURATION", help="heartbeat deadline")
     p.add_argument("--ready", choices=["started", "notify", "check"], default="started")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
+    p = add(
+        "lock",
+        cmd_lock,
+        "Run a command while holding a cluster lock: heartline lock NAME [OPTIONS] -- CMD "
+        "ARGS... Exits with the command's exit code; reserved: 64 usage, 69 server "
+        "unreachable, 75 not granted in time (or busy with --try), 77 not authorized, "
+        "79 lock lost (the command was stopped).",
+    )
+    p.add_argument("name", metavar="NAME")
+    _lock_client_options(p)
+    p.add_argument("-w", "--wait", type=float, default=None, metavar="SECONDS",
+                   help="give up after SECONDS (default: wait for ever)")  # fmt: skip
+    p.add_argument("--try", dest="try_lock", action="store_true",
+                   help="do not wait: exit 75 if the lock is busy")  # fmt: skip
+    p.add_argument("-n", "--limit", type=int, default=1, metavar="N",
+                   help="up to N holders at once (a semaphore; default 1)")  # fmt: skip
+    p.add_argument("--ttl", default="10s", metavar="DURATION",
+                   help="lease: a holder silent this long loses the lock (10s)")  # fmt: skip
+    p.add_argument("--break", dest="break_lock", action="store_true",
+                   help="drop every holder of NAME (needs an admin token)")  # fmt: skip
+    p = add("locks", cmd_locks, "List cluster locks: holders (host, pid, since, token), waiters.")
+    _lock_client_options(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = add("lockd", cmd_lockd, "Run the lock server in the foreground.")
+    p.add_argument("--listen", default="127.0.0.1:7717", metavar="HOST:PORT",
+                   help="address to listen on (127.0.0.1:7717; beyond loopback needs "
+                   "--token-file)")  # fmt: skip
+    p.add_argument("--data", metavar="DIR", default=None,
+                   help="where grants are journaled (default /var/lib/heartline/lockd for "
+                   "root, else ~/.local/state/heartline/lockd)")  # fmt: skip
+    p.add_argument("--no-data", action="store_true",
+                   help="keep nothing on disk (a restart forgets every grant)")  # fmt: skip
+    p.add_argument("--token-file", metavar="FILE", default=None,
+                   help="client tokens, one per line: TOKEN or `TOKEN admin`")  # fmt: skip
+    p.add_argument("--tls-cert", metavar="FILE", default=None)
+    p.add_argument("--tls-key", metavar="FILE", default=None)
+    p.add_argument("--max-ttl", default="1h", metavar="DURATION",
+                   help="longest lease a client may ask for (1h)")  # fmt: skip
     add("systemd-unit", cmd_systemd_unit, "Print a systemd unit that runs the heartline daemon.")
     return parser

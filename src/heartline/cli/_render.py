@@ -130,3 +130,34 @@ LimitNOFILE=65536
 [Install]
 WantedBy=multi-user.target
 """
+
+
+def locks_table(locks: Any) -> str:
+    """`heartline locks`: one block per lock, holders then waiters in queue order."""
+    import time as _time
+
+    if not locks:
+        return "no lock is held or waited for\n"
+    now = _time.time()
+    lines = []
+    for info in locks:
+        limit = f" (limit {info.limit})" if info.limit != 1 else ""
+        lines.append(f"{info.name}{limit}: {len(info.holders)} holder(s), "
+                     f"{len(info.waiters)} waiter(s)")  # fmt: skip
+        for h in info.holders:
+            label = f"  {h.label}" if h.label else ""
+            lines.append(f"  held    {h.host}:{h.pid}  since {_ago(now - h.since)}  "
+                         f"token {h.token}{label}")  # fmt: skip
+        for n, w in enumerate(info.waiters, 1):
+            label = f"  {w.label}" if w.label else ""
+            lines.append(f"  wait #{n} {w.host}:{w.pid}  for {_ago(now - w.since)}{label}")
+    return "\n".join(lines) + "\n"
+
+
+def _ago(seconds: float) -> str:
+    seconds = max(0.0, seconds)
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    if seconds < 3600:
+        return f"{seconds / 60:.1f}m"
+    return f"{seconds / 3600:.1f}h"

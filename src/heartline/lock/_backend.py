@@ -1,0 +1,239 @@
+"""What every lock backend provides, and the lease a grant comes with.
+
+A backend is synchronous and thread-safe: :class:`heartline.Lock` calls it from the caller's
+thread (or from a worker thread for ``async with``), and the backend keeps each lease alive from
+a thread of its own. Both backends (lockd and etcd) pass the same conformance suite.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from heartline.errors import LockError, LockLost, UsageError
+
+DEFAULT_URL = "heartline://127.0.0.1:7717"
+DEFAULT_TTL = 10.0
+#: The longest lease a server grants; a longer ``ttl`` is refused.
+MAX_TTL = 3600.0
+MIN_TTL = 0.2
+
+
+@dataclass(frozen=True)
+class ClientInfo:
+    """Who asks for a lock: shown by `heartline locks`."""
+
+    host: str
+    pid: int
+    label: str = ""
+
+    @classmethod
+    def here(cls, label: str = "") -> ClientInfo:
+        return cls(host=socket.gethostname(), pid=os.getpid(), label=label)
+
+
+@dataclass(frozen=True)
+class Holder:
+    """One holder (``token`` set) or waiter (``token`` 0) of a lock."""
+
+    host: str
+    pid: int
+    since: float  # wall-clock seconds (time.time()) when granted or queued
+    token: int = 0
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class LockInfo:
+    name: str
+    limit: int
+    holders: tuple[Holder, ...]
+    waiters: tuple[Holder, ...]
+
+
+class Lease:
+    """One grant: its fencing token, and whether it is still ours.
+
+    ``valid_until`` is a ``time.monotonic()`` deadline that the backend moves forward each time
+    the server confirms a renewal. It is computed from the moment the renewal was *sent*, so it
+    always ends before the server's own deadline (which starts when the request arrived). Past
+    it, nothing proves the server still counts us as the holder, so the lease is lost even if
+    no message said so (a frozen or partitioned holder learns it this way).
+    """
+
+    def __init__(
+        self, name: str, token: int, *, limit: int, ttl: float, valid_until: float
+    ) -> None:
+        self.name = name
+        self.token = token
+        self.limit = limit
+        self.ttl = ttl
+        self.valid_until = valid_until
+        self.released = False
+        self._lost: LockLost | None = None
+        self._mutex = threading.Lock()
+        self._callbacks: list[Callable[[LockLost], None]] = []
+        self._renew_callbacks: list[Callable[[], None]] = []
+
+    @property
+    def lost(self) -> bool:
+        return self._lost is not None or (
+            not self.released and time.monotonic() >= self.valid_until
+        )
+
+    @property
+    def lost_error(self) -> LockLost | None:
+        if self._lost is None and self.lost:
+            return LockLost(
+                f"lock {self.name!r}: the lease (token {self.token}) ran out before it was renewed",
+                name=self.name,
+            )
+        return self._lost
+
+    def renewed(self, sent_at: float) -> None:
+        """The server confirmed a renewal that was sent at ``sent_at`` (monotonic)."""
+        with self._mutex:
+            if self._lost is not None or sent_at + self.ttl <= self.valid_until:
+                return
+            self.valid_until = sent_at + self.ttl
+            callbacks = list(self._renew_callbacks)
+        for cb in callbacks:
+            cb()
+
+    def on_renewed(self, callback: Callable[[], None]) -> None:
+        """Call ``callback`` (from a backend thread) each time ``valid_until`` moves on."""
+        with self._mutex:
+            self._renew_callbacks.append(callback)
+
+    def mark_lost(self, reason: str) -> None:
+        """The backend knows the lease is gone; tell every subscriber once."""
+        with self._mutex:
+            if self._lost is not None or self.released:
+                return
+            self._lost = LockLost(f"lock {self.name!r} lost (token {self.token}): {reason}",
+                                  name=self.name)  # fmt: skip
+            callbacks = list(self._callbacks)
+        for cb in callbacks:
+            cb(self._lost)
+
+    def on_lost(self, callback: Callable[[LockLost], None]) -> None:
+        """Call ``callback`` (from a backend thread) when the lease is known to be lost."""
+        with self._mutex:
+            if self._lost is None:
+                self._callbacks.append(callback)
+                return
+            lost = self._lost
+        callback(lost)
+
+    def __repr__(self) -> str:
+        return f"<Lease {self.name!r} token={self.token} lost={self.lost}>"
+
+
+class Backend(Protocol):
+    """A lock service. Every method may raise :class:`heartline.errors.LockError` subclasses:
+    ``LockTimeout`` (not granted in time), ``LockServerUnreachable``, ``LockAuthError``."""
+
+    def acquire(
+        self, name: str, *, limit: int, ttl: float, wait: float | None, client: ClientInfo
+    ) -> Lease:
+        """Wait (for ever when ``wait`` is None, not at all when 0) for a place among the
+        ``limit`` holders of ``name``, strictly in arrival order, and return the lease."""
+        ...
+
+    def release(self, lease: Lease) -> None:
+        """Give the place back; the next waiter is granted at once. Idempotent."""
+        ...
+
+    def locks(self) -> list[LockInfo]:
+        """Every lock with holders or waiters."""
+        ...
+
+    def break_lock(self, name: str) -> int:
+        """Drop every holder of ``name`` (admin only); returns how many were dropped."""
+        ...
+
+    def close(self) -> None:
+        """Release everything this backend holds and close its connections."""
+        ...
+
+
+@dataclass(frozen=True)
+class LockURL:
+    scheme: str  # "heartline", "heartlines" (TLS) or "etcd"
+    endpoints: tuple[tuple[str, int], ...] = field(default_factory=tuple)
+
+    @property
+    def tls(self) -> bool:
+        return self.scheme in ("heartlines", "etcds")
+
+
+_DEFAULT_PORTS = {"heartline": 7717, "heartlines": 7717, "etcd": 2379, "etcds": 2379}
+
+
+def parse_url(url: str) -> LockURL:
+    """``heartline://host:port``, ``heartlines://`` (TLS), ``etcd://h1:p1,h2:p2``, ``etcds://``."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or scheme not in _DEFAULT_PORTS:
+        raise UsageError(
+            f"lock server URL {url!r}: write heartline://HOST:PORT, heartlines://HOST:PORT "
+            "(TLS) or etcd://HOST:PORT[,HOST:PORT...]"
+        )
+    rest = rest.rstrip("/")
+    if not rest or "/" in rest or "?" in rest or "@" in rest:
+        raise UsageError(f"lock server URL {url!r}: expected only HOST:PORT after {scheme}://")
+    endpoints = []
+    for part in rest.split(","):
+        try:
+            parsed = urlsplit(f"//{part}")
+            host, port = parsed.hostname, parsed.port
+        except ValueError as e:
+            raise UsageError(f"lock server URL {url!r}: {part!r}: {e}") from None
+        if not host:
+            raise UsageError(f"lock server URL {url!r}: {part!r} has no host")
+        endpoints.append((host, port or _DEFAULT_PORTS[scheme]))
+    if scheme.startswith("heartline") and len(endpoints) != 1:
+        raise UsageError(f"lock server URL {url!r}: lockd takes one HOST:PORT")
+    return LockURL(scheme, tuple(endpoints))
+
+
+def check_name(name: str) -> str:
+    if not name or len(name.encode()) > 256 or not name.isprintable():
+        raise UsageError(
+            f"lock name {name!r}: use 1 to 256 bytes of printable text (letters, digits, /-_.)"
+        )
+    return name
+
+
+def check_ttl(ttl: float) -> float:
+    if not (MIN_TTL <= ttl <= MAX_TTL):
+        raise UsageError(f"lock ttl {ttl:g}s: choose between {MIN_TTL:g}s and {MAX_TTL:g}s")
+    return ttl
+
+
+def check_limit(limit: int) -> int:
+    if not (1 <= limit <= 1_000_000):
+        raise UsageError(f"lock limit {limit}: choose a number of holders from 1 to 1000000")
+    return limit
+
+
+__all__ = [
+    "DEFAULT_TTL",
+    "DEFAULT_URL",
+    "Backend",
+    "ClientInfo",
+    "Holder",
+    "Lease",
+    "LockError",
+    "LockInfo",
+    "LockURL",
+    "check_limit",
+    "check_name",
+    "check_ttl",
+    "parse_url",
+]

@@ -1,0 +1,249 @@
+"""``heartline.Lock``: a cluster lock as a sync or async context manager."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import threading
+from collections.abc import Callable
+from types import TracebackType
+
+from heartline.errors import LockError, LockLost, LockReleased, UsageError
+from heartline.lock._backend import (
+    DEFAULT_TTL,
+    DEFAULT_URL,
+    Backend,
+    ClientInfo,
+    Lease,
+    check_limit,
+    check_name,
+    check_ttl,
+    parse_url,
+)
+
+#: Where to find the lock server when no ``url`` is given.
+URL_ENV = "HEARTLINE_LOCK_URL"
+#: A file holding the client token of a lockd that asks for one.
+TOKEN_FILE_ENV = "HEARTLINE_LOCK_TOKEN_FILE"  # noqa: S105 - a variable name
+
+
+def read_token_file(path: str) -> str:
+    try:
+        with open(path) as f:
+            words = f.read().split("#", 1)[0].split()
+    except OSError as e:
+        raise UsageError(f"token file {path}: {e.strerror}") from None
+    if not words:
+        raise UsageError(f"token file {path}: empty; put the token on its first line")
+    return words[0]
+
+
+def open_backend(
+    url: str | None = None, *, token_file: str | None = None, ca_file: str | None = None
+) -> Backend:
+    """The backend for ``url`` (``heartline://``, ``heartlines://``, ``etcd://``, ``etcds://``)."""
+    url = url or os.environ.get(URL_ENV) or DEFAULT_URL
+    where = parse_url(url)
+    if where.scheme.startswith("etcd"):
+        from heartline.lock._etcd import EtcdBackend
+
+        return EtcdBackend(where.endpoints, tls=where.tls, ca_file=ca_file)
+    from heartline.lock._lockd import LockdBackend
+
+    token_file = token_file or os.environ.get(TOKEN_FILE_ENV)
+    auth = read_token_file(token_file) if token_file else None
+    host, port = where.endpoints[0]
+    return LockdBackend(host, port, tls=where.tls, ca_file=ca_file, auth=auth)
+
+
+class Lock:
+    """A named lock held by at most ``limit`` holders at once, granted in arrival order.
+
+    ``with Lock("nightly-backup", url="heartline://locks:7717") as lock: ...`` waits for the
+    lock (for ever, or ``wait`` seconds, raising :class:`~heartline.errors.LockTimeout`), runs
+    the block, then releases it. ``lock.token`` is the grant's fencing token: it grows with
+    every grant of this lock, across server restarts, so a resource that remembers the largest
+    token it has seen can refuse a late write from a holder that lost the lock.
+
+    Losing the lock (the lease could not be renewed in time, the server said so, an admin broke
+    it) is reported three ways: ``lock.lost`` turns true; ``on_lost`` is called (from a
+    background thread); and :class:`~heartline.errors.LockLost` is raised where the block ends
+    -- in ``async with`` the block's task is cancelled at once, so the body stops at its next
+    ``await``.
+
+    A Lock object can be acquired again after release; it keeps its connection for that.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        url: str | None = None,
+        ttl: float = DEFAULT_TTL,
+        limit: int = 1,
+        wait: float | None = None,
+        token_file: str | None = None,
+        ca_file: str | None = None,
+        label: str = "",
+        on_lost: Callable[[LockLost], None] | None = None,
+        backend: Backend | None = None,
+    ) -> None:
+        self.name = check_name(name)
+        self.ttl = check_ttl(float(ttl))
+        self.limit = check_limit(int(limit))
+        if wait is not None and wait < 0:
+            raise UsageError(f"lock wait {wait:g}s: use None (for ever), 0 (try) or seconds")
+        self.wait = wait
+        self.url = url
+        self._token_file = token_file
+        self._ca_file = ca_file
+        self._client = ClientInfo.here(label)
+        self._on_lost = on_lost
+        self._backend = backend
+        self._lease: Lease | None = None
+        self._mutex = threading.Lock()
+        self._task: asyncio.Task[object] | None = None
+        self._cancelled_for_loss = False
+
+    # --- state ------------------------------------------------------------------------------
+    @property
+    def backend(self) -> Backend:
+        if self._backend is None:
+            self._backend = open_backend(self.url, token_file=self._token_file,
+                                         ca_file=self._ca_file)  # fmt: skip
+        return self._backend
+
+    @property
+    def lease(self) -> Lease | None:
+        return self._lease
+
+    @property
+    def token(self) -> int:
+        """The fencing token of the current (or last) grant."""
+        if self._lease is None:
+            raise LockReleased(f"lock {self.name!r} has not been acquired", name=self.name)
+        return self._lease.token
+
+    @property
+    def held(self) -> bool:
+        lease = self._lease
+        return lease is not None and not lease.released and not lease.lost
+
+    @property
+    def lost(self) -> bool:
+        """True once the lease is known or presumed gone (poll this in long loops)."""
+        lease = self._lease
+        return lease is not None and not lease.released and lease.lost
+
+    def check(self) -> None:
+        """Raise :class:`LockLost` if the lease is gone."""
+        lease = self._lease
+        if lease is not None and not lease.released:
+            err = lease.lost_error
+            if err is not None:
+                raise err
+
+    # --- sync -------------------------------------------------------------------------------
+    def acquire(self, wait: float | bool | None = True) -> Lease:
+        """Wait for the lock (``wait``: True for the object's own, None for ever, 0 to try)."""
+        if self.held:
+            raise LockError(f"lock {self.name!r} is already held by this object", name=self.name)
+        w = self.wait if wait is True else (None if wait is None else float(wait))
+        lease = self.backend.acquire(
+            self.name, limit=self.limit, ttl=self.ttl, wait=w, client=self._client
+        )
+        self._lease = lease
+        self._cancelled_for_loss = False
+        lease.on_lost(self._lost_now)
+        return lease
+
+    def release(self) -> None:
+        lease = self._lease
+        if lease is not None and not lease.released:
+            self.backend.release(lease)
+
+    def close(self) -> None:
+        """Release and hang up; the object can still be used again afterwards."""
+        with contextlib.suppress(LockError):
+            self.release()
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def __enter__(self) -> Lock:
+        self.acquire()
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        lease = self._lease
+        lost = lease.lost_error if lease is not None else None
+        self.release()
+        if lost is not None and exc is None:
+            raise lost
+
+    def _lost_now(self, err: LockLost) -> None:
+        if self._on_lost is not None:
+            self._on_lost(err)
+        task = self._task
+        if task is not None and not task.done():
+            self._cancelled_for_loss = True
+            with contextlib.suppress(RuntimeError):  # the loop is closed
+                task.get_loop().call_soon_threadsafe(task.cancel)
+
+    # --- async ------------------------------------------------------------------------------
+    async def acquire_async(self, wait: float | bool | None = True) -> Lease:
+        loop = asyncio.get_running_loop()
+        fut = loop.run_in_executor(None, self.acquire, wait)
+        try:
+            return await asyncio.shield(fut)
+        except asyncio.CancelledError:
+            # Stop waiting on the server's side too, and give back a grant that raced in.
+            backend = self._backend
+            cancel = getattr(backend, "cancel_waits", None)
+            if cancel is not None:
+                cancel(self.name)
+            elif backend is not None:
+                backend.close()
+                self._backend = None
+            fut.add_done_callback(self._release_late_grant)
+            raise
+
+    def _release_late_grant(self, fut: asyncio.Future[Lease]) -> None:
+        if not fut.cancelled() and fut.exception() is None:
+            with contextlib.suppress(LockError):
+                self.release()
+
+    async def __aenter__(self) -> Lock:
+        await self.acquire_async()
+        self._task = asyncio.current_task()
+        if self._lease is not None and self._lease.lost:
+            self._lost_now(self._lease.lost_error or LockLost("lost", name=self.name))
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        task, self._task = self._task, None
+        lease = self._lease
+        lost = lease.lost_error if lease is not None else None
+        await asyncio.get_running_loop().run_in_executor(None, self.release)
+        if self._cancelled_for_loss and task is not None:
+            self._cancelled_for_loss = False
+            if task.uncancel() == 0 and isinstance(exc, asyncio.CancelledError):
+                assert lost is not None
+                raise lost from exc
+        if lost is not None and exc is None:
+            raise lost
+
+    def __repr__(self) -> str:
+        state = "held" if self.held else ("lost" if self.lost else "free")
+        return f"<Lock {self.name!r} {state} token={self._lease.token if self._lease else None}>"

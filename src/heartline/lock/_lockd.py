@@ -1,0 +1,490 @@
+"""The client side of lockd: one TCP (or TLS) connection, one session, one reader thread.
+
+The caller's thread writes requests straight to the socket; the reader thread reads every
+answer and push, sends the pings that renew the session's lease (every TTL/3), and notices when
+the lease can no longer be proven. If the connection drops while grants are held, the reader
+thread reconnects and resumes the session (a restarted lockd restores it from its journal);
+grants the server does not hand back, or that are not back before their lease ends, are lost.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import select
+import socket
+import ssl
+import threading
+import time
+from typing import Any
+
+from heartline.errors import (
+    LockAuthError,
+    LockError,
+    LockServerUnreachable,
+    LockTimeout,
+    UsageError,
+)
+from heartline.lock import _protocol as proto
+from heartline.lock._backend import ClientInfo, Holder, Lease, LockInfo
+
+log = logging.getLogger(__name__)
+
+_CONNECT_TIMEOUT = 3.0
+#: How long a waiting acquire keeps trying to reach a lockd that went away.
+_RECONNECT_FOR = 10.0
+
+
+class _Slot:
+    __slots__ = ("answer", "event", "sent_at")
+
+    def __init__(self) -> None:
+        self.event = threading.Event()
+        self.answer: dict[str, Any] | None = None
+        self.sent_at = 0.0
+
+
+class _Gone(Exception):
+    """The connection dropped under a request."""
+
+
+class LockdBackend:
+    """A :class:`~heartline.lock._backend.Backend` talking to one lockd."""
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        *,
+        tls: bool = False,
+        ca_file: str | None = None,
+        auth: str | None = None,
+        connect_timeout: float = _CONNECT_TIMEOUT,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.auth = auth
+        self.connect_timeout = connect_timeout
+        self._ssl: ssl.SSLContext | None = None
+        if tls:
+            self._ssl = ssl.create_default_context(cafile=ca_file)
+        self._mutex = threading.Lock()
+        self._send_lock = threading.Lock()
+        self._sock: socket.socket | None = None
+        self._session = ""
+        self._ttl = 0.0
+        self._client: ClientInfo | None = None
+        self._next_id = 0
+        self._slots: dict[int, _Slot] = {}
+        self._leases: dict[int, Lease] = {}
+        self._last_acked = 0.0  # monotonic send time of the newest request the server answered
+        self._closed = False
+        self._last_use = 0.0
+        self._wake_r, self._wake_w = -1, -1
+
+    # --- connection -----------------------------------------------------------------------
+    def _where(self) -> str:
+        scheme = "heartlines" if self._ssl else "heartline"
+        return f"{scheme}://{self.host}:{self.port}"
+
+    def _open(
+        self, ttl: float, client: ClientInfo, session: str
+    ) -> tuple[socket.socket, dict[str, Any], bytes, float]:
+        """Connect and say hello; returns the socket, the server's answer, leftover bytes and
+        the monotonic time the hello was sent."""
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=self.connect_timeout)
+        except OSError as e:
+            raise LockServerUnreachable(
+                f"lockd at {self._where()} is unreachable ({e.strerror or e}); is `heartline "
+                "lockd` running there, and is --server right?"
+            ) from None
+        try:
+            sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            if self._ssl is not None:
+                sock = self._ssl.wrap_socket(sock, server_hostname=self.host)
+            hello = {"op": "hello", "v": proto.VERSION, "ttl": ttl, "host": client.host,
+                     "pid": client.pid, "label": client.label[:200]}  # fmt: skip
+            if self.auth:
+                hello["auth"] = self.auth
+            if session:
+                hello["session"] = session
+            sent_at = time.monotonic()
+            sock.sendall(proto.encode(hello))
+            buf = b""
+            while b"\n" not in buf:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise OSError("lockd closed the connection during hello")
+                buf += chunk
+                if len(buf) > proto.MAX_FRAME:
+                    raise OSError("lockd's answer to hello is too long")
+            line, _, rest = buf.partition(b"\n")
+            answer = _loads(line)
+        except ssl.SSLError as e:
+            sock.close()
+            raise LockServerUnreachable(
+                f"TLS with {self._where()} failed: {e.reason or e}; check --ca-file and the "
+                "server's certificate"
+            ) from None
+        except OSError as e:
+            sock.close()
+            raise LockServerUnreachable(f"lockd at {self._where()}: {e}") from None
+        if "error" in answer:
+            sock.close()
+            if answer.get("code") == "auth":
+                raise LockAuthError(f"lockd at {self._where()}: {answer['error']}")
+            raise LockError(f"lockd at {self._where()}: {answer['error']}")
+        sock.settimeout(None)
+        return sock, answer, rest, sent_at
+
+    def _ensure(self, ttl: float, client: ClientInfo) -> None:
+        with self._mutex:
+            if self._closed:
+                raise LockError("this lock's backend was closed")
+            if self._sock is not None:
+                return
+        sock, answer, rest, sent_at = self._open(ttl, client, "")
+        with self._mutex:
+            self._sock = sock
+            self._session = str(answer.get("session", ""))
+            self._ttl = ttl
+            self._client = client
+            self._last_acked = sent_at
+            self._last_use = sent_at
+            if self._wake_r < 0:
+                self._wake_r, self._wake_w = os.pipe()
+                os.set_blocking(self._wake_w, False)
+        threading.Thread(
+            target=self._reader, args=(sock, rest), name="heartline-lockd",
+            daemon=True,
+        ).start()  # fmt: skip
+
+    def _send(self, msg: dict[str, Any], slot: _Slot | None) -> None:
+        data = proto.encode(msg)
+        with self._send_lock:
+            sock = self._sock
+            if sock is None:
+                raise _Gone
+            if slot is not None:
+                slot.sent_at = time.monotonic()
+            try:
+                sock.sendall(data)
+            except OSError:
+                raise _Gone from None
+
+    def _call(self, msg: dict[str, Any], timeout: float | None) -> dict[str, Any]:
+        slot = _Slot()
+        self._last_use = time.monotonic()
+        with self._mutex:
+            self._next_id += 1
+            rid = msg["id"] = self._next_id
+            self._slots[rid] = slot
+        try:
+            self._send(msg, slot)
+            if not slot.event.wait(timeout):
+                with self._mutex:
+                    self._slots.pop(rid, None)
+                raise LockServerUnreachable(f"lockd at {self._where()} did not answer within "
+                                            f"{timeout:g}s")  # fmt: skip
+        except BaseException:
+            with self._mutex:
+                self._slots.pop(rid, None)
+            raise
+        answer = slot.answer
+        if answer is None or answer.get("gone"):
+            raise _Gone
+        return answer
+
+    # --- the reader thread ----------------------------------------------------------------
+    def _reader(self, sock: socket.socket, buf: bytes) -> None:
+        while True:
+            reason = self._read_until_gone(sock, buf)
+            with self._mutex:
+                if self._sock is sock:
+                    self._sock = None
+                slots = list(self._slots.values())
+                self._slots.clear()
+                leases = [le for le in self._leases.values() if not le.released]
+                closed = self._closed
+            with contextlib.suppress(OSError):
+                sock.close()
+            for slot in slots:
+                slot.answer = {"gone": True}
+                slot.event.set()
+            if closed or not leases:
+                return
+            log.warning("lost the connection to lockd (%s); resuming the session", reason)
+            resumed = self._resume(leases)
+            if resumed is None:
+                return
+            sock, buf = resumed
+
+    def _read_until_gone(self, sock: socket.socket, buf: bytes) -> str:
+        poller = select.poll()
+        poller.register(sock, select.POLLIN)
+        poller.register(self._wake_r, select.POLLIN)
+        next_ping = time.monotonic() + self._ttl / 3
+        while True:
+            if self._closed:
+                return "closed"
+            now = time.monotonic()
+            if now >= next_ping:
+                try:
+                    self._ping()
+                except _Gone:
+                    return "cannot send"
+                next_ping = now + self._ttl / 3
+            self._expire_leases(now)
+            if not self._slots and not self._live_leases() and now - self._last_use > self._ttl:
+                return "idle"  # nothing held, nothing asked for a while: hang up
+            deadline = min([next_ping] + [le.valid_until for le in self._live_leases()])
+            pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+            if not pending:
+                events = poller.poll(max(0.0, deadline - time.monotonic()) * 1000 + 1)
+                if not events:
+                    continue
+                if any(fd == self._wake_r for fd, _ in events):
+                    with contextlib.suppress(OSError):
+                        os.read(self._wake_r, 4096)
+                    if not any(fd != self._wake_r for fd, _ in events):
+                        continue
+            try:
+                chunk = sock.recv(65536)
+            except ssl.SSLWantReadError:
+                continue
+            except OSError as e:
+                return str(e)
+            if not chunk:
+                return "lockd closed the connection"
+            buf += chunk
+            while b"\n" in buf:
+                line, _, buf = buf.partition(b"\n")
+                try:
+                    self._dispatch(_loads(line))
+                except LockError as e:
+                    return str(e)
+            if len(buf) > proto.MAX_FRAME:
+                return "lockd sent an over-long frame"
+
+    def _ping(self) -> None:
+        with self._mutex:
+            self._next_id += 1
+            rid = self._next_id
+            slot = self._slots[rid] = _Slot()
+        self._send({"op": "ping", "id": rid}, slot)
+
+    def _dispatch(self, msg: dict[str, Any]) -> None:
+        if "lost" in msg:
+            lease = self._leases.get(msg.get("token", 0))
+            if lease is not None:
+                lease.mark_lost(str(msg.get("reason", "lockd says so")))
+            return
+        rid = msg.get("id")
+        if rid is None:
+            raise LockError(f"lockd: {msg.get('error', 'unexpected message')}")
+        with self._mutex:
+            slot = self._slots.pop(rid, None)
+            if slot is None:
+                return
+            self._last_acked = max(self._last_acked, slot.sent_at)
+            leases = self._live_leases()
+        # Any answer proves the server heard from us at slot.sent_at or later.
+        for lease in leases:
+            lease.renewed(slot.sent_at)
+        slot.answer = msg
+        slot.event.set()
+
+    def _live_leases(self) -> list[Lease]:
+        return [le for le in self._leases.values() if not le.released and not le._lost]
+
+    def _expire_leases(self, now: float) -> None:
+        for lease in self._live_leases():
+            if now >= lease.valid_until:
+                lease.mark_lost("no answer from lockd for a whole TTL; the server has let it go")
+
+    def _resume(self, leases: list[Lease]) -> tuple[socket.socket, bytes] | None:
+        """Reconnect and resume the session before the leases run out; None if that failed."""
+        assert self._client is not None
+        delay = 0.01
+        while not self._closed:
+            left = min(le.valid_until for le in leases) - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                sock, answer, rest, sent_at = self._open(self._ttl, self._client, self._session)
+            except LockError as e:
+                log.debug("resume failed: %s", e)
+                time.sleep(min(delay, max(0.0, left)))
+                delay = min(delay * 2, 0.5)
+                continue
+            back = {(n, t) for n, t in answer.get("resumed", [])}
+            with self._mutex:
+                self._sock = sock
+                self._session = str(answer.get("session", ""))
+                self._last_acked = sent_at
+            for lease in leases:
+                if (lease.name, lease.token) in back:
+                    lease.renewed(sent_at)
+                else:
+                    lease.mark_lost("lockd no longer knew this grant when we reconnected")
+            log.info("session resumed with %d grant(s)", len(back))
+            return sock, rest
+        for lease in leases:
+            lease.mark_lost("could not reach lockd again before the lease ran out")
+        return None
+
+    # --- the Backend protocol -------------------------------------------------------------
+    def acquire(
+        self, name: str, *, limit: int, ttl: float, wait: float | None, client: ClientInfo
+    ) -> Lease:
+        deadline = None if wait is None else time.monotonic() + wait
+        give_up = time.monotonic() + _RECONNECT_FOR
+        first = True
+        while True:
+            try:
+                if not first:
+                    self._ensure_retrying(ttl, client, give_up)
+                else:
+                    self._ensure(ttl, client)
+                first = False
+                left = None if deadline is None else max(0.0, deadline - time.monotonic())
+                if wait == 0:
+                    left = 0.0
+                return self._acquire_once(name, limit, left, wait)
+            except _Gone:
+                if deadline is not None and time.monotonic() >= deadline:
+                    raise LockTimeout(f"lock {name!r} not granted within {wait:g}s (lockd went "
+                                      "away meanwhile)", name=name) from None  # fmt: skip
+                give_up = time.monotonic() + _RECONNECT_FOR
+                first = False
+
+    def _ensure_retrying(self, ttl: float, client: ClientInfo, give_up: float) -> None:
+        delay = 0.02
+        while True:
+            try:
+                self._ensure(ttl, client)
+                return
+            except LockServerUnreachable:
+                if time.monotonic() + delay > give_up:
+                    raise
+                time.sleep(delay)
+                delay = min(delay * 2, 1.0)
+
+    def _acquire_once(
+        self, name: str, limit: int, wait: float | None, asked: float | None
+    ) -> Lease:
+        msg = {"op": "acquire", "name": name, "limit": limit, "wait": wait}
+        answer = self._call(msg, None if wait is None else wait + max(5.0, self._ttl))
+        if "token" in answer:
+            token = int(answer["token"])
+            lease = Lease(name, token, limit=limit, ttl=self._ttl,
+                          valid_until=self._last_acked + self._ttl)  # fmt: skip
+            with self._mutex:
+                self._leases[token] = lease
+            return lease
+        if answer.get("timeout"):
+            if wait == 0:
+                raise LockTimeout(f"lock {name!r} is busy (--try)", name=name)
+            raise LockTimeout(f"lock {name!r} not granted within {asked:g}s", name=name)
+        if answer.get("code") == "limit":
+            raise UsageError(f"lockd: {answer['error']}")
+        raise LockError(f"lockd: {answer.get('error', answer)}", name=name)
+
+    def release(self, lease: Lease) -> None:
+        if lease.released:
+            return
+        lease.released = True
+        with self._mutex:
+            self._leases.pop(lease.token, None)
+        if lease._lost is not None:
+            return
+        # If the connection is gone, the server has already let the grant go.
+        with contextlib.suppress(_Gone, LockError):
+            self._call({"op": "release", "name": lease.name, "token": lease.token}, 10.0)
+
+    def cancel_waits(self, name: str) -> None:
+        """Give up every waiting acquire of ``name`` (from another thread)."""
+        with contextlib.suppress(_Gone, LockError):
+            self._send({"op": "release", "id": 0, "name": name, "token": 0}, None)
+
+    def locks(self) -> list[LockInfo]:
+        self._ensure(self._ttl or 10.0, self._client or ClientInfo.here("heartline locks"))
+        try:
+            answer = self._call({"op": "locks"}, 10.0)
+        except _Gone:
+            raise LockServerUnreachable(f"lockd at {self._where()} closed the connection") from None
+        out = []
+        for doc in answer.get("locks", []):
+            out.append(
+                LockInfo(
+                    name=doc["name"],
+                    limit=doc["limit"],
+                    holders=tuple(_holder(h) for h in doc["holders"]),
+                    waiters=tuple(_holder(w) for w in doc["waiters"]),
+                )
+            )
+        return out
+
+    def break_lock(self, name: str) -> int:
+        self._ensure(self._ttl or 10.0, self._client or ClientInfo.here("heartline lock --break"))
+        try:
+            answer = self._call({"op": "break", "name": name}, 10.0)
+        except _Gone:
+            raise LockServerUnreachable(f"lockd at {self._where()} closed the connection") from None
+        if answer.get("code") == "auth":
+            raise LockAuthError(f"lockd: {answer['error']}", name=name)
+        if "error" in answer:
+            raise LockError(f"lockd: {answer['error']}", name=name)
+        return int(answer.get("broken", 0))
+
+    def close(self) -> None:
+        with self._mutex:
+            self._closed = True
+            sock, self._sock = self._sock, None
+            leases = list(self._leases.values())
+            self._leases.clear()
+            slots = list(self._slots.values())
+            self._slots.clear()
+        for lease in leases:
+            lease.released = True
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.shutdown(socket.SHUT_RDWR)
+            with contextlib.suppress(OSError):
+                sock.close()
+        for slot in slots:
+            slot.answer = {"gone": True}
+            slot.event.set()
+        if self._wake_w >= 0:
+            with contextlib.suppress(OSError):
+                os.write(self._wake_w, b"x")
+
+    def __del__(self) -> None:
+        for fd in (self._wake_r, self._wake_w):
+            if fd >= 0:
+                with contextlib.suppress(OSError):
+                    os.close(fd)
+
+
+def _loads(line: bytes) -> dict[str, Any]:
+    import json
+
+    try:
+        msg = json.loads(line)
+    except ValueError:
+        raise LockError("lockd sent something that is not JSON; is that a lockd?") from None
+    if not isinstance(msg, dict):
+        raise LockError("lockd sent something that is not a JSON object")
+    return msg
+
+
+def _holder(doc: dict[str, Any]) -> Holder:
+    return Holder(
+        host=str(doc.get("host", "")),
+        pid=int(doc.get("pid", 0)),
+        since=float(doc.get("since", 0.0)),
+        token=int(doc.get("token", 0)),
+        label=str(doc.get("label", "")),
+    )

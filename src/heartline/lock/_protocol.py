@@ -1,0 +1,122 @@
+"""lockd's wire protocol: one JSON object per line, over TCP (optionally TLS).
+
+Client to server (``id`` is the client's request number, echoed in the answer)::
+
+    {"op": "hello", "v": 1, "ttl": 10, "host": "h", "pid": 1, "label": "", "auth": "...",
+     "session": "<id of a session to resume after a server restart>"}       (first, once)
+    {"op": "acquire", "id": 1, "name": "x", "limit": 1, "wait": null | 0 | 2.5}
+    {"op": "release", "id": 2, "name": "x", "token": 17}   (token 0: give up waiting)
+    {"op": "ping", "id": 3}                                  (renews the session's lease)
+    {"op": "locks", "id": 4}
+    {"op": "break", "id": 5, "name": "x"}                    (admin)
+
+Server to client: ``{"id": 1, "token": 17}`` (granted), ``{"id": 1, "timeout": true}``,
+``{"id": 2, "ok": true}``, ``{"id": 4, "locks": [...]}``, ``{"id": N, "error": "...", "code": C}``;
+pushed without an id: ``{"lost": "x", "token": 17, "reason": "..."}``. A frame that breaks the
+protocol (not JSON, too big, unknown op, a field of the wrong type, anything before hello) gets
+``{"error": "...", "code": "protocol"}`` and the connection is closed.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+VERSION = 1
+#: The longest frame either side accepts, newline excluded.
+MAX_FRAME = 64 * 1024
+MAX_NAME = 256
+MAX_TEXT = 256
+
+
+class ProtocolViolation(Exception):
+    """A frame that breaks the protocol; the connection is closed after the error is sent."""
+
+
+def encode(msg: dict[str, Any]) -> bytes:
+    return json.dumps(msg, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
+
+
+def _field(msg: dict[str, Any], key: str, kind: type, *, optional: bool = False) -> Any:
+    if key not in msg:
+        if optional:
+            return None
+        raise ProtocolViolation(f"field {key!r} is missing")
+    value = msg[key]
+    if value is None and optional:
+        return None
+    if kind is float:
+        ok = isinstance(value, int | float) and not isinstance(value, bool)
+        if ok and not math.isfinite(value):
+            ok = False
+    elif kind is int:
+        ok = isinstance(value, int) and not isinstance(value, bool)
+    else:
+        ok = isinstance(value, kind)
+    if not ok:
+        raise ProtocolViolation(f"field {key!r} must be {kind.__name__}")
+    return value
+
+
+def _text(msg: dict[str, Any], key: str, *, limit: int = MAX_TEXT, optional: bool = False) -> Any:
+    value = _field(msg, key, str, optional=optional)
+    if value is not None and len(value.encode("utf-8", "surrogatepass")) > limit:
+        raise ProtocolViolation(f"field {key!r} is longer than {limit} bytes")
+    return value
+
+
+def _name(msg: dict[str, Any]) -> str:
+    name: str = _text(msg, "name", limit=MAX_NAME)
+    if not name or not name.isprintable():
+        raise ProtocolViolation("field 'name' must be 1 to 256 bytes of printable text")
+    return name
+
+
+def _uint(msg: dict[str, Any], key: str, *, low: int, high: int) -> int:
+    value: int = _field(msg, key, int)
+    if not low <= value <= high:
+        raise ProtocolViolation(f"field {key!r} must be from {low} to {high}")
+    return value
+
+
+def decode(line: bytes) -> dict[str, Any]:
+    """One client frame, checked field by field; raises :class:`ProtocolViolation`."""
+    if len(line) > MAX_FRAME:
+        raise ProtocolViolation(f"frame longer than {MAX_FRAME} bytes")
+    try:
+        msg = json.loads(line)
+    except (ValueError, RecursionError):
+        raise ProtocolViolation("frame is not JSON") from None
+    if not isinstance(msg, dict):
+        raise ProtocolViolation("frame is not a JSON object")
+    op = msg.get("op")
+    out: dict[str, Any] = {"op": op}
+    if op == "hello":
+        out["v"] = _uint(msg, "v", low=0, high=1 << 16)
+        ttl = _field(msg, "ttl", float)
+        if not 0.05 <= ttl <= 86400:
+            raise ProtocolViolation("field 'ttl' must be from 0.05 to 86400 seconds")
+        out["ttl"] = float(ttl)
+        out["host"] = _text(msg, "host", optional=True) or ""
+        out["pid"] = _uint(msg, "pid", low=0, high=1 << 31) if "pid" in msg else 0
+        out["label"] = _text(msg, "label", optional=True) or ""
+        out["auth"] = _text(msg, "auth", limit=4096, optional=True)
+        out["session"] = _text(msg, "session", limit=64, optional=True)
+        return out
+    if op not in ("acquire", "release", "ping", "locks", "break"):
+        raise ProtocolViolation(f"unknown op {op!r}")
+    out["id"] = _uint(msg, "id", low=0, high=(1 << 53) - 1)
+    if op == "acquire":
+        out["name"] = _name(msg)
+        out["limit"] = _uint(msg, "limit", low=1, high=1_000_000)
+        wait = _field(msg, "wait", float, optional=True)
+        if wait is not None and not 0 <= wait <= 10**9:
+            raise ProtocolViolation("field 'wait' must be null or from 0 to 1e9 seconds")
+        out["wait"] = None if wait is None else float(wait)
+    elif op == "release":
+        out["name"] = _name(msg)
+        out["token"] = _uint(msg, "token", low=0, high=(1 << 63) - 1)
+    elif op == "break":
+        out["name"] = _name(msg)
+    return out

@@ -1,0 +1,283 @@
+"""`heartline lock NAME -- CMD`: run a command only while holding a cluster lock.
+
+Three processes, so the command never runs without the lock, whatever happens to the runner:
+
+    runner (holds the lock: connection, lease renewal, signals)
+      └─ guard (forked before the lock is asked for; single-threaded)
+           └─ command (its own process group; HEARTLINE_LOCK_NAME / _TOKEN in its env)
+
+* The guard starts the command once the runner holds the lock, and it keeps a copy of the
+  runner's connection to the server. If the runner dies (even by SIGKILL) the guard sees its
+  control socket close, stops the command's group (TERM, then KILL before the lease could end),
+  and only then exits -- closing the last copy of the connection, which is when lockd lets the
+  lock go. So the next holder starts after the command is gone, not before.
+* The runner tells the guard how long the lease is proven for. If the runner is frozen
+  (SIGSTOP) and stops renewing, the guard stops the command before that deadline on its own.
+* If the runner cannot renew the lease, it stops the command (TERM -> grace -> KILL) so that it
+  is dead before the lease can expire on the server, and exits with EXIT_LOCK_LOST.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import select
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import time
+
+from heartline.errors import LockLost
+from heartline.lock._lock import Lock
+
+#: Reserved exit codes (the command's own code is passed through otherwise).
+EXIT_USAGE = 64  # sysexits EX_USAGE
+EXIT_UNREACHABLE = 69  # sysexits EX_UNAVAILABLE
+EXIT_INTERNAL = 70  # sysexits EX_SOFTWARE: the guard process vanished
+EXIT_TIMEOUT = 75  # sysexits EX_TEMPFAIL: not granted within -w, or busy with --try
+EXIT_AUTH = 77  # sysexits EX_NOPERM
+EXIT_LOST = 79  # the lock was lost while the command ran; the command was stopped
+EXIT_NOT_FOUND = 127  # the command could not be started (like a shell)
+
+_FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+#: Messages on the runner <-> guard socket (SOCK_SEQPACKET, so each is one datagram).
+_RUN, _UNTIL, _STOP, _PID, _EXIT = b"R", b"U", b"S", b"P", b"X"
+
+
+def _stop_lead(ttl: float, grace: float) -> float:
+    """How long before the lease ends the command must be asked to stop."""
+    return grace + min(0.5, ttl / 10)
+
+
+def grace_for(ttl: float) -> float:
+    """TERM -> KILL grace: long enough for a clean exit, short enough to fit in one lease."""
+    return max(0.05, min(5.0, ttl / 4))
+
+
+# --- the guard ----------------------------------------------------------------------------
+def _guard(ctl: socket.socket, argv: list[str], grace: float) -> int:
+    """Runs in the forked guard process; returns its exit status."""
+    msg, fds, _flags, _addr = socket.recv_fds(ctl, 4096, 1)
+    if not msg.startswith(_RUN):
+        return 0  # the runner did not get the lock (or died): nothing to run
+    held_fds = list(fds)  # a copy of the lock connection: kept open until the command is gone
+    until, env_blob = struct.unpack("!d", msg[1:9])[0], msg[9:]
+    env = dict(os.environ)
+    for item in env_blob.split(b"\0"):
+        key, _, value = item.partition(b"=")
+        if key:
+            env[key.decode()] = value.decode()
+    try:
+        proc = subprocess.Popen(argv, env=env, process_group=0)
+    except OSError as e:
+        sys.stderr.write(f"heartline lock: cannot run {argv[0]!r}: {e.strerror}\n")
+        ctl.send(_EXIT + struct.pack("!i", -1))
+        return 0
+    pgid = proc.pid
+    ctl.send(_PID + struct.pack("!i", pgid))
+    pidfd = os.pidfd_open(proc.pid)
+    poller = select.poll()
+    poller.register(ctl, select.POLLIN)
+    poller.register(pidfd, select.POLLIN)
+    # The runner passes on renewals in time to keep this deadline ahead (see _hold_and_run).
+    lead = grace + 0.1
+    stopping_at: float | None = None  # when TERM was sent
+    killed = False
+    runner_gone = False
+    while True:
+        now = time.monotonic()
+        if stopping_at is None and now >= until - lead:
+            # No renewal news from the runner in time (frozen or dead): stop the command so it
+            # is gone before the lease can end on the server.
+            _signal_group(pgid, signal.SIGTERM)
+            stopping_at = now
+        kill_at = None if stopping_at is None else min(stopping_at + grace, until - 0.05)
+        if kill_at is not None and not killed and now >= kill_at:
+            _signal_group(pgid, signal.SIGKILL)
+            killed = True
+        if stopping_at is None:
+            timeout: float | None = until - lead - now
+        else:
+            timeout = None if killed or kill_at is None else kill_at - now
+        events = poller.poll(None if timeout is None else max(0.0, timeout) * 1000 + 1)
+        for fd, _ev in events:
+            if fd == pidfd:
+                status = _reap(proc)
+                _signal_group(pgid, signal.SIGKILL)  # nothing of it may outlive the lock
+                if not runner_gone:
+                    with contextlib.suppress(OSError):
+                        ctl.send(_EXIT + struct.pack("!i", status))
+                for held in held_fds:
+                    os.close(held)
+                return 0
+            data = b""
+            with contextlib.suppress(OSError):
+                data = ctl.recv(64)
+            if not data:
+                if not runner_gone:
+                    runner_gone = True
+                    poller.unregister(ctl)
+                    if stopping_at is None:
+                        _signal_group(pgid, signal.SIGTERM)
+                        stopping_at = time.monotonic()
+            elif data[:1] == _UNTIL:
+                until = struct.unpack("!d", data[1:9])[0]
+            elif data[:1] == _STOP and stopping_at is None:
+                _signal_group(pgid, signal.SIGTERM)
+                stopping_at = time.monotonic()
+
+
+def _reap(proc: subprocess.Popen[bytes]) -> int:
+    code = proc.wait()
+    return code if code >= 0 else 128 - code
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+# --- the runner ---------------------------------------------------------------------------
+def run_locked(
+    name: str,
+    argv: list[str],
+    *,
+    url: str | None,
+    wait: float | None,
+    limit: int,
+    ttl: float,
+    token_file: str | None = None,
+    ca_file: str | None = None,
+) -> int:
+    """Hold ``name``, run ``argv``, release; returns the exit code for the runner to exit with.
+    Raises the lock errors (LockTimeout, LockServerUnreachable, LockAuthError, UsageError)
+    when the command never ran."""
+    grace = grace_for(ttl)
+    lock = Lock(name, url=url, ttl=ttl, limit=limit, wait=wait, token_file=token_file,
+                ca_file=ca_file, label=" ".join(argv)[:200])  # fmt: skip
+    here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    pid = os.fork()
+    if pid == 0:  # the guard
+        here.close()
+        for sig in _FORWARDED:  # the runner forwards these; the guard must outlive them
+            signal.signal(sig, signal.SIG_IGN)
+        status = 1
+        try:
+            status = _guard(there, argv, grace)
+        finally:
+            os._exit(status)
+    there.close()
+    guard_pidfd = os.pidfd_open(pid)
+    try:
+        return _hold_and_run(lock, here, guard_pidfd, grace, ttl)
+    finally:
+        here.close()
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+        os.close(guard_pidfd)
+        lock.close()
+
+
+def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float,
+                  ttl: float) -> int:  # fmt: skip
+    lease = lock.acquire()
+    sock_fd = _connection_fd(lock)
+    env = f"HEARTLINE_LOCK_NAME={lock.name}\0HEARTLINE_LOCK_TOKEN={lease.token}".encode()
+    socket.send_fds(ctl, [_RUN + struct.pack("!d", lease.valid_until) + env],
+                    [sock_fd] if sock_fd >= 0 else [])  # fmt: skip
+    pgid = 0
+    forwarded: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        forwarded.append(signum)
+        if pgid:
+            _signal_group(pgid, signum)
+
+    old = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
+    wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
+    lease.on_renewed(lambda: _poke(wake_w))
+    lease.on_lost(lambda _err: _poke(wake_w))
+    poller = select.poll()
+    poller.register(ctl, select.POLLIN)
+    poller.register(guard_pidfd, select.POLLIN)
+    poller.register(wake_r, select.POLLIN)
+    lead = _stop_lead(ttl, grace)
+    told = lease.valid_until
+    stop_reason: LockLost | None = None
+    killed = False
+    stop_sent_at = 0.0
+    try:
+        while True:
+            now = time.monotonic()
+            lost = lease.lost_error
+            if lost is None and now >= lease.valid_until - lead:
+                lost = LockLost(f"lock {lock.name!r}: the lease could not be renewed; stopping "
+                                "the command before it runs out", name=lock.name)  # fmt: skip
+            if lost is not None and stop_reason is None:
+                stop_reason = lost
+                sys.stderr.write(f"heartline lock: {lost}\n")
+                if pgid:
+                    _signal_group(pgid, signal.SIGTERM)
+                stop_sent_at = now
+                with contextlib.suppress(OSError):
+                    ctl.send(_STOP)
+            if stop_reason is not None and pgid and not killed and now >= stop_sent_at + grace:
+                _signal_group(pgid, signal.SIGKILL)
+                killed = True
+            if lease.valid_until > told and stop_reason is None:
+                told = lease.valid_until
+                with contextlib.suppress(OSError):
+                    ctl.send(_UNTIL + struct.pack("!d", told))
+            timeout: float | None
+            if stop_reason is not None:
+                timeout = None if killed or not pgid else max(0.0, stop_sent_at + grace - now)
+            else:
+                timeout = max(0.0, lease.valid_until - lead - now)
+            events = poller.poll(None if timeout is None else timeout * 1000 + 1)
+            for fd, _ev in events:
+                if fd == wake_r:
+                    with contextlib.suppress(OSError):
+                        os.read(wake_r, 4096)
+                    continue
+                if fd == guard_pidfd:
+                    if pgid:
+                        _signal_group(pgid, signal.SIGKILL)
+                    sys.stderr.write("heartline lock: the guard process vanished; the command "
+                                     "was killed\n")  # fmt: skip
+                    return EXIT_INTERNAL
+                data = b""
+                with contextlib.suppress(OSError):
+                    data = ctl.recv(64)
+                if data[:1] == _PID:
+                    pgid = struct.unpack("!i", data[1:5])[0]
+                    for signum in forwarded:
+                        _signal_group(pgid, signum)
+                elif data[:1] == _EXIT:
+                    status = struct.unpack("!i", data[1:5])[0]
+                    if status < 0:
+                        return EXIT_NOT_FOUND
+                    return EXIT_LOST if stop_reason is not None else status
+                elif not data:
+                    return EXIT_INTERNAL
+    finally:
+        for sig, handler in old.items():
+            signal.signal(sig, handler)
+        # The wake pipe stays open: the backend's thread may still poke it until the lock is
+        # closed, and the runner exits right after.
+
+
+def _poke(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, b"x")
+
+
+def _connection_fd(lock: Lock) -> int:
+    sock = getattr(lock.backend, "_sock", None)
+    try:
+        return int(sock.fileno()) if sock is not None else -1
+    except (OSError, ValueError):
+        return -1

@@ -129,6 +129,10 @@ def _guard(ctl: socket.socket, argv: list[str], grace: float) -> int:
                 stopping_at = time.monotonic()
 
 
+def _ignore(_signum: int, _frame: object) -> None:
+    pass
+
+
 def _reap(proc: subprocess.Popen[bytes]) -> int:
     code = proc.wait()
     return code if code >= 0 else 128 - code
@@ -163,8 +167,10 @@ def run_locked(
     pid = os.fork()
     if pid == 0:  # the guard
         here.close()
-        for sig in _FORWARDED:  # the runner forwards these; the guard must outlive them
-            signal.signal(sig, signal.SIG_IGN)
+        for sig in _FORWARDED:
+            # The runner forwards these; the guard must outlive them. A handler, not SIG_IGN:
+            # handlers are reset by exec, an ignored signal would stay ignored in the command.
+            signal.signal(sig, _ignore)
         status = 1
         try:
             status = _guard(there, argv, grace)

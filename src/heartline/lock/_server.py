@@ -101,6 +101,7 @@ class LockServer:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._servers: list[asyncio.Server] = []
         self.failed: BaseException | None = None
+        self._stopping = False
         self._stopped: asyncio.Event | None = None
 
     def _memory_token(self) -> int:
@@ -154,6 +155,9 @@ class LockServer:
         await self._stopped.wait()
 
     def stop(self) -> None:
+        # Sessions are not ended on the way down: their grants stay in the journal, so holders
+        # resume them on the next start (a restart loses no lock, planned or not).
+        self._stopping = True
         for server in self._servers:
             server.close()
         for s in list(self.sessions.values()):
@@ -251,7 +255,7 @@ class LockServer:
 
     def disconnected(self, conn: _Conn) -> None:
         s = conn.session
-        if s is not None and s.conn is conn:
+        if s is not None and s.conn is conn and not self._stopping:
             s.conn = None
             self.end_session(s, "connection closed")
 

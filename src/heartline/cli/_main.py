@@ -417,9 +417,7 @@ def cmd_locks(args: argparse.Namespace) -> None:
     finally:
         backend.close()
     if args.json:
-        from dataclasses import asdict
-
-        _echo(to_json({"locks": [asdict(info) for info in locks]}))
+        _echo(to_json({"locks": [info.as_dict() for info in locks]}))
     else:
         _echo(locks_table(locks))
 

@@ -317,6 +317,7 @@ class EtcdBackend:
         """
         data = json.dumps(body).encode()
         failures: list[str] = []
+        tls_failed = False
         for idx in self._order():
             host, port = self.endpoints[idx]
             while True:
@@ -331,6 +332,7 @@ class EtcdBackend:
                     if reused:
                         continue  # a kept-alive connection etcd had closed: try a fresh one
                     failures.append(f"{host}:{port}: {_describe(e)}")
+                    tls_failed = tls_failed or isinstance(e, ssl.SSLError)
                     break
                 if resp.will_close:
                     conn.close()
@@ -352,15 +354,20 @@ class EtcdBackend:
                 if resp.status != 200 or "error" in answer:
                     raise self._error(path, resp.status, answer, raw, name)
                 return answer
+        hint = (
+            "check the CA file and the members' certificates"
+            if tls_failed
+            else "is etcd running there, and is the lock URL right?"
+        )
         raise LockServerUnreachable(
-            f"etcd at {self._where()} is unreachable ({'; '.join(failures)}); is etcd running "
-            "there, and is the lock URL right?",
-            name=name,
+            f"etcd at {self._where()} is unreachable ({'; '.join(failures)}); {hint}", name=name
         )
 
     def _error(
         self, path: str, status: int, answer: dict[str, Any], raw: bytes, name: str
     ) -> LockError:
+        if isinstance(answer.get("error"), dict):
+            answer = answer["error"]  # an error inside a stream: {"error": {"code", "message"}}
         code = answer.get("code")
         message = answer.get("message") or answer.get("error")
         if not message:
@@ -447,8 +454,13 @@ class EtcdBackend:
                     return
                 with self._mutex:
                     current = self._entries.get(entry.lease_id) is entry
-                if current:
+                if not current:
+                    continue
+                try:
                     self._renew(entry)
+                except Exception:  # never let one odd answer end every renewal
+                    log.exception("lock %r: renewing lease %x failed", entry.name, entry.lease_id)
+                    entry.next_due = time.monotonic() + entry.ttl / 3
 
     def _renew(self, entry: _Entry) -> None:
         sent_at = time.monotonic()

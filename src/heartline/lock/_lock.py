@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import threading
 from collections.abc import Callable
-from types import TracebackType
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
+    from types import TracebackType
 
 from heartline.errors import LockError, LockLost, LockReleased, UsageError
 from heartline.lock._backend import (
@@ -198,6 +201,8 @@ class Lock:
 
     # --- async ------------------------------------------------------------------------------
     async def acquire_async(self, wait: float | bool | None = True) -> Lease:
+        import asyncio  # here: `heartline lock` must not pay for importing asyncio
+
         loop = asyncio.get_running_loop()
         fut = loop.run_in_executor(None, self.acquire, wait)
         try:
@@ -220,6 +225,8 @@ class Lock:
                 self.release()
 
     async def __aenter__(self) -> Lock:
+        import asyncio
+
         await self.acquire_async()
         self._task = asyncio.current_task()
         if self._lease is not None and self._lease.lost:
@@ -232,6 +239,8 @@ class Lock:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
+        import asyncio
+
         task, self._task = self._task, None
         lease = self._lease
         lost = lease.lost_error if lease is not None else None

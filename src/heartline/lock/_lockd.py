@@ -14,10 +14,12 @@ import logging
 import os
 import select
 import socket
-import ssl
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import ssl
 
 from heartline.errors import (
     LockAuthError,
@@ -34,6 +36,19 @@ log = logging.getLogger(__name__)
 _CONNECT_TIMEOUT = 3.0
 #: How long a waiting acquire keeps trying to reach a lockd that went away.
 _RECONNECT_FOR = 10.0
+
+
+class _NoSSL(Exception):
+    """Stands in for ssl's exceptions while ssl is not imported (no TLS in use)."""
+
+
+def _ssl_errors() -> tuple[type[Exception], type[Exception]]:
+    import sys
+
+    mod = sys.modules.get("ssl")
+    if mod is None:
+        return _NoSSL, _NoSSL
+    return mod.SSLError, mod.SSLWantReadError
 
 
 class _Slot:
@@ -68,6 +83,8 @@ class LockdBackend:
         self.connect_timeout = connect_timeout
         self._ssl: ssl.SSLContext | None = None
         if tls:
+            import ssl  # only for TLS: it costs a cold `heartline lock` several milliseconds
+
             self._ssl = ssl.create_default_context(cafile=ca_file)
         self._mutex = threading.Lock()
         self._send_lock = threading.Lock()
@@ -122,14 +139,13 @@ class LockdBackend:
                     raise OSError("lockd's answer to hello is too long")
             line, _, rest = buf.partition(b"\n")
             answer = _loads(line)
-        except ssl.SSLError as e:
-            sock.close()
-            raise LockServerUnreachable(
-                f"TLS with {self._where()} failed: {e.reason or e}; check --ca-file and the "
-                "server's certificate"
-            ) from None
         except OSError as e:
             sock.close()
+            if self._ssl is not None and isinstance(e, _ssl_errors()[0]):
+                raise LockServerUnreachable(
+                    f"TLS with {self._where()} failed: {getattr(e, 'reason', None) or e}; check "
+                    "--ca-file and the server's certificate"
+                ) from None
             raise LockServerUnreachable(f"lockd at {self._where()}: {e}") from None
         if "error" in answer:
             sock.close()
@@ -240,7 +256,7 @@ class LockdBackend:
             if not self._slots and not self._live_leases() and now - self._last_use > self._ttl:
                 return "idle"  # nothing held, nothing asked for a while: hang up
             deadline = min([next_ping] + [le.valid_until for le in self._live_leases()])
-            pending = sock.pending() if isinstance(sock, ssl.SSLSocket) else 0
+            pending = sock.pending() if self._ssl is not None else 0  # type: ignore[attr-defined]
             if not pending:
                 events = poller.poll(max(0.0, deadline - time.monotonic()) * 1000 + 1)
                 if not events:
@@ -252,9 +268,9 @@ class LockdBackend:
                         continue
             try:
                 chunk = sock.recv(65536)
-            except ssl.SSLWantReadError:
-                continue
             except OSError as e:
+                if self._ssl is not None and isinstance(e, _ssl_errors()[1]):
+                    continue
                 return str(e)
             if not chunk:
                 return "lockd closed the connection"

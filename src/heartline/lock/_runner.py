@@ -25,7 +25,6 @@ import select
 import signal
 import socket
 import struct
-import subprocess
 import sys
 import time
 
@@ -70,14 +69,16 @@ def _guard(ctl: socket.socket, argv: list[str], grace: float) -> int:
         if key:
             env[key.decode()] = value.decode()
     try:
-        proc = subprocess.Popen(argv, env=env, process_group=0)
+        # posix_spawn rather than subprocess: a cold `heartline lock` should not pay for
+        # importing subprocess; setpgroup=0 gives the command a process group of its own.
+        pid = os.posix_spawnp(argv[0], argv, env, setpgroup=0)
     except OSError as e:
         sys.stderr.write(f"heartline lock: cannot run {argv[0]!r}: {e.strerror}\n")
         ctl.send(_EXIT + struct.pack("!i", -1))
         return 0
-    pgid = proc.pid
+    pgid = pid
     ctl.send(_PID + struct.pack("!i", pgid))
-    pidfd = os.pidfd_open(proc.pid)
+    pidfd = os.pidfd_open(pid)
     poller = select.poll()
     poller.register(ctl, select.POLLIN)
     poller.register(pidfd, select.POLLIN)
@@ -104,7 +105,7 @@ def _guard(ctl: socket.socket, argv: list[str], grace: float) -> int:
         events = poller.poll(None if timeout is None else max(0.0, timeout) * 1000 + 1)
         for fd, _ev in events:
             if fd == pidfd:
-                status = _reap(proc)
+                status = _reap(pid)
                 _signal_group(pgid, signal.SIGKILL)  # nothing of it may outlive the lock
                 if not runner_gone:
                     with contextlib.suppress(OSError):
@@ -133,8 +134,8 @@ def _ignore(_signum: int, _frame: object) -> None:
     pass
 
 
-def _reap(proc: subprocess.Popen[bytes]) -> int:
-    code = proc.wait()
+def _reap(pid: int) -> int:
+    code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
     return code if code >= 0 else 128 - code
 
 

@@ -10,7 +10,6 @@ grants the server does not hand back, or that are not back before their lease en
 from __future__ import annotations
 
 import contextlib
-import logging
 import os
 import select
 import socket
@@ -19,6 +18,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import logging
     import ssl
 
 from heartline.errors import (
@@ -31,7 +31,14 @@ from heartline.errors import (
 from heartline.lock import _protocol as proto
 from heartline.lock._backend import ClientInfo, Holder, Lease, LockInfo
 
-log = logging.getLogger(__name__)
+
+
+def _log() -> logging.Logger:
+    # Imported on first use: logging costs a cold `heartline lock` about 5 ms.
+    import logging
+
+    return logging.getLogger(__name__)
+
 
 _CONNECT_TIMEOUT = 3.0
 #: How long a waiting acquire keeps trying to reach a lockd that went away.
@@ -231,7 +238,7 @@ class LockdBackend:
                 slot.event.set()
             if closed or not leases:
                 return
-            log.warning("lost the connection to lockd (%s); resuming the session", reason)
+            _log().warning("lost the connection to lockd (%s); resuming the session", reason)
             resumed = self._resume(leases)
             if resumed is None:
                 return
@@ -331,7 +338,7 @@ class LockdBackend:
             try:
                 sock, answer, rest, sent_at = self._open(self._ttl, self._client, self._session)
             except LockError as e:
-                log.debug("resume failed: %s", e)
+                _log().debug("resume failed: %s", e)
                 time.sleep(min(delay, max(0.0, left)))
                 delay = min(delay * 2, 0.5)
                 continue
@@ -345,7 +352,7 @@ class LockdBackend:
                     lease.renewed(sent_at)
                 else:
                     lease.mark_lost("lockd no longer knew this grant when we reconnected")
-            log.info("session resumed with %d grant(s)", len(back))
+            _log().info("session resumed with %d grant(s)", len(back))
             return sock, rest
         for lease in leases:
             lease.mark_lost("could not reach lockd again before the lease ran out")

@@ -245,30 +245,37 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float
             else:
                 timeout = max(0.0, lease.valid_until - lead - now)
             events = poller.poll(None if timeout is None else timeout * 1000 + 1)
-            for fd, _ev in events:
-                if fd == wake_r:
-                    with contextlib.suppress(OSError):
-                        os.read(wake_r, 4096)
-                    continue
-                if fd == guard_pidfd:
+            fds = {fd for fd, _ev in events}
+            if wake_r in fds:
+                with contextlib.suppress(OSError):
+                    os.read(wake_r, 4096)
+            if fds - {wake_r}:
+                # Read every queued message before looking at the guard's death: its last
+                # message (the command's exit status) may sit behind the pid it sent first.
+                data = b"-"
+                while True:
+                    try:
+                        data = ctl.recv(64, socket.MSG_DONTWAIT)
+                    except BlockingIOError:
+                        break
+                    except OSError:
+                        data = b""
+                    if data[:1] == _PID:
+                        pgid = struct.unpack("!i", data[1:5])[0]
+                        for signum in forwarded:
+                            _signal_group(pgid, signum)
+                    elif data[:1] == _EXIT:
+                        status = struct.unpack("!i", data[1:5])[0]
+                        if status < 0:
+                            return EXIT_NOT_FOUND
+                        return EXIT_LOST if stop_reason is not None else status
+                    elif not data:
+                        break
+                if guard_pidfd in fds or not data:
                     if pgid:
                         _signal_group(pgid, signal.SIGKILL)
                     sys.stderr.write("heartline lock: the guard process vanished; the command "
                                      "was killed\n")  # fmt: skip
-                    return EXIT_INTERNAL
-                data = b""
-                with contextlib.suppress(OSError):
-                    data = ctl.recv(64)
-                if data[:1] == _PID:
-                    pgid = struct.unpack("!i", data[1:5])[0]
-                    for signum in forwarded:
-                        _signal_group(pgid, signum)
-                elif data[:1] == _EXIT:
-                    status = struct.unpack("!i", data[1:5])[0]
-                    if status < 0:
-                        return EXIT_NOT_FOUND
-                    return EXIT_LOST if stop_reason is not None else status
-                elif not data:
                     return EXIT_INTERNAL
     finally:
         for sig, handler in old.items():

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     import logging
     import ssl
+    from collections.abc import Callable
 
 from heartline.errors import (
     LockAuthError,
@@ -30,7 +31,6 @@ from heartline.errors import (
 )
 from heartline.lock import _protocol as proto
 from heartline.lock._backend import ClientInfo, Holder, Lease, LockInfo
-
 
 
 def _log() -> logging.Logger:
@@ -105,6 +105,10 @@ class LockdBackend:
         self._last_acked = 0.0  # monotonic send time of the newest request the server answered
         self._closed = False
         self._last_use = 0.0
+        self._io = threading.Lock()  # held by whichever thread reads the socket
+        self._turn = threading.Condition()  # wakes the lease thread (close, new deadlines)
+        self._rbuf = b""
+        self._next_ping = 0.0
         self._wake_r, self._wake_w = -1, -1
 
     # --- connection -----------------------------------------------------------------------
@@ -206,7 +210,7 @@ class LockdBackend:
             self._slots[rid] = slot
         try:
             self._send(msg, slot)
-            if not slot.event.wait(timeout):
+            if not self._wait(slot, timeout):
                 with self._mutex:
                     self._slots.pop(rid, None)
                 raise LockServerUnreachable(f"lockd at {self._where()} did not answer within "
@@ -222,47 +226,125 @@ class LockdBackend:
 
     # --- the reader thread ----------------------------------------------------------------
     def _reader(self, sock: socket.socket, buf: bytes) -> None:
-        while True:
-            reason = self._read_until_gone(sock, buf)
-            with self._mutex:
-                if self._sock is sock:
-                    self._sock = None
-                slots = list(self._slots.values())
-                self._slots.clear()
-                leases = [le for le in self._leases.values() if not le.released]
-                closed = self._closed
-            with contextlib.suppress(OSError):
-                sock.close()
-            for slot in slots:
-                slot.answer = {"gone": True}
-                slot.event.set()
-            if closed or not leases:
-                return
-            _log().warning("lost the connection to lockd (%s); resuming the session", reason)
-            resumed = self._resume(leases)
-            if resumed is None:
-                return
-            sock, buf = resumed
+        """Renews the lease: wakes only for pings and lease deadlines.
 
-    def _read_until_gone(self, sock: socket.socket, buf: bytes) -> str:
+        Callers read their own answers (see _wait), so this thread stays off the path of every
+        request and every pushed grant. A push that arrives while nobody asks anything (an
+        admin's break) is read at the next ping, within a third of the TTL.
+        """
+        self._rbuf = buf
+        self._next_ping = time.monotonic() + self._ttl / 3
+        while True:
+            with self._turn:
+                if self._closed:
+                    return
+                now = time.monotonic()
+                wake = min([self._next_ping] + [le.valid_until for le in self._live_leases()])
+                if wake > now:
+                    self._turn.wait(wake - now)
+            if self._closed:
+                return
+            now = time.monotonic()
+            self._expire_leases(now)
+            if now < self._next_ping:
+                continue
+            if not self._slots and not self._live_leases() and now - self._last_use > self._ttl:
+                self._hang_up(sock, "idle")  # nothing held, nothing asked for a while
+                return
+            if self._io.acquire(blocking=False):  # else a caller is reading, and pings too
+                try:
+                    reason = self._pump(sock, stop=lambda: False, until=now + self._ttl / 3,
+                                        ping_once=True)  # fmt: skip
+                finally:
+                    self._io.release()
+                if reason is not None:
+                    self._hang_up(sock, reason)
+            if self._sock is not sock:
+                leases = [le for le in self._leases.values() if not le.released]
+                if self._closed or not leases:
+                    return
+                _log().warning("lost the connection to lockd; resuming the session")
+                resumed = self._resume(leases)
+                if resumed is None:
+                    return
+                sock, self._rbuf = resumed
+                self._next_ping = time.monotonic() + self._ttl / 3
+
+    def _hang_up(self, sock: socket.socket, reason: str) -> None:
+        """The connection ended (``reason``): fail every waiting request."""
+        with self._mutex:
+            if self._sock is sock:
+                self._sock = None
+            slots = list(self._slots.values())
+            self._slots.clear()
+        with contextlib.suppress(OSError):
+            sock.close()
+        for slot in slots:
+            slot.answer = {"gone": True, "reason": reason}
+            slot.event.set()
+        with self._turn:
+            self._turn.notify_all()
+
+    def _wait(self, slot: _Slot, timeout: float | None) -> bool:
+        """Wait for ``slot``'s answer, reading the socket in this very thread.
+
+        Being woken by the kernel here, rather than by another thread that read the answer,
+        saves a thread switch on every answer and every pushed grant (the handoff between
+        holders).
+        """
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while not slot.event.is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                return False
+            # Another thread may hold _io only briefly (a ping) or while reading for itself,
+            # in which case it dispatches our answer too.
+            if not self._io.acquire(timeout=0.02 if left is None else min(left, 0.02)):
+                continue
+            try:
+                sock = self._sock
+                if sock is None:
+                    return slot.event.is_set()
+                reason = self._pump(sock, stop=slot.event.is_set, until=deadline)
+                if reason is not None:
+                    self._hang_up(sock, reason)
+            finally:
+                self._io.release()
+        return True
+
+    def _pump(
+        self,
+        sock: socket.socket,
+        *,
+        stop: Callable[[], bool],
+        until: float | None,
+        ping_once: bool = False,
+    ) -> str | None:
+        """Read and dispatch until ``stop()`` or ``until``: None; or why the connection ended.
+        Sends the pings and notices expired leases on the way. Called holding ``_io``."""
         poller = select.poll()
         poller.register(sock, select.POLLIN)
         poller.register(self._wake_r, select.POLLIN)
-        next_ping = time.monotonic() + self._ttl / 3
         while True:
             if self._closed:
                 return "closed"
+            if stop():
+                return None
             now = time.monotonic()
-            if now >= next_ping:
+            if until is not None and now >= until:
+                return None
+            if now >= self._next_ping:
                 try:
-                    self._ping()
+                    ping = self._ping()
                 except _Gone:
                     return "cannot send"
-                next_ping = now + self._ttl / 3
+                self._next_ping = now + self._ttl / 3
+                if ping_once:
+                    stop = ping.event.is_set
             self._expire_leases(now)
-            if not self._slots and not self._live_leases() and now - self._last_use > self._ttl:
-                return "idle"  # nothing held, nothing asked for a while: hang up
-            deadline = min([next_ping] + [le.valid_until for le in self._live_leases()])
+            deadline = min([self._next_ping] + [le.valid_until for le in self._live_leases()])
+            if until is not None:
+                deadline = min(deadline, until)
             pending = sock.pending() if self._ssl is not None else 0  # type: ignore[attr-defined]
             if not pending:
                 events = poller.poll(max(0.0, deadline - time.monotonic()) * 1000 + 1)
@@ -281,22 +363,25 @@ class LockdBackend:
                 return str(e)
             if not chunk:
                 return "lockd closed the connection"
-            buf += chunk
+            buf = self._rbuf + chunk
             while b"\n" in buf:
                 line, _, buf = buf.partition(b"\n")
                 try:
                     self._dispatch(_loads(line))
                 except LockError as e:
+                    self._rbuf = buf
                     return str(e)
+            self._rbuf = buf
             if len(buf) > proto.MAX_FRAME:
                 return "lockd sent an over-long frame"
 
-    def _ping(self) -> None:
+    def _ping(self) -> _Slot:
         with self._mutex:
             self._next_id += 1
             rid = self._next_id
             slot = self._slots[rid] = _Slot()
         self._send({"op": "ping", "id": rid}, slot)
+        return slot
 
     def _dispatch(self, msg: dict[str, Any]) -> None:
         if "lost" in msg:
@@ -481,14 +566,20 @@ class LockdBackend:
             slot.answer = {"gone": True}
             slot.event.set()
         if self._wake_w >= 0:
-            with contextlib.suppress(OSError):
-                os.write(self._wake_w, b"x")
+            _poke(self._wake_w)
+        with self._turn:
+            self._turn.notify_all()
 
     def __del__(self) -> None:
         for fd in (self._wake_r, self._wake_w):
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+
+def _poke(fd: int) -> None:
+    with contextlib.suppress(OSError):
+        os.write(fd, b"x")
 
 
 def _loads(line: bytes) -> dict[str, Any]:

@@ -1,0 +1,175 @@
+"""lockd on its own: durability details, the post-reboot hold, its data directory, the CLI."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from tests.helpers import wait_until
+
+from heartline import Lock
+from heartline.errors import LockTimeout
+from heartline.testing._lockd import LockdServer
+
+HEARTLINE = [sys.executable, "-m", "heartline"]
+
+
+@pytest.fixture
+def lockd(tmp_path: Path) -> Iterator[LockdServer]:
+    with LockdServer(tmp_path / "data") as server:
+        yield server
+
+
+def cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*HEARTLINE, *args], capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+def test_tokens_keep_growing_across_restarts_even_without_a_journal(tmp_path: Path) -> None:
+    """Tokens carry the epoch, which is bumped and fsynced at every start: even with its
+    journal gone, a restarted lockd never hands out a token it used before."""
+    server = LockdServer(tmp_path / "data")
+    server.start()
+    try:
+        seen = []
+        for _ in range(3):
+            lock = Lock("epoch", url=server.url)
+            with lock:
+                seen.append(lock.token)
+            lock.close()
+            server.kill()
+            (tmp_path / "data" / "journal").unlink()
+            server.start()
+        assert seen == sorted(seen) and len(set(seen)) == 3
+    finally:
+        server.stop()
+
+
+def test_after_a_reboot_nothing_new_is_granted_for_one_longest_lease(tmp_path: Path) -> None:
+    """A changed boot id means the journal's unsynced tail may be gone: lockd then grants
+    nothing new for max_ttl (holders it forgot have stopped by then), and says so."""
+    data = tmp_path / "data"
+    server = LockdServer(data)
+    server.start()
+    lock = Lock("reboot", url=server.url, ttl=1.5)
+    with lock:
+        pass
+    lock.close()
+    server.kill()
+    state = json.loads((data / "state.json").read_text())
+    state["boot_id"] = "another-boot"
+    (data / "state.json").write_text(json.dumps(state))
+    server.start()
+    try:
+        started = time.monotonic()
+        lock = Lock("reboot", url=server.url, ttl=1.5)
+        with pytest.raises(LockTimeout):
+            lock.acquire(wait=0)
+        lock.acquire(wait=10)
+        waited = time.monotonic() - started
+        lock.close()
+        assert 1.0 <= waited < 5, f"granted after {waited:.2f}s"
+    finally:
+        server.stop()
+
+
+def test_a_torn_journal_line_is_skipped_and_a_broken_state_file_stops_the_start(
+    tmp_path: Path,
+) -> None:
+    """A crash mid-write leaves a torn last record: it is skipped. An unreadable state file is
+    not guessed at: lockd refuses to start with a one-line error (exit 2)."""
+    data = tmp_path / "data"
+    with LockdServer(data) as server:
+        lock = Lock("torn", url=server.url)
+        with lock:
+            pass
+        lock.close()
+    with (data / "journal").open("ab") as f:
+        f.write(b'{"g":"torn","t":99,')
+    with LockdServer(data) as server:
+        lock = Lock("torn", url=server.url)
+        lock.acquire(wait=5)
+        lock.close()
+    (data / "state.json").write_text("{not json")
+    r = cli("lockd", "--listen", "127.0.0.1:0", "--data", str(data))
+    assert r.returncode == 2 and "state.json" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_two_servers_cannot_share_a_data_directory(lockd: LockdServer) -> None:
+    """A second lockd on the same --data refuses to start (exit 2), naming the directory."""
+    r = cli("lockd", "--listen", "127.0.0.1:0", "--data", str(lockd.data_dir))
+    assert r.returncode == 2 and "another lockd" in r.stderr
+
+
+def test_lockd_refuses_to_listen_beyond_loopback_without_tokens() -> None:
+    """No token file, a non-loopback address: refused before binding, exit 2, one line."""
+    r = cli("lockd", "--listen", "0.0.0.0:7717", "--no-data")
+    assert r.returncode == 2 and "--token-file" in r.stderr and r.stderr.count("\n") == 1
+
+
+def test_the_runner_stops_its_command_when_the_lease_cannot_be_renewed(
+    lockd: LockdServer, tmp_path: Path
+) -> None:
+    """The server stops answering (SIGSTOP): the runner stops its command (TERM) before the
+    lease could run out and exits 79; the command never ran past the lease."""
+    mark = tmp_path / "term"
+    code = (
+        "import signal, sys, time, pathlib\n"
+        f"def term(*_): pathlib.Path({str(mark)!r}).write_text(str(time.monotonic())); "
+        "sys.exit(0)\n"
+        "signal.signal(signal.SIGTERM, term)\n"
+        f"pathlib.Path({str(mark)!r} + '.up').write_text('')\n"
+        "time.sleep(60)\n"
+    )
+    runner = subprocess.Popen(
+        [*HEARTLINE, "lock", "frozen-server", "--server", lockd.url, "--ttl", "2s", "--",
+         sys.executable, "-c", code],  # fmt: skip
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        wait_until(lambda: os.path.exists(f"{mark}.up"), 20, "the command to start")
+        assert lockd.pid is not None
+        os.kill(lockd.pid, signal.SIGSTOP)
+        frozen_at = time.monotonic()
+        try:
+            assert runner.wait(20) == 79
+        finally:
+            os.kill(lockd.pid, signal.SIGCONT)
+        termed_at = float(mark.read_text())
+        # The last renewal was at most ttl/3 before the freeze; the lease ends 2 s after it.
+        assert termed_at - frozen_at < 2.0
+        assert runner.stderr is not None and "lease" in runner.stderr.read()
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(runner.pid, signal.SIGKILL)
+        runner.wait()
+        if runner.stderr is not None:
+            runner.stderr.close()
+
+
+def test_locks_and_break_through_the_cli(lockd: LockdServer) -> None:
+    """`heartline locks` shows the holder with host, pid and token (table and JSON);
+    `heartline lock --break` drops it and the holder learns it lost the lock."""
+    lock = Lock("cli", url=lockd.url)
+    lock.acquire()
+    r = cli("locks", "--server", lockd.url)
+    assert r.returncode == 0 and "cli:" in r.stdout and f"token {lock.token}" in r.stdout
+    doc = json.loads(cli("locks", "--server", lockd.url, "--json").stdout)
+    [entry] = doc["locks"]
+    assert entry["holders"][0]["pid"] == os.getpid()
+    r = cli("lock", "--break", "cli", "--server", lockd.url)
+    assert r.returncode == 0 and "1 holder" in r.stdout
+    wait_until(lambda: lock.lost, 10, "the holder to learn of the break")
+    lock.close()
+    assert "no lock" in cli("locks", "--server", lockd.url).stdout

@@ -186,7 +186,7 @@ def parse_url(url: str) -> LockURL:
             "(TLS) or etcd://HOST:PORT[,HOST:PORT...]"
         )
     rest = rest.rstrip("/")
-    if not rest or "/" in rest or "?" in rest or "@" in rest:
+    if not rest or any(c in rest for c in "/?#@"):
         raise UsageError(f"lock server URL {url!r}: expected only HOST:PORT after {scheme}://")
     endpoints = []
     for part in rest.split(","):
@@ -212,7 +212,7 @@ def parse_url(url: str) -> LockURL:
 
 
 def check_name(name: str) -> str:
-    if not name or len(name.encode()) > 256 or not name.isprintable():
+    if not name or not name.isprintable() or len(name.encode()) > 256:
         raise UsageError(
             f"lock name {name!r}: use 1 to 256 bytes of printable text (letters, digits, /-_.)"
         )

@@ -133,7 +133,7 @@ class LockdBackend:
             if self._ssl is not None:
                 sock = self._ssl.wrap_socket(sock, server_hostname=self.host)
             hello = {"op": "hello", "v": proto.VERSION, "ttl": ttl, "host": client.host,
-                     "pid": client.pid, "label": client.label[:200]}  # fmt: skip
+                     "pid": client.pid, "label": _printable(client.label)[:200]}  # fmt: skip
             if self.auth:
                 hello["auth"] = self.auth
             if session:
@@ -575,6 +575,10 @@ class LockdBackend:
             if fd >= 0:
                 with contextlib.suppress(OSError):
                     os.close(fd)
+
+
+def _printable(text: str) -> str:
+    return "".join(c if c.isprintable() else "?" for c in text)
 
 
 def _poke(fd: int) -> None:

@@ -48,7 +48,9 @@ def _field(msg: dict[str, Any], key: str, kind: type, *, optional: bool = False)
         return None
     if kind is float:
         ok = isinstance(value, int | float) and not isinstance(value, bool)
-        if ok and not math.isfinite(value):
+        try:
+            ok = ok and math.isfinite(value)
+        except OverflowError:  # an integer beyond the range of floats
             ok = False
     elif kind is int:
         ok = isinstance(value, int) and not isinstance(value, bool)
@@ -98,9 +100,13 @@ def decode(line: bytes) -> dict[str, Any]:
         if not 0.05 <= ttl <= 86400:
             raise ProtocolViolation("field 'ttl' must be from 0.05 to 86400 seconds")
         out["ttl"] = float(ttl)
+        if out["v"] != VERSION:
+            raise ProtocolViolation(f"protocol version {out['v']} is not spoken here (only 1)")
         out["host"] = _text(msg, "host", optional=True) or ""
         out["pid"] = _uint(msg, "pid", low=0, high=1 << 31) if "pid" in msg else 0
         out["label"] = _text(msg, "label", optional=True) or ""
+        if not (out["host"] + out["label"]).isprintable():
+            raise ProtocolViolation("fields 'host' and 'label' must be printable text")
         out["auth"] = _text(msg, "auth", limit=4096, optional=True)
         out["session"] = _text(msg, "session", limit=64, optional=True)
         return out

@@ -55,6 +55,8 @@ def read_tokens(path: str) -> dict[str, bool]:
             lines = f.read().splitlines()
     except OSError as e:
         raise UsageError(f"--token-file {path}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"--token-file {path}: not text; write one token per line") from None
     for n, raw in enumerate(lines, 1):
         words = raw.split("#", 1)[0].split()
         if not words:
@@ -455,6 +457,10 @@ class _Conn(asyncio.Protocol):
         except proto.ProtocolViolation as e:
             self.refuse(str(e), "protocol")
             return
+        except Exception:  # a gap in decode() must cost one connection, never the server
+            log.exception("could not decode a frame; closing that connection")
+            self.refuse("unreadable frame", "protocol")
+            return
         if (msg["op"] == "hello") == (self.session is not None):
             self.refuse("hello must come first, and only once", "protocol")
             return
@@ -494,7 +500,7 @@ class _Conn(asyncio.Protocol):
 def parse_listen(text: str) -> tuple[str, int]:
     host, sep, port = text.rpartition(":")
     host = host.strip("[]")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) <= 65535:
+    if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
         raise UsageError(f"--listen {text!r}: write HOST:PORT, e.g. 127.0.0.1:7717 or [::1]:7717")
     return host, int(port)
 

@@ -3,5 +3,6 @@
 from __future__ import annotations
 
 from heartline.testing._etcd import EtcdServer
+from heartline.testing._lockd import LockdServer
 
-__all__ = ["EtcdServer"]
+__all__ = ["EtcdServer", "LockdServer"]

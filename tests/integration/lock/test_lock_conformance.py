@@ -27,7 +27,7 @@ from tests.helpers import wait_until
 from heartline import Lock
 from heartline.errors import LockLost, LockTimeout, UsageError
 from heartline.lock import open_backend
-from heartline.testing._lockd import LockdServer
+from heartline.testing import LockdServer
 
 HEARTLINE = [sys.executable, "-m", "heartline"]
 

@@ -17,7 +17,7 @@ from tests.helpers import wait_until
 
 from heartline import Lock
 from heartline.errors import LockTimeout
-from heartline.testing._lockd import LockdServer
+from heartline.testing import LockdServer
 
 HEARTLINE = [sys.executable, "-m", "heartline"]
 

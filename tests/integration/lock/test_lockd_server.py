@@ -130,9 +130,10 @@ def test_the_runner_stops_its_command_when_the_lease_cannot_be_renewed(
         f"pathlib.Path({str(mark)!r} + '.up').write_text('')\n"
         "time.sleep(60)\n"
     )
+    argv = [*HEARTLINE, "lock", "frozen-server", "--server", lockd.url, "--ttl", "2s", "--",
+            sys.executable, "-c", code]  # fmt: skip
     runner = subprocess.Popen(
-        [*HEARTLINE, "lock", "frozen-server", "--server", lockd.url, "--ttl", "2s", "--",
-         sys.executable, "-c", code],  # fmt: skip
+        argv,
         stderr=subprocess.PIPE,
         text=True,
         start_new_session=True,

@@ -6,7 +6,7 @@ import contextlib
 import os
 import threading
 from collections.abc import Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     import asyncio
@@ -24,6 +24,8 @@ from heartline.lock._backend import (
     check_ttl,
     parse_url,
 )
+
+T = TypeVar("T")
 
 #: Where to find the lock server when no ``url`` is given.
 URL_ENV = "HEARTLINE_LOCK_URL"
@@ -58,6 +60,36 @@ def open_backend(
     auth = read_token_file(token_file) if token_file else None
     host, port = where.endpoints[0]
     return LockdBackend(host, port, tls=where.tls, ca_file=ca_file, auth=auth)
+
+
+def _in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> asyncio.Future[T]:
+    """Run ``fn`` on a thread of its own and give its result to ``loop``.
+
+    Not the loop's default executor: it has a handful of threads, and a program waiting for
+    more locks than that at once would have the rest stuck before they even asked.
+    """
+    fut: asyncio.Future[T] = loop.create_future()
+
+    def settle(result: T | None, error: BaseException | None) -> None:
+        if fut.cancelled():
+            return
+        if error is not None:
+            fut.set_exception(error)
+        else:
+            fut.set_result(result)  # type: ignore[arg-type]
+
+    def run() -> None:
+        try:
+            result = fn()
+        except BaseException as e:
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(settle, None, e)
+            return
+        with contextlib.suppress(RuntimeError):  # the loop is closed
+            loop.call_soon_threadsafe(settle, result, None)
+
+    threading.Thread(target=run, name="heartline-lock", daemon=True).start()
+    return fut
 
 
 class Lock:
@@ -204,7 +236,7 @@ class Lock:
         import asyncio  # here: `heartline lock` must not pay for importing asyncio
 
         loop = asyncio.get_running_loop()
-        fut = loop.run_in_executor(None, self.acquire, wait)
+        fut = _in_thread(loop, lambda: self.acquire(wait))
         try:
             return await asyncio.shield(fut)
         except asyncio.CancelledError:
@@ -244,7 +276,7 @@ class Lock:
         task, self._task = self._task, None
         lease = self._lease
         lost = lease.lost_error if lease is not None else None
-        await asyncio.get_running_loop().run_in_executor(None, self.release)
+        await _in_thread(asyncio.get_running_loop(), self.release)
         if self._cancelled_for_loss and task is not None:
             self._cancelled_for_loss = False
             if task.uncancel() == 0 and isinstance(exc, asyncio.CancelledError):

@@ -273,7 +273,7 @@ class LockServer:
         elif op == "release":
             self._release(s, rid, msg["name"], msg["token"])
         elif op == "ping":
-            conn.send({"id": rid, "ok": True})
+            conn.send_raw(b'{"id":%d,"ok":true}\n' % rid)
         elif op == "locks":
             conn.send({"id": rid, "locks": self.snapshot()})
         elif op == "break":
@@ -301,7 +301,7 @@ class LockServer:
             return
         if grant is not None:
             if self._journal_granted([grant], s):
-                conn.send({"id": rid, "token": grant.token})
+                conn.send_raw(b'{"id":%d,"token":%d}\n' % (rid, grant.token))
             return
         if wait == 0:
             conn.send({"id": rid, "timeout": True})
@@ -336,8 +336,9 @@ class LockServer:
             return
         dropped, granted = self.table.release(name, token, self.wall())
         self._journal_released([dropped] if dropped else [])
-        conn.send({"id": rid, "ok": True})
+        # The next holder first, then the one that let go: it shortens the handoff.
         self._deliver(granted)
+        conn.send_raw(b'{"id":%d,"ok":true}\n' % rid)
 
     def _break(self, s: Session, rid: int, name: str) -> None:
         holders = self.table.holders(name)
@@ -365,7 +366,7 @@ class LockServer:
             if timer is not None:
                 timer.cancel()
             if s.conn is not None:
-                s.conn.send({"id": waiter.req_id, "token": grant.token})
+                s.conn.send_raw(b'{"id":%d,"token":%d}\n' % (waiter.req_id, grant.token))
 
     def _journal_granted(self, grants: list[Grant], s: Session) -> bool:
         if self.store is None:
@@ -474,9 +475,12 @@ class _Conn(asyncio.Protocol):
             self.refuse("internal error (logged by lockd)", "internal")
 
     def send(self, msg: dict[str, Any]) -> None:
+        self.send_raw(proto.encode(msg))
+
+    def send_raw(self, data: bytes) -> None:
         if self.closed or self.transport is None:
             return
-        self.transport.write(proto.encode(msg))
+        self.transport.write(data)
         if self.transport.get_write_buffer_size() > _MAX_BACKLOG:
             log.warning("a client stopped reading its answers; closing its connection")
             self.close()

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import functools
 import json
 import logging
 import os
@@ -35,6 +36,17 @@ log = logging.getLogger(__name__)
 
 _SEQ_BITS = 32
 _COMPACT_BYTES = 8 * 1024 * 1024
+
+
+@functools.lru_cache(maxsize=4096)
+def _quote(text: str) -> bytes:
+    return json.dumps(text).encode()
+
+
+@functools.lru_cache(maxsize=4096)
+def _who(who: Who) -> bytes:
+    return b'"s":%s,"h":%s,"p":%d,"lb":%s' % (
+        _quote(who.session), _quote(who.host), who.pid, _quote(who.label))  # fmt: skip
 
 
 class StoreError(HeartlineError):
@@ -187,15 +199,16 @@ class Store:
 
     @staticmethod
     def _grant_line(g: Grant, ttl: float) -> bytes:
-        rec = {"g": g.name, "t": g.token, "l": g.limit, "s": g.who.session, "h": g.who.host,
-               "p": g.who.pid, "lb": g.who.label, "at": g.since, "ttl": ttl}  # fmt: skip
-        return json.dumps(rec, separators=(",", ":")).encode() + b"\n"
+        # By hand rather than json.dumps of a dict: this runs for every grant. Strings still go
+        # through json.dumps (quotes, escapes); the who-part is the same for a whole session.
+        return b'{"g":%s,"t":%d,"l":%d,%s,"at":%r,"ttl":%r}\n' % (
+            _quote(g.name), g.token, g.limit, _who(g.who), g.since, ttl)  # fmt: skip
 
     def granted(self, g: Grant, ttl: float) -> None:
         self._append(self._grant_line(g, ttl))
 
     def released(self, g: Grant) -> None:
-        self._append(b'{"r":%s,"t":%d}\n' % (json.dumps(g.name).encode(), g.token))
+        self._append(b'{"r":%s,"t":%d}\n' % (_quote(g.name), g.token))
 
     def _append(self, line: bytes) -> None:
         # One write() per record with O_APPEND: a record is either wholly there or torn at the

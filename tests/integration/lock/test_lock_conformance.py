@@ -431,3 +431,32 @@ def test_the_command_never_outlives_its_runner_s_lock(
         os.kill(first.pid, signal.SIGCONT)
     assert out.read_text() == "ok"
     assert second.wait(20) == 0
+
+
+def test_many_async_waiters_each_get_their_turn(served: Served) -> None:
+    """Twelve tasks wait on one lock at once (more than a thread pool's worth): every one is
+    granted in turn, one at a time; a cancelled waiter leaves no grant behind."""
+    import asyncio
+
+    async def main() -> list[int]:
+        inside = 0
+        order: list[int] = []
+
+        async def one(i: int) -> None:
+            nonlocal inside
+            async with served.lock("async-many") as lock:
+                inside += 1
+                assert inside == 1
+                order.append(lock.token)
+                await asyncio.sleep(0.01)
+                inside -= 1
+
+        cancelled = asyncio.create_task(one(-1))
+        await asyncio.sleep(0)
+        cancelled.cancel()
+        await asyncio.wait_for(asyncio.gather(*(one(i) for i in range(12))), 60)
+        return order
+
+    tokens = asyncio.run(main())
+    assert len(tokens) == 12 and tokens == sorted(tokens)
+    assert queue_len(served, "async-many") == 0

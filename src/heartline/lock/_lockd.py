@@ -1,10 +1,15 @@
-"""The client side of lockd: one TCP (or TLS) connection, one session, one reader thread.
+"""The client side of lockd: one TCP (or TLS) connection, one session, one lease thread.
 
-The caller's thread writes requests straight to the socket; the reader thread reads every
-answer and push, sends the pings that renew the session's lease (every TTL/3), and notices when
-the lease can no longer be proven. If the connection drops while grants are held, the reader
-thread reconnects and resumes the session (a restarted lockd restores it from its journal);
-grants the server does not hand back, or that are not back before their lease ends, are lost.
+Threads, not asyncio (DESIGN.md asks for one asyncio loop per process): this client serves
+plain synchronous callers and `heartline lock`, which must start in a few milliseconds and
+cannot make its users run an event loop; ``async with Lock`` reaches it through a thread.
+
+The caller's thread writes each request and reads the answer itself (so a pushed grant wakes
+the waiting thread directly). The lease thread sends the pings that renew the session's lease
+(every TTL/3) and notices when the lease can no longer be proven. If the connection drops while
+grants are held, it reconnects and resumes the session (a restarted lockd restores it from its
+journal); grants the server does not hand back, or that are not back before their lease ends,
+are lost.
 """
 
 from __future__ import annotations

@@ -10,15 +10,14 @@ which also lets it grant leases as short as one second.
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import os
-import signal
 import socket
 import subprocess
 import time
 from pathlib import Path
-from types import TracebackType
+
+from heartline.testing._process import ServerProcess
 
 ETCD_BINARY = "/usr/bin/etcd"
 _START_TIMEOUT = 20.0
@@ -31,7 +30,7 @@ def _free_port() -> int:
         return port
 
 
-class EtcdServer:
+class EtcdServer(ServerProcess):
     """One etcd process on 127.0.0.1, started with :meth:`start` (or ``with EtcdServer(...)``).
 
     ``data_dir`` is created when missing; etcd's own log goes to ``log_path`` (next to it, with
@@ -69,14 +68,6 @@ class EtcdServer:
     def client_url(self) -> str:
         """etcd's own client URL (``http://127.0.0.1:PORT``), e.g. for ``etcdctl``."""
         return f"http://127.0.0.1:{self.client_port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self._proc.pid if self._proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self._proc is not None and self._proc.poll() is None
 
     # --- life -------------------------------------------------------------------------------
     def argv(self) -> list[str]:
@@ -154,41 +145,6 @@ class EtcdServer:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return "(no log)"
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        """Send ``sig`` to etcd's process group and wait for it (SIGKILL after ``timeout``)."""
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(timeout)
-
-    def kill(self) -> None:
-        """End etcd at once (SIGKILL), as a crash would."""
-        self.stop(signal.SIGKILL)
-
-    def restart(self, sig: int = signal.SIGTERM) -> None:
-        """Stop etcd with ``sig`` and start it again on the same ports with the same data."""
-        self.stop(sig)
-        self.start()
-
-    def __enter__(self) -> EtcdServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         state = f"pid {self.pid}" if self.running else "stopped"

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import os
 import select
 import signal
@@ -11,7 +10,8 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from types import TracebackType
+
+from heartline.testing._process import ServerProcess
 
 
 def free_port() -> int:
@@ -20,7 +20,7 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-class LockdServer:
+class LockdServer(ServerProcess):
     """``heartline lockd`` in its own process group on 127.0.0.1, with its data in ``data_dir``.
 
     ``kill()`` and ``restart()`` keep the port and the data, as an operator's restart would.
@@ -32,15 +32,11 @@ class LockdServer:
         self.data_dir = None if data_dir is None else Path(data_dir)
         self.port = port or free_port()
         self.args = args
-        self.proc: subprocess.Popen[bytes] | None = None
+        self._proc: subprocess.Popen[bytes] | None = None
 
     @property
     def url(self) -> str:
         return f"heartline://127.0.0.1:{self.port}"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc else None
 
     def argv(self) -> list[str]:
         data = ["--no-data"] if self.data_dir is None else ["--data", str(self.data_dir)]
@@ -48,57 +44,23 @@ class LockdServer:
         return [sys.executable, "-m", "heartline", "lockd", *listen, *data, *self.args]
 
     def start(self, timeout: float = 15.0) -> None:
-        self.proc = subprocess.Popen(
+        self._proc = subprocess.Popen(
             self.argv(), stdout=subprocess.PIPE, stderr=None, start_new_session=True
         )
-        assert self.proc.stdout is not None
+        assert self._proc.stdout is not None
         deadline = time.monotonic() + timeout
         line = b""
         while b"\n" not in line:
             left = deadline - time.monotonic()
-            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, left))
+            ready, _, _ = select.select([self._proc.stdout], [], [], max(0.0, left))
             if not ready:
                 self.stop(signal.SIGKILL)
                 raise RuntimeError(f"lockd did not start within {timeout}s")
-            chunk = os.read(self.proc.stdout.fileno(), 4096)
+            chunk = os.read(self._proc.stdout.fileno(), 4096)
             if not chunk:
-                code = self.proc.wait()
+                code = self._proc.wait()
                 raise RuntimeError(f"lockd exited with code {code} before it was ready")
             line += chunk
-
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 10.0) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, sig)
-        try:
-            proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
-        if proc.stdout is not None:
-            proc.stdout.close()
-
-    def kill(self) -> None:
-        self.stop(signal.SIGKILL)
-
-    def restart(self, sig: int = signal.SIGKILL) -> None:
-        self.stop(sig)
-        self.start()
-
-    def __enter__(self) -> LockdServer:
-        self.start()
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
     def __repr__(self) -> str:
         return f"<LockdServer {self.url} pid={self.pid}>"

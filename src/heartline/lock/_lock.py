@@ -127,7 +127,7 @@ class Lock:
         self.name = check_name(name)
         self.ttl = check_ttl(float(ttl))
         self.limit = check_limit(int(limit))
-        if wait is not None and wait < 0:
+        if wait is not None and not wait >= 0:  # (also refuses NaN)
             raise UsageError(f"lock wait {wait:g}s: use None (for ever), 0 (try) or seconds")
         self.wait = wait
         self.url = url

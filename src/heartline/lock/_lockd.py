@@ -15,7 +15,6 @@ are lost.
 from __future__ import annotations
 
 import contextlib
-import os
 import select
 import socket
 import threading
@@ -114,7 +113,8 @@ class LockdBackend:
         self._turn = threading.Condition()  # wakes the lease thread (close, new deadlines)
         self._rbuf = b""
         self._next_ping = 0.0
-        self._wake_r, self._wake_w = -1, -1
+        self._poller = select.poll()
+        self._poll_sock: socket.socket | None = None
 
     # --- connection -----------------------------------------------------------------------
     def _where(self) -> str:
@@ -185,9 +185,6 @@ class LockdBackend:
             self._client = client
             self._last_acked = sent_at
             self._last_use = sent_at
-            if self._wake_r < 0:
-                self._wake_r, self._wake_w = os.pipe()
-                os.set_blocking(self._wake_w, False)
         threading.Thread(
             target=self._reader, args=(sock, rest), name="heartline-lockd",
             daemon=True,
@@ -327,9 +324,11 @@ class LockdBackend:
     ) -> str | None:
         """Read and dispatch until ``stop()`` or ``until``: None; or why the connection ended.
         Sends the pings and notices expired leases on the way. Called holding ``_io``."""
-        poller = select.poll()
-        poller.register(sock, select.POLLIN)
-        poller.register(self._wake_r, select.POLLIN)
+        if self._poll_sock is not sock:  # one poll object per connection, not per call
+            self._poller = select.poll()
+            self._poller.register(sock, select.POLLIN)
+            self._poll_sock = sock
+        poller = self._poller
         while True:
             if self._closed:
                 return "closed"
@@ -346,20 +345,16 @@ class LockdBackend:
                 self._next_ping = now + self._ttl / 3
                 if ping_once:
                     stop = ping.event.is_set
-            self._expire_leases(now)
-            deadline = min([self._next_ping] + [le.valid_until for le in self._live_leases()])
+            deadline = self._next_ping
+            if self._leases:
+                self._expire_leases(now)
+                deadline = min([deadline] + [le.valid_until for le in self._live_leases()])
             if until is not None:
                 deadline = min(deadline, until)
             pending = sock.pending() if self._ssl is not None else 0  # type: ignore[attr-defined]
-            if not pending:
-                events = poller.poll(max(0.0, deadline - time.monotonic()) * 1000 + 1)
-                if not events:
-                    continue
-                if any(fd == self._wake_r for fd, _ in events):
-                    with contextlib.suppress(OSError):
-                        os.read(self._wake_r, 4096)
-                    if not any(fd != self._wake_r for fd, _ in events):
-                        continue
+            # (close() shuts the socket down, which ends this poll too.)
+            if not pending and not poller.poll(max(0.0, deadline - time.monotonic()) * 1000 + 1):
+                continue
             try:
                 chunk = sock.recv(65536)
             except OSError as e:
@@ -488,6 +483,8 @@ class LockdBackend:
     def _acquire_once(
         self, name: str, limit: int, wait: float | None, asked: float | None
     ) -> Lease:
+        if wait is not None and not wait <= 1e9:  # "for ever", in the protocol's terms
+            wait = None
         msg = {"op": "acquire", "name": name, "limit": limit, "wait": wait}
         answer = self._call(msg, None if wait is None else wait + max(5.0, self._ttl))
         if "token" in answer:
@@ -570,25 +567,12 @@ class LockdBackend:
         for slot in slots:
             slot.answer = {"gone": True}
             slot.event.set()
-        if self._wake_w >= 0:
-            _poke(self._wake_w)
         with self._turn:
             self._turn.notify_all()
-
-    def __del__(self) -> None:
-        for fd in (self._wake_r, self._wake_w):
-            if fd >= 0:
-                with contextlib.suppress(OSError):
-                    os.close(fd)
 
 
 def _printable(text: str) -> str:
     return "".join(c if c.isprintable() else "?" for c in text)
-
-
-def _poke(fd: int) -> None:
-    with contextlib.suppress(OSError):
-        os.write(fd, b"x")
 
 
 def _loads(line: bytes) -> dict[str, Any]:

@@ -19,6 +19,7 @@ protocol (not JSON, too big, unknown op, a field of the wrong type, anything bef
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from typing import Any
@@ -35,7 +36,23 @@ class ProtocolViolation(Exception):
 
 
 def encode(msg: dict[str, Any]) -> bytes:
+    """One frame. Acquire and release, sent for every grant, are formatted by hand."""
+    op = msg.get("op")
+    if op == "release":
+        return b'{"op":"release","id":%d,"name":%s,"token":%d}\n' % (
+            msg["id"], quote(msg["name"]), msg["token"])  # fmt: skip
+    if op == "acquire":
+        wait = msg["wait"]
+        return b'{"op":"acquire","id":%d,"name":%s,"limit":%d,"wait":%s}\n' % (
+            msg["id"], quote(msg["name"]), msg["limit"],
+            b"null" if wait is None else repr(float(wait)).encode())  # fmt: skip
     return json.dumps(msg, separators=(",", ":"), ensure_ascii=True).encode() + b"\n"
+
+
+@functools.lru_cache(maxsize=4096)
+def quote(text: str) -> bytes:
+    """``text`` as a JSON string (ASCII, escaped)."""
+    return json.dumps(text).encode()
 
 
 def _field(msg: dict[str, Any], key: str, kind: type, *, optional: bool = False) -> Any:

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from heartline.errors import HeartlineError, UsageError
+from heartline.lock._protocol import quote
 from heartline.lock._table import Grant, Who
 
 log = logging.getLogger(__name__)
@@ -39,14 +40,9 @@ _COMPACT_BYTES = 8 * 1024 * 1024
 
 
 @functools.lru_cache(maxsize=4096)
-def _quote(text: str) -> bytes:
-    return json.dumps(text).encode()
-
-
-@functools.lru_cache(maxsize=4096)
 def _who(who: Who) -> bytes:
     return b'"s":%s,"h":%s,"p":%d,"lb":%s' % (
-        _quote(who.session), _quote(who.host), who.pid, _quote(who.label))  # fmt: skip
+        quote(who.session), quote(who.host), who.pid, quote(who.label))  # fmt: skip
 
 
 class StoreError(HeartlineError):
@@ -202,13 +198,13 @@ class Store:
         # By hand rather than json.dumps of a dict: this runs for every grant. Strings still go
         # through json.dumps (quotes, escapes); the who-part is the same for a whole session.
         return b'{"g":%s,"t":%d,"l":%d,%s,"at":%r,"ttl":%r}\n' % (
-            _quote(g.name), g.token, g.limit, _who(g.who), g.since, ttl)  # fmt: skip
+            quote(g.name), g.token, g.limit, _who(g.who), g.since, ttl)  # fmt: skip
 
     def granted(self, g: Grant, ttl: float) -> None:
         self._append(self._grant_line(g, ttl))
 
     def released(self, g: Grant) -> None:
-        self._append(b'{"r":%s,"t":%d}\n' % (_quote(g.name), g.token))
+        self._append(b'{"r":%s,"t":%d}\n' % (quote(g.name), g.token))
 
     def _append(self, line: bytes) -> None:
         # One write() per record with O_APPEND: a record is either wholly there or torn at the

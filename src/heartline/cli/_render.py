@@ -146,8 +146,9 @@ def locks_table(locks: Any) -> str:
                      f"{len(info.waiters)} waiter(s)")  # fmt: skip
         for h in info.holders:
             label = f"  {h.label}" if h.label else ""
+            away = "" if h.connected else "  (not reconnected since the server restarted)"
             lines.append(f"  held    {h.host}:{h.pid}  since {_ago(now - h.since)}  "
-                         f"token {h.token}{label}")  # fmt: skip
+                         f"token {h.token}{label}{away}")  # fmt: skip
         for n, w in enumerate(info.waiters, 1):
             label = f"  {w.label}" if w.label else ""
             lines.append(f"  wait #{n} {w.host}:{w.pid}  for {_ago(now - w.since)}{label}")

@@ -45,6 +45,8 @@ class Holder(NamedTuple):
     since: float  # wall-clock seconds (time.time()) when granted or queued
     token: int = 0
     label: str = ""
+    #: False for a grant a restarted server restored, until its holder reconnects.
+    connected: bool = True
 
 
 class LockInfo(NamedTuple):

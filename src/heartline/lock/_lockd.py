@@ -594,4 +594,5 @@ def _holder(doc: dict[str, Any]) -> Holder:
         since=float(doc.get("since", 0.0)),
         token=int(doc.get("token", 0)),
         label=str(doc.get("label", "")),
+        connected=bool(doc.get("connected", True)),
     )

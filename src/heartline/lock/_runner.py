@@ -115,7 +115,11 @@ def _guard(ctl: socket.socket, argv: list[str], grace: float) -> int:
                 return 0
             data = b""
             with contextlib.suppress(OSError):
-                data = ctl.recv(64)
+                data, fds, _flags, _addr = socket.recv_fds(ctl, 64, 1)
+                if fds:  # the runner reconnected: hold the new connection instead
+                    for held in held_fds:
+                        os.close(held)
+                    held_fds = list(fds)
             if not data:
                 if not runner_gone:
                     runner_gone = True
@@ -192,7 +196,8 @@ def run_locked(
 def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float,
                   ttl: float) -> int:  # fmt: skip
     lease = lock.acquire()
-    sock_fd = _connection_fd(lock)
+    conn = _connection(lock)
+    sock_fd = _fileno(conn)
     env = f"HEARTLINE_LOCK_NAME={lock.name}\0HEARTLINE_LOCK_TOKEN={lease.token}".encode()
     socket.send_fds(ctl, [_RUN + struct.pack("!d", lease.valid_until) + env],
                     [sock_fd] if sock_fd >= 0 else [])  # fmt: skip
@@ -237,8 +242,14 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float
                 killed = True
             if lease.valid_until > told and stop_reason is None:
                 told = lease.valid_until
+                now_conn = _connection(lock)
+                fd = _fileno(now_conn) if now_conn is not conn else -1
+                conn = now_conn
                 with contextlib.suppress(OSError):
-                    ctl.send(_UNTIL + struct.pack("!d", told))
+                    # After a reconnection (a lockd restart) the guard gets the new
+                    # connection to hold, so a SIGKILLed runner still frees the lock last.
+                    socket.send_fds(ctl, [_UNTIL + struct.pack("!d", told)],
+                                    [fd] if fd >= 0 else [])  # fmt: skip
             timeout: float | None
             if stop_reason is not None:
                 timeout = None if killed or not pgid else max(0.0, stop_sent_at + grace - now)
@@ -289,9 +300,14 @@ def _poke(fd: int) -> None:
         os.write(fd, b"x")
 
 
-def _connection_fd(lock: Lock) -> int:
+def _connection(lock: Lock) -> socket.socket | None:
+    """The lockd backend's current connection (other backends hold no connection)."""
     sock = getattr(lock.backend, "_sock", None)
+    return sock if isinstance(sock, socket.socket) else None
+
+
+def _fileno(sock: socket.socket | None) -> int:
     try:
-        return int(sock.fileno()) if sock is not None else -1
-    except (OSError, ValueError):
+        return sock.fileno() if sock is not None else -1
+    except OSError:
         return -1

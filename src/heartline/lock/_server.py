@@ -402,8 +402,9 @@ class LockServer:
 
     def snapshot(self) -> list[dict[str, Any]]:
         def who(w: Who, since: float, token: int = 0) -> dict[str, Any]:
+            s = self.sessions.get(w.session)
             return {"host": w.host, "pid": w.pid, "label": w.label, "since": since,
-                    "token": token}  # fmt: skip
+                    "token": token, "connected": s is not None and s.conn is not None}  # fmt: skip
 
         out = []
         for name, entry in sorted(self.table.entries.items()):

@@ -393,8 +393,10 @@ def test_the_runner_forwards_term_to_its_command(
     assert runner.wait(20) == 128 + signal.SIGTERM
 
 
+#: The first run writes its pid and sleeps, ignoring SIGTERM (so only a KILL ends it); the
+#: next run writes "overlap" if that first process is still alive, else "ok".
 CHECKER = """
-import os, pathlib, sys, time
+import os, pathlib, signal, sys, time
 pidfile, out = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
 if pidfile.exists():
     pid = int(pidfile.read_text())
@@ -405,6 +407,7 @@ if pidfile.exists():
         alive = False
     out.write_text("overlap" if alive else "ok")
 else:
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     pidfile.write_text(str(os.getpid()))
     time.sleep(120)
 """

@@ -174,3 +174,38 @@ def test_locks_and_break_through_the_cli(lockd: LockdServer) -> None:
     wait_until(lambda: lock.lost, 10, "the holder to learn of the break")
     lock.close()
     assert "no lock" in cli("locks", "--server", lockd.url).stdout
+
+
+def test_a_runner_killed_after_a_server_restart_still_frees_the_lock_last(
+    lockd: LockdServer, tmp_path: Path
+) -> None:
+    """lockd restarts under a running `heartline lock` (it resumes its session on a new
+    connection); then the runner is SIGKILLed. The guard holds the new connection too, so the
+    next runner's command starts only after the first command is gone."""
+    from tests.integration.lock.test_lock_conformance import CHECKER
+
+    pidfile, out = tmp_path / "pid", tmp_path / "out"
+    argv = [*HEARTLINE, "lock", "resumed", "--server", lockd.url, "--ttl", "3s", "--",
+            sys.executable, "-c", CHECKER, str(pidfile), str(out)]  # fmt: skip
+    first = subprocess.Popen(argv, start_new_session=True)
+    second = None
+    try:
+        wait_until(pidfile.exists, 20, "the first command")
+        lockd.kill()
+        lockd.start()
+        # The restored grant shows as not reconnected until the runner resumes its session.
+        wait_until(lambda: (out := cli("locks", "--server", lockd.url).stdout) and "held" in out
+                   and "not reconnected" not in out, 10, "the session resumed")  # fmt: skip
+        second = subprocess.Popen(argv, start_new_session=True)
+        wait_until(lambda: "1 waiter" in cli("locks", "--server", lockd.url).stdout, 10,
+                   "the second runner queued")  # fmt: skip
+        os.kill(first.pid, signal.SIGKILL)
+        wait_until(out.exists, 20, "the second command")
+        assert out.read_text() == "ok"
+        assert second.wait(20) == 0
+    finally:
+        for p in (first, second):
+            if p is not None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGKILL)
+                p.wait()

@@ -228,39 +228,43 @@ class LockdBackend:
 
     # --- the reader thread ----------------------------------------------------------------
     def _reader(self, sock: socket.socket, buf: bytes) -> None:
-        """Renews the lease: wakes only for pings and lease deadlines.
+        """Renews the lease: wakes for pings, lease deadlines, and pushes to a holder.
 
         Callers read their own answers (see _wait), so this thread stays off the path of every
-        request and every pushed grant. A push that arrives while nobody asks anything (an
-        admin's break) is read at the next ping, within a third of the TTL.
+        request and every pushed grant. While this backend holds a grant and nobody is asking
+        anything, it watches the socket, so a push (an admin's break) is read at once.
         """
         self._rbuf = buf
         self._next_ping = time.monotonic() + self._ttl / 3
+        watch = select.poll()
+        watch.register(sock, select.POLLIN)
         while True:
             with self._turn:
                 if self._closed:
                     return
                 now = time.monotonic()
-                wake = min([self._next_ping] + [le.valid_until for le in self._live_leases()])
-                if wake > now:
+                live = self._live_leases()
+                wake = min([self._next_ping] + [le.valid_until for le in live])
+                if wake > now and not live:
                     self._turn.wait(wake - now)
             if self._closed:
                 return
+            if live and wake > now and watch.poll((wake - now) * 1000 + 1):
+                self._take_push(sock)
             now = time.monotonic()
             self._expire_leases(now)
-            if now < self._next_ping:
-                continue
-            if not self._slots and not self._live_leases() and now - self._last_use > self._ttl:
-                self._hang_up(sock, "idle")  # nothing held, nothing asked for a while
-                return
-            if self._io.acquire(blocking=False):  # else a caller is reading, and pings too
-                try:
-                    reason = self._pump(sock, stop=lambda: False, until=now + self._ttl / 3,
-                                        ping_once=True)  # fmt: skip
-                finally:
-                    self._io.release()
-                if reason is not None:
-                    self._hang_up(sock, reason)
+            if self._sock is sock and now >= self._next_ping:
+                if not self._slots and not self._live_leases() and now - self._last_use > self._ttl:
+                    self._hang_up(sock, "idle")  # nothing held, nothing asked for a while
+                    return
+                if self._io.acquire(blocking=False):  # else a caller reads, and pings too
+                    try:
+                        reason = self._pump(sock, stop=lambda: False, until=now + self._ttl / 3,
+                                            ping_once=True)  # fmt: skip
+                    finally:
+                        self._io.release()
+                    if reason is not None:
+                        self._hang_up(sock, reason)
             if self._sock is not sock:
                 leases = [le for le in self._leases.values() if not le.released]
                 if self._closed or not leases:
@@ -271,6 +275,30 @@ class LockdBackend:
                     return
                 sock, self._rbuf = resumed
                 self._next_ping = time.monotonic() + self._ttl / 3
+                watch = select.poll()
+                watch.register(sock, select.POLLIN)
+
+    def _readable(self, sock: socket.socket) -> bool:
+        if self._ssl is not None and sock.pending():  # type: ignore[attr-defined]
+            return True
+        p = select.poll()
+        p.register(sock, select.POLLIN)
+        return bool(p.poll(0))
+
+    def _take_push(self, sock: socket.socket) -> None:
+        """The socket is readable while a grant is held: read what is there, unless a caller
+        is reading already (then wait for it to finish; it dispatches everything)."""
+        if not self._io.acquire(blocking=False):
+            with self._io:
+                return
+        try:
+            if self._sock is not sock:
+                return
+            reason = self._pump(sock, stop=lambda: not self._readable(sock), until=None)
+        finally:
+            self._io.release()
+        if reason is not None:
+            self._hang_up(sock, reason)
 
     def _hang_up(self, sock: socket.socket, reason: str) -> None:
         """The connection ended (``reason``): fail every waiting request."""
@@ -493,6 +521,8 @@ class LockdBackend:
                           valid_until=self._last_acked + self._ttl)  # fmt: skip
             with self._mutex:
                 self._leases[token] = lease
+            with self._turn:
+                self._turn.notify_all()  # the lease thread now watches for pushes
             return lease
         if answer.get("timeout"):
             if wait == 0:

@@ -209,3 +209,13 @@ def test_a_runner_killed_after_a_server_restart_still_frees_the_lock_last(
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(p.pid, signal.SIGKILL)
                 p.wait()
+
+
+def test_a_break_reaches_an_idle_holder_at_once_whatever_its_ttl(lockd: LockdServer) -> None:
+    """A holder with a 60 s lease that is asking nothing learns of a break within a second,
+    not at its next renewal (20 s away)."""
+    lock = Lock("long-lease", url=lockd.url, ttl=60)
+    lock.acquire()
+    assert cli("lock", "--break", "long-lease", "--server", lockd.url).returncode == 0
+    wait_until(lambda: lock.lost, 1.0, "the holder to learn of the break")
+    lock.close()

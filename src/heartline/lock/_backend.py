@@ -139,7 +139,7 @@ class Lease:
         return f"<Lease {self.name!r} token={self.token} lost={self.lost}>"
 
 
-class Backend(Protocol):
+class LockBackend(Protocol):
     """A lock service. Every method may raise :class:`heartline.errors.LockError` subclasses:
     ``LockTimeout`` (not granted in time), ``LockServerUnreachable``, ``LockAuthError``."""
 
@@ -236,10 +236,10 @@ def check_limit(limit: int) -> int:
 __all__ = [
     "DEFAULT_TTL",
     "DEFAULT_URL",
-    "Backend",
     "ClientInfo",
     "Holder",
     "Lease",
+    "LockBackend",
     "LockError",
     "LockInfo",
     "LockURL",

@@ -227,7 +227,7 @@ class _Entry:
 
 # --- the backend --------------------------------------------------------------------------------
 class EtcdBackend:
-    """A :class:`~heartline.lock._backend.Backend` on an etcd v3 cluster (3.4 or later).
+    """A :class:`~heartline.lock._backend.LockBackend` on an etcd v3 cluster (3.4 or later).
 
     ``endpoints`` are the members' client addresses; requests go to the one that answered last
     and move on to the next when it does not answer. ``tls`` talks HTTPS, checking the members'

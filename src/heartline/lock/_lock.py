@@ -16,9 +16,9 @@ from heartline.errors import LockError, LockLost, LockReleased, UsageError
 from heartline.lock._backend import (
     DEFAULT_TTL,
     DEFAULT_URL,
-    Backend,
     ClientInfo,
     Lease,
+    LockBackend,
     check_limit,
     check_name,
     check_ttl,
@@ -46,7 +46,7 @@ def read_token_file(path: str) -> str:
 
 def open_backend(
     url: str | None = None, *, token_file: str | None = None, ca_file: str | None = None
-) -> Backend:
+) -> LockBackend:
     """The backend for ``url`` (``heartline://``, ``heartlines://``, ``etcd://``, ``etcds://``)."""
     url = url or os.environ.get(URL_ENV) or DEFAULT_URL
     where = parse_url(url)
@@ -122,7 +122,7 @@ class Lock:
         ca_file: str | None = None,
         label: str = "",
         on_lost: Callable[[LockLost], None] | None = None,
-        backend: Backend | None = None,
+        backend: LockBackend | None = None,
     ) -> None:
         self.name = check_name(name)
         self.ttl = check_ttl(float(ttl))
@@ -143,7 +143,7 @@ class Lock:
 
     # --- state ------------------------------------------------------------------------------
     @property
-    def backend(self) -> Backend:
+    def backend(self) -> LockBackend:
         if self._backend is None:
             self._backend = open_backend(self.url, token_file=self._token_file,
                                          ca_file=self._ca_file)  # fmt: skip

@@ -76,7 +76,7 @@ class _Gone(Exception):
 
 
 class LockdBackend:
-    """A :class:`~heartline.lock._backend.Backend` talking to one lockd."""
+    """A :class:`~heartline.lock._backend.LockBackend` talking to one lockd."""
 
     def __init__(
         self,
@@ -471,7 +471,7 @@ class LockdBackend:
             lease.mark_lost("could not reach lockd again before the lease ran out")
         return None
 
-    # --- the Backend protocol -------------------------------------------------------------
+    # --- the LockBackend protocol ----------------------------------------------------------
     def acquire(
         self, name: str, *, limit: int, ttl: float, wait: float | None, client: ClientInfo
     ) -> Lease:

@@ -63,12 +63,17 @@ def _ssl_errors() -> tuple[type[Exception], type[Exception]]:
 
 
 class _Slot:
-    __slots__ = ("answer", "event", "sent_at")
+    # A plain flag, not a threading.Event: whoever waits for an answer reads the socket
+    # itself (see _wait), so nobody blocks on it, and an Event costs a Condition per request.
+    __slots__ = ("answer", "done", "sent_at")
 
     def __init__(self) -> None:
-        self.event = threading.Event()
+        self.done = False
         self.answer: dict[str, Any] | None = None
         self.sent_at = 0.0
+
+    def is_done(self) -> bool:
+        return self.done
 
 
 class _Gone(Exception):
@@ -311,7 +316,7 @@ class LockdBackend:
             sock.close()
         for slot in slots:
             slot.answer = {"gone": True, "reason": reason}
-            slot.event.set()
+            slot.done = True
         with self._turn:
             self._turn.notify_all()
 
@@ -323,7 +328,7 @@ class LockdBackend:
         holders).
         """
         deadline = None if timeout is None else time.monotonic() + timeout
-        while not slot.event.is_set():
+        while not slot.done:
             left = None if deadline is None else deadline - time.monotonic()
             if left is not None and left <= 0:
                 return False
@@ -334,8 +339,8 @@ class LockdBackend:
             try:
                 sock = self._sock
                 if sock is None:
-                    return slot.event.is_set()
-                reason = self._pump(sock, stop=slot.event.is_set, until=deadline)
+                    return slot.done
+                reason = self._pump(sock, stop=slot.is_done, until=deadline)
                 if reason is not None:
                     self._hang_up(sock, reason)
             finally:
@@ -372,7 +377,7 @@ class LockdBackend:
                     return "cannot send"
                 self._next_ping = now + self._ttl / 3
                 if ping_once:
-                    stop = ping.event.is_set
+                    stop = ping.is_done
             deadline = self._next_ping
             if self._leases:
                 self._expire_leases(now)
@@ -430,7 +435,7 @@ class LockdBackend:
         for lease in leases:
             lease.renewed(slot.sent_at)
         slot.answer = msg
-        slot.event.set()
+        slot.done = True
 
     def _live_leases(self) -> list[Lease]:
         return [le for le in self._leases.values() if not le.released and not le._lost]
@@ -596,7 +601,7 @@ class LockdBackend:
                 sock.close()
         for slot in slots:
             slot.answer = {"gone": True}
-            slot.event.set()
+            slot.done = True
         with self._turn:
             self._turn.notify_all()
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import select
 import signal
 import socket
@@ -18,69 +17,29 @@ import time
 from pathlib import Path
 from typing import Any
 
+from heartline.testing import LockdServer
+
 HEARTLINE = [sys.executable, "-m", "heartline"]
 HELLO = {"op": "hello", "v": 1, "ttl": 5, "host": "t", "pid": 1}
 
 
-class Lockd:
-    """``heartline lockd --listen 127.0.0.1:0`` (or ``host``); the port is read from its
-    ``lockd ready on port N`` line."""
+class Lockd(LockdServer):
+    """``heartline lockd --listen 127.0.0.1:0`` (lockd picks the port, read from its ready
+    line), its stderr kept next to its data directory."""
 
-    def __init__(self, data_dir: Path, *args: str, host: str = "127.0.0.1") -> None:
-        self.argv = [*HEARTLINE, "lockd", "--listen", f"{host}:0", "--data", str(data_dir),
-                     *args]  # fmt: skip
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.port = 0
-        self.stderr_path = data_dir.parent / f"{data_dir.name}.stderr"
+    def __init__(self, data_dir: Path, *args: str) -> None:
+        super().__init__(data_dir, port=0, args=args,
+                         stderr_path=data_dir.parent / f"{data_dir.name}.stderr")  # fmt: skip
 
-    def start(self, timeout: float = 15.0) -> Lockd:
-        self.stderr_path.parent.mkdir(parents=True, exist_ok=True)
-        with open(self.stderr_path, "wb") as err:
-            self.proc = subprocess.Popen(
-                self.argv, stdout=subprocess.PIPE, stderr=err, start_new_session=True
-            )
-        assert self.proc.stdout is not None
-        deadline = time.monotonic() + timeout
-        out = b""
-        while b"\n" not in out:
-            left = deadline - time.monotonic()
-            ready, _, _ = select.select([self.proc.stdout], [], [], max(0.0, left))
-            if not ready:
-                self.stop()
-                raise RuntimeError(f"lockd not ready within {timeout}s: {self.stderr()}")
-            chunk = os.read(self.proc.stdout.fileno(), 4096)
-            if not chunk:
-                code = self.proc.wait()
-                raise RuntimeError(f"lockd exited with {code} before ready: {self.stderr()}")
-            out += chunk
-        line = out.split(b"\n", 1)[0].decode()
-        prefix = "lockd ready on port "
-        assert line.startswith(prefix), line
-        self.port = int(line[len(prefix) :])
+    def start(self, timeout: float = 15.0) -> Lockd:  # type: ignore[override]
+        super().start(timeout)
         return self
 
-    def stderr(self) -> str:
-        try:
-            return self.stderr_path.read_text(errors="replace")
-        except OSError:
-            return ""
-
-    @property
-    def url(self) -> str:
-        return f"heartline://127.0.0.1:{self.port}"
-
     def alive(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
+        return self.running
 
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None:
-            return
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.wait(10)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    def stop(self, sig: int = signal.SIGKILL, timeout: float = 10.0) -> None:
+        super().stop(sig, timeout)
 
 
 class Raw:

@@ -77,6 +77,7 @@ def _guard(ctl: socket.socket, argv: list[str], grace: float) -> int:
         ctl.send(_EXIT + struct.pack("!i", -1))
         return 0
     pgid = pid
+    tty = _give_terminal(pgid)
     ctl.send(_PID + struct.pack("!i", pgid))
     pidfd = os.pidfd_open(pid)
     poller = select.poll()
@@ -107,6 +108,7 @@ def _guard(ctl: socket.socket, argv: list[str], grace: float) -> int:
             if fd == pidfd:
                 status = _reap(pid)
                 _signal_group(pgid, signal.SIGKILL)  # nothing of it may outlive the lock
+                _take_terminal_back(tty)
                 if not runner_gone:
                     with contextlib.suppress(OSError):
                         ctl.send(_EXIT + struct.pack("!i", status))
@@ -132,6 +134,33 @@ def _guard(ctl: socket.socket, argv: list[str], grace: float) -> int:
             elif data[:1] == _STOP and stopping_at is None:
                 _signal_group(pgid, signal.SIGTERM)
                 stopping_at = time.monotonic()
+
+
+def _give_terminal(pgid: int) -> int:
+    """If we run in the foreground of a terminal, hand it to the command's group, as a shell
+    does: in a group of its own but in the background, a command that reads the terminal would
+    be stopped by SIGTTIN (and Ctrl-C now reaches it directly). Returns our group, or -1."""
+    try:
+        if not os.isatty(0) or os.tcgetpgrp(0) != os.getpgrp():
+            return -1
+        os.tcsetpgrp(0, pgid)
+    except OSError:
+        return -1
+    # It may have read the terminal before it was given it, and been stopped for that.
+    _signal_group(pgid, signal.SIGCONT)
+    return os.getpgrp()
+
+
+def _take_terminal_back(ours: int) -> None:
+    if ours < 0:
+        return
+    # From the background, tcsetpgrp would earn us a SIGTTOU; ignore it meanwhile.
+    old = signal.signal(signal.SIGTTOU, signal.SIG_IGN)
+    try:
+        with contextlib.suppress(OSError):
+            os.tcsetpgrp(0, ours)
+    finally:
+        signal.signal(signal.SIGTTOU, old)
 
 
 def _ignore(_signum: int, _frame: object) -> None:

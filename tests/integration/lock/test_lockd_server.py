@@ -219,3 +219,43 @@ def test_a_break_reaches_an_idle_holder_at_once_whatever_its_ttl(lockd: LockdSer
     assert cli("lock", "--break", "long-lease", "--server", lockd.url).returncode == 0
     wait_until(lambda: lock.lost, 1.0, "the holder to learn of the break")
     lock.close()
+
+
+def test_an_interactive_command_can_read_the_terminal(lockd: LockdServer) -> None:
+    """Run from a terminal, `heartline lock` hands the terminal to its command's process
+    group (as a shell would), so a command that asks a question gets the answer instead of
+    being stopped by SIGTTIN; the runner takes the terminal back afterwards."""
+    import pty
+    import select as sel
+
+    code = "import sys; answer = input('continue? '); print('got', answer); sys.exit(3)"
+    pid, master = pty.fork()
+    if pid == 0:  # the child: a session leader with the pty as its terminal
+        os.execv(sys.executable, [*HEARTLINE, "lock", "tty", "--server", lockd.url, "--",
+                                  sys.executable, "-c", code])  # fmt: skip
+    try:
+        seen = b""
+        deadline = time.monotonic() + 20
+        sent = False
+        while b"got yes" not in seen and time.monotonic() < deadline:
+            ready, _, _ = sel.select([master], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                break
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:
+                break
+            seen += chunk
+            if b"continue?" in seen and not sent:
+                os.write(master, b"yes\n")
+                sent = True
+        assert b"got yes" in seen, seen
+        _, status = os.waitpid(pid, 0)
+        pid = 0
+        assert os.waitstatus_to_exitcode(status) == 3
+    finally:
+        if pid:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+        os.close(master)

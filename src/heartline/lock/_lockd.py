@@ -233,6 +233,14 @@ class LockdBackend:
 
     # --- the reader thread ----------------------------------------------------------------
     def _reader(self, sock: socket.socket, buf: bytes) -> None:
+        try:
+            self._lease_loop(sock, buf)
+        except Exception:  # a bug here must not leave leases that look alive
+            _log().exception("the lock lease thread failed")
+            for lease in self._live_leases():
+                lease.mark_lost("internal error in the lease thread (logged)")
+
+    def _lease_loop(self, sock: socket.socket, buf: bytes) -> None:
         """Renews the lease: wakes for pings, lease deadlines, and pushes to a holder.
 
         Callers read their own answers (see _wait), so this thread stays off the path of every
@@ -271,7 +279,7 @@ class LockdBackend:
                     if reason is not None:
                         self._hang_up(sock, reason)
             if self._sock is not sock:
-                leases = [le for le in self._leases.values() if not le.released]
+                leases = [le for le in self._all_leases() if not le.released]
                 if self._closed or not leases:
                     return
                 _log().warning("lost the connection to lockd; resuming the session")
@@ -438,7 +446,12 @@ class LockdBackend:
         slot.done = True
 
     def _live_leases(self) -> list[Lease]:
-        return [le for le in self._leases.values() if not le.released and not le._lost]
+        return [le for le in self._all_leases() if not le.released and not le._lost]
+
+    def _all_leases(self) -> list[Lease]:
+        # list() copies the values in one step under the GIL; a Python-level loop over the
+        # dict could meet another thread adding or removing a lease ("changed size").
+        return list(self._leases.values())
 
     def _expire_leases(self, now: float) -> None:
         for lease in self._live_leases():

@@ -15,6 +15,7 @@ are lost.
 from __future__ import annotations
 
 import contextlib
+import json
 import select
 import socket
 import threading
@@ -143,7 +144,7 @@ class LockdBackend:
             if self._ssl is not None:
                 sock = self._ssl.wrap_socket(sock, server_hostname=self.host)
             hello = {"op": "hello", "v": proto.VERSION, "ttl": ttl, "host": client.host,
-                     "pid": client.pid, "label": _printable(client.label)[:200]}  # fmt: skip
+                     "pid": client.pid, "label": _label(client.label)}  # fmt: skip
             if self.auth:
                 hello["auth"] = self.auth
             if session:
@@ -218,8 +219,6 @@ class LockdBackend:
         try:
             self._send(msg, slot)
             if not self._wait(slot, timeout):
-                with self._mutex:
-                    self._slots.pop(rid, None)
                 raise LockServerUnreachable(f"lockd at {self._where()} did not answer within "
                                             f"{timeout:g}s")  # fmt: skip
         except BaseException:
@@ -567,30 +566,28 @@ class LockdBackend:
         with contextlib.suppress(_Gone, LockError):
             self._send({"op": "release", "id": 0, "name": name, "token": 0}, None)
 
-    def locks(self) -> list[LockInfo]:
-        self._ensure(self._ttl or 10.0, self._client or ClientInfo.here("heartline locks"))
+    def _request(self, msg: dict[str, Any], label: str) -> dict[str, Any]:
+        """One short request on a connection of our own (`heartline locks`, `--break`)."""
+        self._ensure(self._ttl or 10.0, self._client or ClientInfo.here(label))
         try:
-            answer = self._call({"op": "locks"}, 10.0)
+            return self._call(msg, 10.0)
         except _Gone:
             raise LockServerUnreachable(f"lockd at {self._where()} closed the connection") from None
-        out = []
-        for doc in answer.get("locks", []):
-            out.append(
-                LockInfo(
-                    name=doc["name"],
-                    limit=doc["limit"],
-                    holders=tuple(_holder(h) for h in doc["holders"]),
-                    waiters=tuple(_holder(w) for w in doc["waiters"]),
-                )
+
+    def locks(self) -> list[LockInfo]:
+        answer = self._request({"op": "locks"}, "heartline locks")
+        return [
+            LockInfo(
+                name=doc["name"],
+                limit=doc["limit"],
+                holders=tuple(_holder(h) for h in doc["holders"]),
+                waiters=tuple(_holder(w) for w in doc["waiters"]),
             )
-        return out
+            for doc in answer.get("locks", [])
+        ]
 
     def break_lock(self, name: str) -> int:
-        self._ensure(self._ttl or 10.0, self._client or ClientInfo.here("heartline lock --break"))
-        try:
-            answer = self._call({"op": "break", "name": name}, 10.0)
-        except _Gone:
-            raise LockServerUnreachable(f"lockd at {self._where()} closed the connection") from None
+        answer = self._request({"op": "break", "name": name}, "heartline lock --break")
         if answer.get("code") == "auth":
             raise LockAuthError(f"lockd: {answer['error']}", name=name)
         if "error" in answer:
@@ -619,13 +616,14 @@ class LockdBackend:
             self._turn.notify_all()
 
 
-def _printable(text: str) -> str:
-    return "".join(c if c.isprintable() else "?" for c in text)
+def _label(text: str) -> str:
+    """``text`` made printable and cut to what the protocol takes (bytes, not characters: a
+    command line in another script must not make the hello too long)."""
+    text = "".join(c if c.isprintable() else "?" for c in text)
+    return text.encode()[: proto.MAX_TEXT].decode(errors="ignore")
 
 
 def _loads(line: bytes) -> dict[str, Any]:
-    import json
-
     try:
         msg = json.loads(line)
     except ValueError:

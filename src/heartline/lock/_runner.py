@@ -194,7 +194,7 @@ def run_locked(
     when the command never ran."""
     grace = grace_for(ttl)
     lock = Lock(name, url=url, ttl=ttl, limit=limit, wait=wait, token_file=token_file,
-                ca_file=ca_file, label=" ".join(argv)[:200])  # fmt: skip
+                ca_file=ca_file, label=" ".join(argv))  # fmt: skip
     here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sys.stdout.flush()
     sys.stderr.flush()

@@ -259,3 +259,13 @@ def test_an_interactive_command_can_read_the_terminal(lockd: LockdServer) -> Non
                 os.kill(pid, signal.SIGKILL)
             os.waitpid(pid, 0)
         os.close(master)
+
+
+def test_a_long_command_line_in_any_script_runs(lockd: LockdServer) -> None:
+    """The runner labels its grant with the command line; a long one in a non-Latin script
+    (or with bytes that are not UTF-8) is cut to fit the protocol, not refused."""
+    arg = "日本語の引数" * 60
+    r = cli("lock", "label", "--server", lockd.url, "--", sys.executable, "-c",
+            "import sys; print(len(sys.argv[1]))", arg)  # fmt: skip
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(len(arg))

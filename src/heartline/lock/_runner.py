@@ -13,8 +13,8 @@ Three processes, so the command never runs without the lock, whatever happens to
   lock go. So the next holder starts after the command is gone, not before.
 * The runner tells the guard how long the lease is proven for. If the runner is frozen
   (SIGSTOP) and stops renewing, the guard stops the command before that deadline on its own.
-* If the runner cannot renew the lease, it stops the command (TERM -> grace -> KILL) so that it
-  is dead before the lease can expire on the server, and exits with EXIT_LOCK_LOST.
+* If the runner cannot renew the lease, it has the guard stop the command (TERM -> grace ->
+  KILL) so that it is dead before the lease can expire on the server, and exits EXIT_LOST.
 """
 
 from __future__ import annotations
@@ -249,8 +249,6 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float
     lead = _stop_lead(ttl, grace)
     told = lease.valid_until
     stop_reason: LockLost | None = None
-    killed = False
-    stop_sent_at = 0.0
     try:
         while True:
             now = time.monotonic()
@@ -259,16 +257,12 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float
                 lost = LockLost(f"lock {lock.name!r}: the lease could not be renewed; stopping "
                                 "the command before it runs out", name=lock.name)  # fmt: skip
             if lost is not None and stop_reason is None:
+                # The guard stops the command (TERM, then KILL before the lease ends) and
+                # reports its exit, as it would if this process were gone.
                 stop_reason = lost
                 sys.stderr.write(f"heartline lock: {lost}\n")
-                if pgid:
-                    _signal_group(pgid, signal.SIGTERM)
-                stop_sent_at = now
                 with contextlib.suppress(OSError):
                     ctl.send(_STOP)
-            if stop_reason is not None and pgid and not killed and now >= stop_sent_at + grace:
-                _signal_group(pgid, signal.SIGKILL)
-                killed = True
             if lease.valid_until > told and stop_reason is None:
                 told = lease.valid_until
                 now_conn = _connection(lock)
@@ -279,11 +273,7 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float
                     # connection to hold, so a SIGKILLed runner still frees the lock last.
                     socket.send_fds(ctl, [_UNTIL + struct.pack("!d", told)],
                                     [fd] if fd >= 0 else [])  # fmt: skip
-            timeout: float | None
-            if stop_reason is not None:
-                timeout = None if killed or not pgid else max(0.0, stop_sent_at + grace - now)
-            else:
-                timeout = max(0.0, lease.valid_until - lead - now)
+            timeout = None if stop_reason is not None else max(0.0, lease.valid_until - lead - now)
             events = poller.poll(None if timeout is None else timeout * 1000 + 1)
             fds = {fd for fd, _ev in events}
             if wake_r in fds:

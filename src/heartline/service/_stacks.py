@@ -13,7 +13,7 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from types import FrameType
 
 #: Not typing.TYPE_CHECKING: importing typing would add ~10 ms to every user's start-up.
@@ -41,25 +41,14 @@ def format_report(
     """
     marks = marks or {}
     skipped = set(skip)
-    frames = sys._current_frames()
-    threads = {t.ident: t for t in threading.enumerate()}
     main = threading.main_thread().ident
-
-    def order(ident: int) -> tuple[int, str]:
-        rank = 0 if ident in marks else 1 if ident == main else 2
-        t = threads.get(ident)
-        return rank, t.name if t is not None else ""
-
+    threads, stacks = _stacks(lambda ident: 0 if ident in marks else 1 if ident == main else 2)
     out = [
         f"heartline: {title}",
         f"pid {os.getpid()}, {time.strftime('%Y-%m-%d %H:%M:%S %z')}",
         "",
     ]
-    stacks: dict[int, list[FrameType]] = {}
-    for ident in sorted(frames, key=order):
-        stack = list(_outward(frames[ident]))
-        stack.reverse()
-        stacks[ident] = stack
+    for ident, stack in stacks.items():
         if ident in skipped:
             continue
         t = threads.get(ident)
@@ -78,6 +67,26 @@ def format_report(
         seen.add(id(loop))
         out.extend(_format_loop(loop, stacks))
     return "\n".join(out) + "\n"
+
+
+def _stacks(
+    rank: Callable[[int], int],
+) -> tuple[dict[int | None, threading.Thread], dict[int, list[FrameType]]]:
+    """The live threads by ident, and every thread's stack (outermost frame first), ordered by
+    ``rank(ident)`` and then by thread name."""
+    frames = sys._current_frames()
+    threads = {t.ident: t for t in threading.enumerate()}
+
+    def order(ident: int) -> tuple[int, str]:
+        t = threads.get(ident)
+        return rank(ident), t.name if t is not None else ""
+
+    stacks: dict[int, list[FrameType]] = {}
+    for ident in sorted(frames, key=order):
+        stack = list(_outward(frames[ident]))
+        stack.reverse()
+        stacks[ident] = stack
+    return threads, stacks
 
 
 def _outward(frame: FrameType | None) -> Iterator[FrameType]:
@@ -268,20 +277,10 @@ def thread_snapshot(
     skipped = set(skip)
     hidden = set(hide)
     me = threading.get_ident()
-    frames = sys._current_frames()
-    threads = {t.ident: t for t in threading.enumerate()}
     main = threading.main_thread().ident
-
-    def order(ident: int) -> tuple[int, str]:
-        t = threads.get(ident)
-        return (0 if ident == main else 1), t.name if t is not None else ""
-
+    threads, stacks = _stacks(lambda ident: 0 if ident == main else 1)
     records: list[dict[str, object]] = []
-    stacks: dict[int, list[FrameType]] = {}
-    for ident in sorted(frames, key=order):
-        stack = list(_outward(frames[ident]))
-        stack.reverse()
-        stacks[ident] = stack
+    for ident, stack in stacks.items():
         if ident in skipped:
             continue
         shown = stack

@@ -116,7 +116,11 @@ class Store:
                 f"{path}: unreadable ({e}); restore it from a backup, or delete the data "
                 "directory only when no lock is held"
             ) from None
-        if not isinstance(state, dict) or not isinstance(state.get("epoch", 0), int):
+        if (
+            not isinstance(state, dict)
+            or type(state.get("epoch", 0)) is not int
+            or type(state.get("max_ttl", 0.0)) not in (int, float)
+        ):
             raise StoreError(f"{path}: not a lockd state file; move it away")
         return state
 

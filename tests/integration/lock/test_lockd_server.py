@@ -269,3 +269,16 @@ def test_a_long_command_line_in_any_script_runs(lockd: LockdServer) -> None:
             "import sys; print(len(sys.argv[1]))", arg)  # fmt: skip
     assert r.returncode == 0, r.stderr
     assert r.stdout.strip() == str(len(arg))
+
+
+@pytest.mark.parametrize("state", ['{"epoch": 1, "max_ttl": "x"}', '{"epoch": true}', "[1]"])
+def test_a_state_file_of_the_wrong_shape_stops_the_start_with_one_line(
+    tmp_path: Path, state: str
+) -> None:
+    """A state file that is JSON but not lockd's (wrong types) is refused like an unreadable
+    one: exit 2 and one line naming the file, no traceback."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "state.json").write_text(state)
+    r = cli("lockd", "--listen", "127.0.0.1:0", "--data", str(data))
+    assert r.returncode == 2 and "state.json" in r.stderr and r.stderr.count("\n") == 1

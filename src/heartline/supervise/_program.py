@@ -352,7 +352,14 @@ class Program:
         self._killed = False
         self._set_state(State.STOPPING, f"{reason}: {detail}")
         report = self.spec.report_signal
-        if report is not None and reason in ("watchdog", "start-timeout"):
+        # The report signal asks a program that installed a handler for it; to one that did
+        # not, its default action (for SIGUSR2: terminate) would end the program at once and
+        # skip the graceful stop below, so it is sent only when /proc says it is caught.
+        if (
+            report is not None
+            and reason in ("watchdog", "start-timeout")
+            and handles_signal(self.pid, report)
+        ):
             self.send_signal(report)
             self._kill_timer = self.loop.call_later(self.spec.report_wait, self._send_stop_signal)
         else:

@@ -37,28 +37,51 @@ class SpawnFailed(Exception):
 
 def _identity(
     user: str | None, group: str | None
-) -> tuple[int | None, int | None, list[int] | None, dict[str, str]]:
+) -> tuple[int | None, int | None, list[int] | None]:
+    """The uid, gid and supplementary groups to run as (None: the daemon's own)."""
     if user is None and group is None:
-        return None, None, None, {}
+        return None, None, None
     if os.geteuid() != 0:
         raise SpawnFailed("user/group need the daemon to run as root")
     uid = gid = None
     groups: list[int] | None = None
-    env: dict[str, str] = {}
-    if user is not None:
-        try:
-            pw = pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
-        except KeyError:
-            raise SpawnFailed(f"no such user {user!r}") from None
-        uid, gid = pw.pw_uid, pw.pw_gid
-        groups = os.getgrouplist(pw.pw_name, pw.pw_gid)
-        env = {"USER": pw.pw_name, "LOGNAME": pw.pw_name, "HOME": pw.pw_dir}
+    pw = _user(user) if user is not None else None
     if group is not None:
         try:
             gid = (grp.getgrnam(group) if not group.isdigit() else grp.getgrgid(int(group))).gr_gid
         except KeyError:
             raise SpawnFailed(f"no such group {group!r}") from None
-    return uid, gid, groups, env
+    if pw is not None:
+        uid = pw.pw_uid
+        if gid is None:
+            gid = pw.pw_gid
+        # The groups the user is a member of, with the configured group as the primary one:
+        # initgroups(3) as su -g does it. The user's own primary group is kept only when
+        # /etc/group lists the user in it; otherwise `group =` would not take it away.
+        groups = os.getgrouplist(pw.pw_name, gid)
+    return uid, gid, groups
+
+
+def _user(user: str) -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(user) if not user.isdigit() else pwd.getpwuid(int(user))
+    except KeyError:
+        raise SpawnFailed(f"no such user {user!r}") from None
+
+
+def identity_env(user: str | None) -> dict[str, str]:
+    """HOME, USER and LOGNAME of the user a program runs as (empty for the daemon's own).
+
+    They go between the daemon's environment and the program's own ``env``: a program run as
+    www-data must not get root's HOME, but its config can still set one.
+    """
+    if user is None:
+        return {}
+    try:
+        pw = _user(user)
+    except SpawnFailed:
+        return {}  # spawn() reports the unknown user
+    return {"USER": pw.pw_name, "LOGNAME": pw.pw_name, "HOME": pw.pw_dir}
 
 
 def spawn(
@@ -78,8 +101,7 @@ def spawn(
     Returns the pid, a pidfd and the read ends of its stdout/stderr pipes (non-blocking), or
     raises SpawnFailed with a one-line reason. ``capture=False`` lets the child inherit ours.
     """
-    uid, gid, groups, id_env = _identity(user, group)
-    full_env = {**id_env, **env} if id_env else env
+    uid, gid, groups = _identity(user, group)
     out_r = out_w = err_r = err_w = -1
     try:
         if capture:
@@ -100,7 +122,7 @@ def spawn(
                     else (subprocess.DEVNULL if discard else None)
                 ),
                 cwd=cwd,
-                env=full_env,
+                env=env,
                 user=uid,
                 group=gid,
                 extra_groups=groups,

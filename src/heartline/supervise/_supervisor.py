@@ -17,7 +17,7 @@ from heartline.config import Config, ProgramSpec
 from heartline.errors import UnknownProgram
 from heartline.supervise._heartbeat import NotifyReceiver, notify_address
 from heartline.supervise._logs import OpenFiles
-from heartline.supervise._process import boot_id, start_time
+from heartline.supervise._process import boot_id, identity_env, start_time
 from heartline.supervise._program import Program
 from heartline.supervise._states import State
 
@@ -111,6 +111,7 @@ class Supervisor:
 
     def env_for(self, spec: ProgramSpec) -> dict[str, str]:
         env = dict(self.base_env)
+        env.update(identity_env(spec.user))
         env.update(spec.env)
         env["HEARTLINE_PROGRAM"] = spec.name
         env["NOTIFY_SOCKET"] = self.notify.address_for(spec.name)

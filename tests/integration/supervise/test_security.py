@@ -115,3 +115,64 @@ def test_program_runs_with_configured_group(open_dir, make_daemon):
     """)
     d.wait_state("g", "exited")
     assert out.read_text() == f"0 {grp.getgrnam('nogroup').gr_gid}"
+
+
+@needs_root
+def test_user_identity_wins_over_the_daemon_environment(open_dir, make_daemon):
+    """user = "nobody": nobody's HOME, USER and LOGNAME, not the daemon's; `env` wins over both."""
+    import json
+    import pwd
+
+    out = open_dir / "env"
+    os.chmod(open_dir, 0o777)
+    code = (
+        "import json, os, sys; e = os.environ; "
+        "open(sys.argv[1], 'w').write(json.dumps([e.get(k) for k in ('HOME', 'USER', 'LOGNAME')]))"
+    )
+    d = make_daemon(
+        f"""
+        [programs.who]
+        command = ["{SYSTEM_PY}", "-I", "-c", "{code}", "{out}"]
+        user = "nobody"
+        restart = "never"
+        [programs.own]
+        command = ["{SYSTEM_PY}", "-I", "-c", "{code}", "{out}.own"]
+        user = "nobody"
+        env = {{ HOME = "/srv/own" }}
+        restart = "never"
+        """,
+        start=False,
+    )
+    d.env.update(HOME="/root", USER="root", LOGNAME="root")
+    d.start()
+    d.wait_state("who", "exited")
+    d.wait_state("own", "exited")
+    home = pwd.getpwnam("nobody").pw_dir
+    assert json.loads(out.read_text()) == [home, "nobody", "nobody"]
+    assert json.loads((open_dir / "env.own").read_text()) == ["/srv/own", "nobody", "nobody"]
+
+
+@needs_root
+def test_configured_group_replaces_the_users_primary_group(open_dir, make_daemon):
+    """user and group set: the group is primary, the user's own primary group is not kept."""
+    import grp
+    import pwd
+
+    out = open_dir / "groups"
+    os.chmod(open_dir, 0o777)
+    code = (
+        "import os, sys; open(sys.argv[1], 'w').write(repr((os.getgid(), sorted(os.getgroups()))))"
+    )
+    d = make_daemon(f"""
+        [programs.g]
+        command = ["{SYSTEM_PY}", "-I", "-c", "{code}", "{out}"]
+        user = "nobody"
+        group = "daemon"
+        restart = "never"
+    """)
+    d.wait_state("g", "exited")
+    gid, groups = eval(out.read_text())
+    daemon_gid = grp.getgrnam("daemon").gr_gid
+    assert gid == daemon_gid
+    assert pwd.getpwnam("nobody").pw_gid not in groups
+    assert daemon_gid in groups

@@ -288,6 +288,13 @@ class _Builder:
         numprocs = values.pop("numprocs", 1)
         if values.get("shell") and not isinstance(t["command"], str | list):
             raise self.error((*where, "command"), "expected a string or a list")
+        if values.get("shell") and len(values["command"]) > 1:
+            # Joining argv items into one shell line would let any item inject commands.
+            raise self.error(
+                (*where, "command"),
+                "with shell = true the command is one string for /bin/sh -c; a list is "
+                "already an argv: write one string, or drop shell = true",
+            )
         if "group" in values:
             values["group_name"] = values.pop("group")
         return ProgramSpec(name=name, **values), numprocs

@@ -107,7 +107,8 @@ class ProgramSpec:
     def argv(self) -> list[str]:
         """The argv to exec: the command itself, or ``/bin/sh -c`` when ``shell`` is set."""
         if self.shell:
-            return ["/bin/sh", "-c", " ".join(self.command)]
+            # One string (the loader refuses a longer list with shell = true).
+            return ["/bin/sh", "-c", self.command[0]]
         return list(self.command)
 
 

@@ -352,6 +352,12 @@ CASES = [
         r"set shell = true",
     ),
     (
+        "shell-with-argv-list",
+        '[programs.web]\nshell = true\ncommand = ["echo", "a; rm -rf /"] # <-\n',
+        "programs.web.command",
+        r"with shell = true the command is one string",
+    ),
+    (
         "command-wrong-type",
         "[programs.web]\ncommand = 5 # <-\n",
         "programs.web.command",

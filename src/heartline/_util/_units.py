@@ -15,6 +15,9 @@ _DURATION_UNITS = {
     "d": 86400.0,
     None: 1.0,
 }
+#: The longest duration accepted anywhere. Timers and sleeps overflow long before float does
+#: (time.sleep(1e300) raises), and no deadline of a supervisor is meant to be years away.
+MAX_DURATION = 365 * 86400.0
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
 _SIZE_UNITS = {
     "": 1, "b": 1,
@@ -45,7 +48,9 @@ def parse_duration(value: object) -> float:
     except OverflowError:
         raise ValueError(f"the duration {str(value)[:20]}... is too large") from None
     if not math.isfinite(seconds) or seconds < 0:
-        raise ValueError(f"a duration must be finite and not negative, got {value!r}")
+        raise ValueError(f"a duration must be finite and not negative, got {str(value)[:40]!r}")
+    if seconds > MAX_DURATION:
+        raise ValueError(f"a duration must be at most 365d, got {str(value)[:40]!r}")
     return seconds
 
 

@@ -176,8 +176,8 @@ class _Builder:
             except _Invalid as e:
                 raise self.error(("daemon", "adopt_timeout"), str(e)) from None
         daemon = DaemonSpec(
-            run_dir=self.resolve(run_dir) if run_dir else default_run_dir(),
-            log_dir=self.resolve(log_dir) if log_dir else default_log_dir(),
+            run_dir=self.directory(run_dir, ("daemon", "run_dir"), default_run_dir),
+            log_dir=self.directory(log_dir, ("daemon", "log_dir"), default_log_dir),
             adopt_timeout=adopt_timeout,
         )
         defaults = self.table(self.data.get("defaults", {}), ("defaults",))
@@ -271,6 +271,30 @@ class _Builder:
         if "\x00" in v:
             raise self.error((*where, key), "must not contain a NUL character")
         return v
+
+    def directory(
+        self, value: str | None, key_path: tuple[str, ...], default: Callable[[], str]
+    ) -> str:
+        """A directory the daemon creates and writes: absolute, not a file, not in /proc."""
+        if value is None:
+            return default()
+        if not value.strip():
+            raise self.error(key_path, f"must not be empty (leave it out for {default()})")
+        path = self.resolve(value)
+        for kernel_fs in ("/proc", "/sys", "/dev"):
+            if path == kernel_fs or path.startswith(kernel_fs + "/"):
+                raise self.error(
+                    key_path,
+                    f"{path} is inside {kernel_fs}, a kernel file system: choose a "
+                    "directory on disk or in /run",
+                )
+        probe = path
+        while not os.path.lexists(probe) and os.path.dirname(probe) != probe:
+            probe = os.path.dirname(probe)
+        if os.path.exists(probe) and not os.path.isdir(probe):
+            what = "is" if probe == path else f"is inside {probe}, which is"
+            raise self.error(key_path, f"{path} {what} not a directory: choose another path")
+        return path
 
     def program(
         self, name: str, t: Mapping[str, Any], where: tuple[str, ...], own: Mapping[str, Any]

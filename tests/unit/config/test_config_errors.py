@@ -252,6 +252,42 @@ CASES = [
         r"got 'soon'",
     ),
     (
+        "adopt-timeout-beyond-any-timer",
+        '[daemon]\nrun_dir = "r"\nadopt_timeout = 1e300 # <-\n',
+        "daemon.adopt_timeout",
+        r"at most 365d",
+    ),
+    (
+        "stop-timeout-of-centuries",
+        PROGRAM + 'stop_timeout = "40000d" # <-\n',
+        "programs.web.stop_timeout",
+        r"at most 365d",
+    ),
+    (
+        "empty-run-dir",
+        '[daemon]\nrun_dir = "" # <-\n',
+        "daemon.run_dir",
+        r"must not be empty \(leave it out for ",
+    ),
+    (
+        "blank-log-dir",
+        '[daemon]\nlog_dir = "  " # <-\n',
+        "daemon.log_dir",
+        r"must not be empty",
+    ),
+    (
+        "run-dir-under-proc",
+        '[daemon]\nrun_dir = "/proc/self/hl" # <-\n',
+        "daemon.run_dir",
+        r"/proc/self/hl is inside /proc, a kernel file system",
+    ),
+    (
+        "run-dir-under-sys",
+        '[daemon]\nrun_dir = "/sys" # <-\n',
+        "daemon.run_dir",
+        r"inside /sys",
+    ),
+    (
         "bad-signal-name",
         PROGRAM + 'stop_signal = "BOGUS" # <-\n',
         "programs.web.stop_signal",
@@ -639,3 +675,17 @@ def test_load_config_reports_the_file_in_validation_errors(tmp_path: Path) -> No
     path.write_text(PROGRAM + "bogus = 1\n")
     with pytest.raises(ConfigError, match=rf"^{re.escape(str(path))}:3: programs\.web\.bogus: "):
         load_config(str(path))
+
+
+def test_run_dir_that_is_a_file_is_a_config_error(tmp_path: Path) -> None:
+    """run_dir naming a file (or a path below one) is refused with its line, not a traceback."""
+    afile = tmp_path / "plain"
+    afile.write_text("x")
+    for target, what in ((afile, "is not a directory"), (afile / "sub", "is inside")):
+        cfg = tmp_path / "heartline.toml"
+        text = f'[daemon]\nrun_dir = "{target}" # <-\n'
+        cfg.write_text(text)
+        with pytest.raises(ConfigError, match=what) as info:
+            load_config(str(cfg))
+        assert info.value.key == "daemon.run_dir"
+        assert info.value.line == marked_line(text)

@@ -9,6 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from heartline._util import format_duration, parse_duration, parse_size
+from heartline._util._units import MAX_DURATION
 
 FAST = settings(max_examples=200, deadline=None)
 
@@ -80,7 +81,7 @@ def test_parse_duration_huge_integer_is_a_value_error() -> None:
 
 
 @FAST
-@given(st.integers(min_value=0, max_value=10**12))
+@given(st.integers(min_value=0, max_value=int(MAX_DURATION * 1000)))
 def test_parse_duration_milliseconds_property(n: int) -> None:
     """f"{n}ms" is n/1000 seconds for any non-negative integer n."""
     assert parse_duration(f"{n}ms") == pytest.approx(n / 1000)
@@ -92,13 +93,17 @@ def test_parse_duration_milliseconds_property(n: int) -> None:
     st.sampled_from([("us", 1e-6), ("ms", 1e-3), ("s", 1.0), ("m", 60.0), ("h", 3600.0)]),
 )
 def test_parse_duration_scales_by_unit(n: int, unit: tuple[str, float]) -> None:
-    """f"{n}{unit}" is n times the unit's length in seconds."""
+    """f"{n}{unit}" is n times the unit's length in seconds, up to the one-year bound."""
     suffix, factor = unit
-    assert parse_duration(f"{n}{suffix}") == pytest.approx(n * factor)
+    if n * factor > MAX_DURATION:
+        with pytest.raises(ValueError, match="at most 365d"):
+            parse_duration(f"{n}{suffix}")
+    else:
+        assert parse_duration(f"{n}{suffix}") == pytest.approx(n * factor)
 
 
 @FAST
-@given(st.floats(min_value=0, max_value=1e9, allow_nan=False))
+@given(st.floats(min_value=0, max_value=MAX_DURATION, allow_nan=False))
 def test_parse_duration_number_round_trips(x: float) -> None:
     """A finite non-negative number of seconds is returned unchanged."""
     assert parse_duration(x) == x
@@ -246,3 +251,10 @@ def _split_units(text: str) -> list[str]:
             out.append(cur)
             cur = ""
     return out
+
+
+@pytest.mark.parametrize("value", [1e300, MAX_DURATION + 1, "366d", "9000h", 10**10])
+def test_parse_duration_refuses_durations_beyond_a_year(value: object) -> None:
+    """Durations no timer can hold are a ValueError naming the bound, not an overflow later."""
+    with pytest.raises(ValueError, match="at most 365d"):
+        parse_duration(value)

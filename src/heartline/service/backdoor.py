@@ -13,7 +13,9 @@ same uid or root get a prompt; anyone else gets a one-line refusal and the conne
 **Where.** ``$XDG_RUNTIME_DIR/heartline/backdoor/``, else ``/run/heartline/backdoor`` for root,
 else ``/tmp/heartline-<uid>/backdoor``; the file is ``<prog>-<pid>.sock``. A stale socket left by
 a dead process (nobody answers) is removed at start; a live one (someone answers) or a path that
-is not a socket is refused. The socket file is removed by :meth:`Backdoor.close` and at exit.
+is not a socket is refused. The socket file is removed by :meth:`Backdoor.close` and at exit;
+sockets of processes that died without either (SIGKILL) are swept from the default directory
+by the next ``install()`` there.
 A path given to ``install()`` needs an existing directory that only we or root may write (or a
 sticky one); it need not be 0700, the peer check still applies. The socket is bound under a
 temporary name in that directory and renamed into place once 0600 and listening, so
@@ -225,6 +227,34 @@ def _probe(path: str) -> None:
     raise BackdoorInUse(f"{path} is in use: another process answers on it")
 
 
+_SOCKET_NAME = re.compile(r"^(?:.+-(\d+)\.sock|\.(\d+)-\d+\.tmp)$")
+#: Entries looked at per sweep, so a directory flooded with files cannot stall install().
+_SWEEP_LIMIT = 1000
+
+
+def _sweep(directory: str) -> None:
+    """Remove the sockets of dead processes from our private default directory.
+
+    A program killed with SIGKILL never runs its atexit hook, so every such death would leave
+    a ``<prog>-<pid>.sock`` behind for ever. Only entries named after a pid that no longer
+    exists are looked at, and each goes through :func:`_probe`, which unlinks a socket only
+    when nobody answers on it.
+    """
+    try:
+        names = os.listdir(directory)[:_SWEEP_LIMIT]
+    except OSError:
+        return
+    for name in names:
+        m = _SOCKET_NAME.match(name)
+        if m is None:
+            continue
+        pid = int(m.group(1) or m.group(2))
+        if pid == os.getpid() or os.path.exists(f"/proc/{pid}"):
+            continue
+        with contextlib.suppress(OSError, BackdoorError):
+            _probe(os.path.join(directory, name))
+
+
 # --- server ----------------------------------------------------------------------------------
 
 
@@ -262,6 +292,7 @@ class Backdoor:
     ) -> None:
         if path is None:
             ensure_private_dir(default_dir())
+            _sweep(default_dir())
             path = default_path()
         else:
             path = os.path.abspath(os.fspath(path))

@@ -469,3 +469,48 @@ def test_an_await_that_takes_too_long_is_cancelled(
     assert s.ask("await asyncio.sleep(0, result=state)") == "['cancelled']\n"
     code, _, err = app.finish()
     assert code == 0, err
+
+
+DEFAULT_PATH_APP = """
+import sys
+from heartline.service import backdoor
+
+bd = backdoor.install()
+print(bd.path, flush=True)
+sys.stdin.read()
+"""
+
+
+def test_sockets_of_killed_programs_are_swept_from_the_default_directory(short_dir: Path):
+    """A program SIGKILLed leaves its socket; the next install() in that directory removes it,
+    and leaves a live program's socket alone."""
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(short_dir)}
+    procs: list[subprocess.Popen[str]] = []
+
+    def start() -> tuple[subprocess.Popen[str], Path]:
+        proc = subprocess.Popen(
+            [sys.executable, "-c", textwrap.dedent(DEFAULT_PATH_APP)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        procs.append(proc)
+        assert proc.stdout is not None
+        return proc, Path(proc.stdout.readline().strip())
+
+    try:
+        killed, stale = start()
+        live, kept = start()
+        killed.kill()
+        killed.wait(LIMIT)
+        assert stale.exists()  # SIGKILL: no atexit hook ran
+        _third, fresh = start()
+        assert not stale.exists()
+        assert kept.exists() and fresh.exists()
+        assert live.poll() is None
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+            proc.communicate(timeout=LIMIT)

@@ -13,6 +13,7 @@ __all__ = [
     "ControlError",
     "DaemonAlreadyRunning",
     "DaemonNotRunning",
+    "DaemonStartError",
     "HeartlineError",
     "LockAuthError",
     "LockError",
@@ -86,6 +87,14 @@ class DaemonAlreadyRunning(ControlError):
     """Another daemon already owns this run directory."""
 
     exit_code = 6
+
+
+class DaemonStartError(ControlError):
+    """The daemon cannot set itself up: its run or log directory cannot be created or
+    written (a full disk, a read-only file system, no permission). The world broke it; the
+    message names the path and the reason."""
+
+    exit_code = 8
 
 
 class ProtocolError(ControlError):

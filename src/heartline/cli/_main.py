@@ -227,7 +227,7 @@ def _report_pid(pid: int, as_json: bool) -> int:
     import signal as signals
     import subprocess
 
-    from heartline.supervise._program import handles_signal
+    from heartline.supervise._process import handles_signal
 
     if not os.path.exists(f"/proc/{pid}"):
         raise UsageError(f"no process {pid} (and no program of that name)")

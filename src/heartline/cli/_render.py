@@ -18,12 +18,19 @@ def _row(p: dict[str, Any]) -> list[str]:
     return [
         p["name"],
         p["state"],
-        str(p["pid"]) if p.get("pid") else "-",
+        _pids(p),
         format_duration(p["uptime"]) if p.get("uptime") is not None else "-",
         str(p["restarts"]),
         (exit_["text"] if exit_ else "-"),
         info if info != (exit_ or {}).get("text") else "",
     ]
+
+
+def _pids(p: dict[str, Any]) -> str:
+    """The main pid, and how many of the program's processes run outside its group."""
+    others = p.get("others") or []
+    main = str(p["pid"]) if p.get("pid") else "-"
+    return f"{main} +{len(others)}" if others else main
 
 
 def status_table(programs: list[dict[str, Any]]) -> str:

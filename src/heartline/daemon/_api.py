@@ -17,8 +17,8 @@ from heartline.config import load_config
 from heartline.config._loader import parse_signal
 from heartline.daemon._http import Request, Response
 from heartline.errors import ConfigError, UnknownProgram
-from heartline.supervise import Supervisor
-from heartline.supervise._program import handles_signal
+from heartline.supervise import Program, Supervisor
+from heartline.supervise._process import handles_signal
 from heartline.supervise._resources import Reading, figures, read_groups
 
 if TYPE_CHECKING:
@@ -36,6 +36,29 @@ _EMPTY_FIGURES: dict[str, Any] = {
 
 class _Invalid(Exception):
     pass
+
+
+def _other_groups(prog: Program) -> set[int]:
+    """Process groups of a program's processes outside its main group (escapees)."""
+    groups = set()
+    for pid in prog.others:
+        with contextlib.suppress(OSError):
+            groups.add(os.getpgid(pid))
+    return groups
+
+
+def _merge(parts: list[dict[str, Any]]) -> dict[str, Any]:
+    """Figures of several process groups of one program, summed (None stays None)."""
+    if len(parts) == 1:
+        return parts[0]
+    out: dict[str, Any] = {}
+    for key in ("cpu_pct", "rss", "read_bps", "write_bps", "fds"):
+        known = [p[key] for p in parts if p.get(key) is not None]
+        out[key] = sum(known) if known else None
+    out["processes"] = sorted(
+        (proc for p in parts for proc in p["processes"]), key=lambda r: r["pid"]
+    )
+    return out
 
 
 def _flag(req: Request, name: str) -> bool:
@@ -116,7 +139,9 @@ class Api:
     async def _resources(self, *, min_window: float) -> tuple[dict[int, Any], float | None]:
         """Figures per process group, with rates over at least ``min_window`` seconds when
         asked (waiting for a second reading if the last one is too recent or missing)."""
+        self.sup.track_processes(max_age=1.0)
         pgids = {p.pid for p in self.sup.programs.values() if p.pid is not None}
+        pgids |= {g for p in self.sup.programs.values() for g in _other_groups(p)}
         before = self._reading
         if min_window > 0 and (before is None or time.monotonic() - before.at < min_window / 2):
             before = read_groups(pgids)
@@ -137,12 +162,16 @@ class Api:
                 "restarts": p.restarts,
                 **_EMPTY_FIGURES,
             }
-            if p.pid is not None and p.pid in groups:
-                row.update(groups[p.pid])
+            parts = [groups[g] for g in {p.pid, *_other_groups(p)} if g in groups]
+            if parts:
+                row.update(_merge(parts))
             progs.append(row)
         return Response.json({"sampled": time.time(), "window": window, "programs": progs})
 
     async def status(self, req: Request) -> Response:
+        # Processes that escaped their program show up under it (a pass over /proc, reused
+        # for a second so that a client polling status costs little).
+        self.sup.track_processes(max_age=1.0)
         names = req.query.get("name", [])
         progs = self.sup.snapshot(names)
         if _flag(req, "resources"):
@@ -162,6 +191,7 @@ class Api:
                     "config": self.daemon.config_path,
                     "started": self.started,
                     "uptime": round(time.time() - self.started, 3),
+                    "state_file": self.sup.state_error,
                     "notify": {
                         "socket": self.sup.notify.address,
                         "received": self.sup.notify.received,

@@ -11,6 +11,7 @@ import resource
 import signal
 import stat
 import sys
+from collections.abc import Iterator
 from typing import Any
 
 from heartline.config import Config, load_config
@@ -18,9 +19,11 @@ from heartline.daemon._api import Api
 from heartline.daemon._holder import Holder, end_previous_holder, held_pids, previous_holder
 from heartline.daemon._http import serve_connection
 from heartline.daemon._sdnotify import SystemdNotifier
-from heartline.errors import ConfigError, DaemonAlreadyRunning
-from heartline.supervise import State, Supervisor
-from heartline.supervise._process import signal_group, start_time
+from heartline.errors import ConfigError, DaemonAlreadyRunning, DaemonStartError
+from heartline.supervise import State, Supervisor, _statefile
+from heartline.supervise._process import start_time
+from heartline.supervise._supervisor import load_state
+from heartline.supervise._tree import become_subreaper
 
 log = logging.getLogger("heartline.daemon")
 
@@ -94,24 +97,39 @@ class Daemon:
         """Run until asked to stop; then stop every program and leave nothing behind."""
         loop = asyncio.get_running_loop()
         self._stop = asyncio.Event()
-        prepare_run_dir(self.run_dir)
-        lock_fd = acquire_lock(self.run_dir)
+        with _start_errors("the run directory", self.run_dir):
+            prepare_run_dir(self.run_dir)
+            lock_fd = acquire_lock(self.run_dir)
         raise_fd_limit(len(self.config.programs))
+        state_path = os.path.join(self.run_dir, "state.json")
+        saved = load_state(state_path)
         old_holder = previous_holder(self.run_dir)
-        holder = Holder.start(self.run_dir, adopt_timeout=self.adopt_timeout, grace=10.0)
+        try:
+            with _start_errors("the run directory", self.run_dir):
+                holder = Holder.start(self.run_dir, adopt_timeout=self.adopt_timeout, grace=10.0)
+        except BaseException:
+            os.close(lock_fd)
+            raise
         sock_path = self.config.daemon.socket_path
         server: asyncio.AbstractServer | None = None
         clean = False
+        # Until a program was adopted or started, a failure leaves nothing to guard: the new
+        # holder is told goodbye instead of being left to wait for a successor.
+        guarding = False
         try:
-            self.supervisor = Supervisor(
-                self.config.programs,
-                loop=loop,
-                log_dir=self.config.daemon.log_dir,
-                state_path=os.path.join(self.run_dir, "state.json"),
-                holder=holder,
-                run_dir=self.run_dir,
-            )
-            adopted = self._adopt(old_holder)
+            with _start_errors("the log directory", self.config.daemon.log_dir):
+                self.supervisor = Supervisor(
+                    self.config.programs,
+                    loop=loop,
+                    log_dir=self.config.daemon.log_dir,
+                    state_path=state_path,
+                    holder=holder,
+                    notify_prefix=saved.notify,
+                    subreaper=become_subreaper(),
+                )
+            loop.add_signal_handler(signal.SIGCHLD, self.supervisor.on_sigchld)
+            guarding = True
+            adopted = self._adopt(saved, old_holder)
             api = Api(self)
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(sock_path)
@@ -130,7 +148,7 @@ class Daemon:
                 signal.SIGHUP, lambda: self.supervisor.background(self._reload())
             )
             end_previous_holder(old_holder)
-            pending = [n for n in self.supervisor.programs if n not in (adopted or ())]
+            pending = [n for n in self.supervisor.programs if n not in adopted]
             if pending:
                 await self.supervisor.start(pending, autostart_only=True)
             self.supervisor.listeners.append(self._on_change)
@@ -155,7 +173,7 @@ class Daemon:
                 server.close()
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(sock_path)
-            if clean:
+            if clean or not guarding:
                 holder.close()
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(os.path.join(self.run_dir, "holder.json"))
@@ -166,42 +184,61 @@ class Daemon:
             self.notifier.close()
             os.close(lock_fd)
 
-    def _adopt(self, old_holder: dict[str, int] | None) -> set[str] | None:
-        """Take over the processes a previous daemon left; stop those no longer configured.
+    def _adopt(self, saved: _statefile.Saved, old_holder: dict[str, int] | None) -> set[str]:
+        """Take over the processes a previous daemon left; stop those not taken over.
 
-        Returns the adopted names, or None when no previous daemon left anything.
+        Returns the names of the programs that are not to be started now: adopted ones, and
+        ones the previous daemon had stopped for good (an operator's stop, a one-shot job that
+        exited). A process that is not adopted (its program is gone, its record unusable, or
+        it is missing from the state file) is stopped, and a new copy of its program starts
+        only once it is gone.
         """
         sup = self.supervisor
-        records = sup.load_state()
         # The old holder has a pidfd of every process the old daemon started, including one
         # spawned in the instant before the crash that never reached the state file.
         held = held_pids(old_holder)
-        if not records and not held:
-            return None
-        adopted: set[str] = set()
-        adopted_pids: set[int] = set()
+        settled: set[str] = set()
+        taken: set[int] = set()
         changed: list[str] = []
-        for name, rec in records.items():
-            if not isinstance(rec, dict) or not isinstance(rec.get("pid"), int):
-                continue
+        again: list[str] = []
+        for name, rec in saved.records.items():
             prog = sup.programs.get(name)
-            if prog is None:
-                sup.background(
-                    _stop_leftover(rec["pid"], rec.get("start_time"), "no longer configured")
-                )
-                adopted_pids.add(rec["pid"])
+            if rec.pid is None:
+                if prog is not None and prog.restore(rec):
+                    settled.add(name)
                 continue
-            if prog.adopt(rec["pid"], rec):
-                adopted.add(name)
-                adopted_pids.add(rec["pid"])
-                if rec.get("spec") != prog.digest:
+            if prog is None:
+                sup.add_leftover(rec.pid, rec.start_time, name)
+                for pid, ticks in rec.others:
+                    sup.add_leftover(pid, ticks, name)
+                taken.update([rec.pid, *(pid for pid, _ in rec.others)])
+                continue
+            if prog.adopt(rec.pid, rec):
+                settled.add(name)
+                taken.update([rec.pid, *prog.others])
+                if rec.intent == "stop":
+                    sup.background(prog.stop())
+                elif rec.intent == "restart":
+                    again.append(name)
+                elif rec.spec != prog.digest:
                     changed.append(name)
-        for pid in held - adopted_pids:
-            sup.background(_stop_leftover(pid, start_time(pid), "not in the state file"))
+            else:
+                for pid, ticks in rec.others:  # the main process is gone: the rest must go too
+                    sup.add_leftover(pid, ticks, name)
+                    taken.add(pid)
+        for pid, ticks in saved.strays:
+            if pid not in taken:
+                sup.add_leftover(pid, ticks, None)
+                taken.add(pid)
+        for pid in held - taken:
+            sup.add_leftover(pid, start_time(pid), None)
+        if again:
+            log.info("finishing the restart of %s that the previous daemon began", ", ".join(again))
         if changed:
             log.info("config changed while the daemon was down; restarting %s", ", ".join(changed))
-            sup.background(sup.restart(changed))
-        return adopted
+        if again or changed:
+            sup.background(sup.restart([*again, *changed]))
+        return settled
 
     async def _reload(self) -> None:
         try:
@@ -227,34 +264,21 @@ class Daemon:
         self._watchdog = loop.call_later(self.notifier.watchdog_interval, self._watchdog_ping, loop)
 
 
+@contextlib.contextmanager
+def _start_errors(what: str, path: str) -> Iterator[None]:
+    """Turn an OSError while the daemon sets itself up into one line naming the path."""
+    try:
+        yield
+    except OSError as e:
+        where = e.filename if isinstance(e.filename, str) else path
+        raise DaemonStartError(
+            f"cannot use {what} {path}: {where}: {e.strerror or e} (free space or fix the "
+            "permissions, or choose another directory in [daemon])"
+        ) from None
+
+
 def _allowed(uid: int) -> bool:
     return uid == os.geteuid() or uid == 0
-
-
-async def _stop_leftover(
-    pid: int, expected_start: int | None, why: str, grace: float = 10.0
-) -> None:
-    """Stop the process group of a program a previous daemon left and this one does not adopt."""
-    try:
-        pidfd = os.pidfd_open(pid)
-    except OSError:
-        return
-    loop = asyncio.get_running_loop()
-    gone = loop.create_future()
-    loop.add_reader(pidfd, lambda: None if gone.done() else gone.set_result(None))
-    try:
-        if expected_start is None or start_time(pid) != expected_start:
-            return
-        log.info("stopping pid %d left by the previous daemon: %s", pid, why)
-        signal_group(pid, signal.SIGTERM)
-        try:
-            async with asyncio.timeout(grace):
-                await gone
-        except TimeoutError:
-            signal_group(pid, signal.SIGKILL)
-    finally:
-        loop.remove_reader(pidfd)
-        os.close(pidfd)
 
 
 def run_daemon(config_path: str, *, ready: Any = None) -> None:

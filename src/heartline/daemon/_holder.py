@@ -24,13 +24,16 @@ import signal
 import socket
 import struct
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from heartline.supervise._process import start_time
+from heartline._util import atomic_write
+from heartline.supervise._process import OWN_CHILDREN, start_time
 
 log = logging.getLogger(__name__)
 
 _MAX_FDS = 2
+#: Processes beyond the main one the holder follows per program (bounds one message).
+_MAX_OTHERS = 256
 
 
 @dataclass
@@ -39,6 +42,8 @@ class _Held:
     pidfd: int
     fds: list[int]
     stop_signal: int
+    #: Processes of the program outside its main one's group: pid -> pidfd.
+    others: dict[int, int] = field(default_factory=dict)
 
 
 class Holder:
@@ -66,12 +71,15 @@ class Holder:
             finally:
                 os._exit(code)
         child.close()
-        pidfile = os.path.join(run_dir, "holder.json")
+        OWN_CHILDREN.add(pid)
+        holder = cls(parent, pid)
         data = json.dumps({"pid": pid, "start_time": start_time(pid)})
-        with open(pidfile + ".tmp", "w") as f:
-            f.write(data)
-        os.replace(pidfile + ".tmp", pidfile)
-        return cls(parent, pid)
+        try:
+            atomic_write(os.path.join(run_dir, "holder.json"), data.encode(), fsync=False)
+        except BaseException:
+            holder.close()  # a holder nobody can find would only get in the way
+            raise
+        return holder
 
     def _send(self, msg: bytes, fds: list[int] | None = None) -> None:
         if not self.alive:
@@ -90,6 +98,10 @@ class Holder:
     def add(self, key: str, pid: int, fds: list[int], stop_signal: int = signal.SIGTERM) -> None:
         self._send(json.dumps(["A", key, pid, stop_signal]).encode(), fds)
 
+    def others(self, key: str, pids: list[int]) -> None:
+        """The processes of program ``key`` beyond its main one (escaped or left behind)."""
+        self._send(json.dumps(["O", key, pids[:_MAX_OTHERS]]).encode())
+
     def drop(self, key: str) -> None:
         self._send(json.dumps(["D", key]).encode())
 
@@ -104,6 +116,7 @@ class Holder:
         self.sock.close()
         with contextlib.suppress(ChildProcessError):
             os.waitpid(self.pid, 0)
+        OWN_CHILDREN.discard(self.pid)
 
 
 def previous_holder(run_dir: str) -> dict[str, int] | None:
@@ -195,44 +208,74 @@ def _become_holder(
         if cmd and cmd[0] == "A":
             _, key, pid, stop_sig = cmd
             _release(held.pop(key, None))
-            try:
-                pidfd = os.pidfd_open(pid)
-            except OSError:
-                pidfd = -1
-            held[key] = _Held(pid, pidfd, fds, stop_sig)
+            held[key] = _Held(pid, _pidfd(pid), fds, stop_sig)
             continue
         for fd in fds:
             os.close(fd)
-        if cmd and cmd[0] == "D":
+        if cmd and cmd[0] == "O":
+            _, key, pids = cmd
+            h = held.get(key)
+            if h is None:
+                # Leftovers of a program whose main process is gone: kept under the key alone.
+                h = held[key] = _Held(0, -1, [], signal.SIGTERM)
+            for pid in [p for p in h.others if p not in pids]:
+                os.close(h.others.pop(pid))
+            for pid in pids:
+                if pid not in h.others and (fd := _pidfd(pid)) >= 0:
+                    h.others[pid] = fd
+        elif cmd and cmd[0] == "D":
             _release(held.pop(cmd[1], None))
         elif cmd and cmd[0] == "B":
             return
     # The daemon vanished without a goodbye. Wait for a successor to end us; if none comes,
     # stop the programs so that nothing runs unsupervised.
     sock.close()
-    time.sleep(adopt_timeout)
-    _stop_all(held, grace)
+    try:
+        time.sleep(adopt_timeout)
+    finally:
+        # Whatever went wrong while waiting, nothing may run unsupervised.
+        _stop_all(held, grace)
 
 
-def _alive(h: _Held) -> bool:
-    if h.pidfd < 0:
+def _pidfd(pid: int) -> int:
+    try:
+        return os.pidfd_open(pid)
+    except OSError:
+        return -1
+
+
+def _alive(pidfd: int) -> bool:
+    if pidfd < 0:
         return False
-    readable, _, _ = select.select([h.pidfd], [], [], 0)
+    readable, _, _ = select.select([pidfd], [], [], 0)
     return not readable
 
 
 def _stop_all(held: dict[str, _Held], grace: float) -> None:  # pragma: no cover
-    live = [h for h in held.values() if _alive(h)]
-    for h in live:
-        with contextlib.suppress(OSError):
-            os.killpg(h.pid, h.stop_signal)
+    # (pid, pidfd, signal to send first)
+    live: list[tuple[int, int, int]] = []
+    for h in held.values():
+        if _alive(h.pidfd):
+            live.append((h.pid, h.pidfd, h.stop_signal))
+        live += [(pid, fd, h.stop_signal) for pid, fd in h.others.items() if _alive(fd)]
+    for pid, fd, sig in live:
+        _signal(pid, fd, sig)
     deadline = time.monotonic() + grace
     while live and time.monotonic() < deadline:
-        select.select([h.pidfd for h in live], [], [], max(0.0, deadline - time.monotonic()))
-        live = [h for h in live if _alive(h)]
-    for h in live:
-        with contextlib.suppress(OSError):
-            os.killpg(h.pid, signal.SIGKILL)
+        select.select([fd for _, fd, _ in live], [], [], max(0.0, deadline - time.monotonic()))
+        live = [item for item in live if _alive(item[1])]
+    for pid, fd, _sig in live:
+        _signal(pid, fd, signal.SIGKILL)
+
+
+def _signal(pid: int, pidfd: int, sig: int) -> None:
+    """``sig`` to the group ``pid`` leads, else to ``pid`` itself."""
+    with contextlib.suppress(OSError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+            return
+    with contextlib.suppress(OSError):
+        signal.pidfd_send_signal(pidfd, sig)
 
 
 def _release(h: _Held | None) -> None:
@@ -242,3 +285,5 @@ def _release(h: _Held | None) -> None:
         os.close(fd)
     if h.pidfd >= 0:
         os.close(h.pidfd)
+    for fd in h.others.values():
+        os.close(fd)

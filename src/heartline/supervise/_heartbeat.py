@@ -15,9 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import logging
-import os
 import secrets
 import select
 import socket
@@ -37,12 +35,15 @@ MAX_DATAGRAM = 4096
 _CREDS = struct.Struct("3i")
 
 
-def notify_address(run_dir: str | None) -> str:
-    """A stable abstract address prefix for a run directory (adopted programs keep theirs)."""
-    if run_dir is None:
-        return f"@heartline/notify/{os.getpid()}-{secrets.token_hex(6)}"
-    digest = hashlib.sha256(os.path.abspath(run_dir).encode()).hexdigest()[:20]
-    return f"@heartline/notify/{digest}"
+def notify_address() -> str:
+    """A fresh abstract address prefix that nobody can guess.
+
+    Abstract names are a namespace anyone on the machine may bind in. A name derived from the
+    run directory could be bound by another user while the daemon is down, and the heartbeats
+    of the programs it adopts would then go to that process. A random name is carried in the
+    state file instead, so that a daemon started again binds the same one.
+    """
+    return f"@heartline/notify/{secrets.token_hex(16)}"
 
 
 #: Heartbeats are spread over this many sockets (see NotifyReceiver).
@@ -121,10 +122,16 @@ class NotifyReceiver:
         try:
             self.socks = self._bind_all(address)
         except OSError:
-            # Someone holds the stable addresses (another user squatting them): fall back to
-            # a fresh prefix. Programs adopted from a previous daemon then lose their beats.
-            self.address = notify_address(None)
-            log.error("notify address %s in use; using %s instead", address, self.address)
+            # Someone else holds the addresses the previous daemon used. Programs adopted from
+            # it still send there: the supervisor sees that their NOTIFY_SOCKET is not ours
+            # and does not judge their heartbeats (see Program.adopt).
+            self.address = notify_address()
+            log.error(
+                "notify address %s is held by another process; using %s (adopted programs "
+                "cannot be heard until they are restarted)",
+                address,
+                self.address,
+            )
             self.socks = self._bind_all(self.address)
         self.readers = [BatchReader.create(s.fileno(), MAX_DATAGRAM + 1) for s in self.socks]
         self._closing = False
@@ -151,6 +158,23 @@ class NotifyReceiver:
     def address_for(self, name: str) -> str:
         """The address a program gets in NOTIFY_SOCKET (stable across daemon restarts)."""
         return f"{self.address}/{zlib.crc32(name.encode()) % SHARDS}"
+
+    def owns(self, address: str) -> bool:
+        """Whether datagrams sent to ``address`` reach this receiver."""
+        prefix, _, shard = address.rpartition("/")
+        return prefix == self.address and shard.isdigit() and int(shard) < SHARDS
+
+    def drain(self) -> None:
+        """Read, on the calling thread, every datagram queued right now.
+
+        After the daemon was stopped or starved, heartbeats sent meanwhile wait in the socket
+        queues; the receiver thread may not have run yet when a deadline is judged. Datagram
+        sockets hand each datagram to exactly one reader, so this and the thread never see the
+        same one.
+        """
+        for sock in self.socks:
+            for data, pid, flags in self._read_some(sock, limit=4096):
+                self._handle(data, pid, flags)
 
     def close(self) -> None:
         self._closing = True
@@ -199,11 +223,11 @@ class NotifyReceiver:
                         break
             time.sleep(COALESCE)
 
-    def _read_some(self, sock: socket.socket) -> list[tuple[bytes, int, int]]:
-        """The portable path: recvmsg until the socket is empty (at most a batch)."""
+    def _read_some(self, sock: socket.socket, limit: int = 32) -> list[tuple[bytes, int, int]]:
+        """The portable path: recvmsg until the socket is empty (at most ``limit``)."""
         out: list[tuple[bytes, int, int]] = []
         space = socket.CMSG_SPACE(_CREDS.size)
-        while len(out) < 32:
+        while len(out) < limit:
             try:
                 data, anc, flags, _addr = sock.recvmsg(MAX_DATAGRAM + 1, space)
             except (BlockingIOError, InterruptedError):

@@ -23,6 +23,11 @@ _CLD_KILLED = 2
 _CLD_DUMPED = 3
 
 
+#: Pids this process forked itself and reaps itself (programs, checks, the fd holder). With the
+#: daemon a child subreaper, any other child of ours is a process that escaped a program.
+OWN_CHILDREN: set[int] = set()
+
+
 @dataclass
 class Spawned:
     pid: int
@@ -139,6 +144,7 @@ def spawn(
         # destructor nor its module-level cleanup ever waits on (and steals) this child.
         proc.returncode = 0
         pid = proc.pid
+        OWN_CHILDREN.add(pid)
         try:
             pidfd = os.pidfd_open(pid)
         except OSError as e:  # pragma: no cover - only under fd exhaustion
@@ -182,6 +188,7 @@ def reap(pidfd: int, before_reap: Callable[[], object] = lambda: None) -> ExitIn
         return None  # not exited (stopped/continued notifications are not exits)
     before_reap()
     os.waitid(os.P_PIDFD, pidfd, flags)
+    OWN_CHILDREN.discard(res.si_pid)
     if res.si_code == _CLD_EXITED:
         return ExitInfo("exit", code=res.si_status)
     return ExitInfo("signal", signal=res.si_status)
@@ -218,3 +225,15 @@ def signal_group(pgid: int, sig: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+def handles_signal(pid: int, sig: int) -> bool:
+    """Whether ``pid`` catches ``sig`` (so sending it asks rather than kills)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    except (OSError, ValueError):
+        pass
+    return False

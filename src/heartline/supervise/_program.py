@@ -20,12 +20,15 @@ from heartline.supervise._policy import Decision, ExitInfo, History, decide
 from heartline.supervise._process import (
     Spawned,
     SpawnFailed,
+    handles_signal,
     reap,
     signal_group,
     spawn,
     start_time,
 )
+from heartline.supervise._statefile import Record
 from heartline.supervise._states import State
+from heartline.supervise._tree import environ_of, read_stat
 
 
 def spec_digest(spec: ProgramSpec) -> str:
@@ -64,7 +67,7 @@ class Program:
         self.history = History()
         self.adopted = False
         self.restarts_left = sup.max_restarts
-        self._timer: asyncio.TimerHandle | None = None
+        self._timer: asyncio.Handle | None = None
         self._deadline: float | None = None
         self._kill_timer: asyncio.TimerHandle | None = None
         self._stop_waiters: list[asyncio.Future[dict[str, Any]]] = []
@@ -78,8 +81,20 @@ class Program:
         self._wd_period = 0.0
         self.last_beat = 0.0
         self._wd_timer: asyncio.TimerHandle | None = None
+        self._wd_at = 0.0
         self._check_task: asyncio.Task[None] | None = None
         self.health: dict[str, Any] | None = None
+        #: Processes of the program outside its main process (left in its group after the main
+        #: process exited, or escaped from it): pid -> pidfd.
+        self.others: dict[int, int] = {}
+        self._others_done: Callable[[], None] | None = None
+        self._others_signalled: set[int] = set()
+        #: What is under way, kept in the state file: "stop" (an operator's), "restart".
+        self.intent: str | None = None
+        self._ticks: int | None = None
+        self._ticks_of: int | None = None
+        #: Set when an adopted program's NOTIFY_SOCKET is not an address this daemon holds.
+        self.unheard = ""
         self.out: LogFile | None = None
         self.err: LogFile | None = None
         if sup.log_dir is not None:
@@ -109,6 +124,33 @@ class Program:
         self._deadline = self.loop.time() + delay
         self._timer = self.loop.call_later(delay, fn)
 
+    def record(self) -> Record:
+        """What the state file keeps of this program (see _statefile.Record)."""
+        rec = Record(restarts=self.restarts, spec=self.digest, intent=self.intent)
+        if self.pid is not None:
+            rec.pid = self.pid
+            rec.start_time = self._start_ticks()
+            rec.pipes = self.pipe_inodes
+            rec.started = self.started_wall
+        elif self.state in (State.STOPPED, State.EXITED, State.FATAL):
+            rec.state = self.state.value
+            rec.detail = self.detail
+        if self.last_exit is not None:
+            e = self.last_exit
+            rec.last_exit = {"reason": e.reason, "code": e.code, "signal": e.signal,
+                             "detail": e.detail}  # fmt: skip
+        for pid in self.others:
+            ticks = start_time(pid)
+            if ticks is not None:
+                rec.others.append((pid, ticks))
+        return rec
+
+    def _start_ticks(self) -> int | None:
+        if self._ticks_of != self.pid:
+            self._ticks = start_time(self.pid) if self.pid is not None else None
+            self._ticks_of = self.pid
+        return self._ticks
+
     def snapshot(self) -> dict[str, Any]:
         now = self.loop.time()
         detail = self.detail
@@ -134,6 +176,7 @@ class Program:
                 else None
             ),
             "health": self.health,
+            "others": sorted(self.others),
         }
 
     # --- start ----------------------------------------------------------------------------
@@ -154,6 +197,7 @@ class Program:
             self._restart_pending = False
             self.history.reset()
             self.restarts_left = self.sup.max_restarts
+            self.intent = None
         return self._prepare_spawn()
 
     def _try_spawn(self) -> None:
@@ -248,8 +292,16 @@ class Program:
             self._became_ready()
 
     def _start_timed_out(self) -> None:
+        due = self._deadline
         self._timer = None
         self._deadline = None
+        if due is not None and self.sup.note_lateness(due):
+            # The daemon itself did not run when the deadline passed: a READY=1 sent meanwhile
+            # was queued, and drained just now; it is handled before the timeout is judged.
+            self._timer = self.loop.call_soon(self._start_timed_out)
+            return
+        if self.state is not State.STARTING or self.pid is None:
+            return
         what = "READY=1" if self.spec.ready == "notify" else "a passing health check"
         self._terminate("start-timeout", f"no {what} within {self.spec.start_timeout:g}s")
 
@@ -285,11 +337,12 @@ class Program:
 
     def _arm_watchdog(self, period: float) -> None:
         self._disarm_watchdog()
-        if period <= 0 or self.pid is None:
+        if period <= 0 or self.pid is None or self.unheard:
             return
         self._wd_period = period
         self.last_beat = self.loop.time()
-        self._wd_timer = self.loop.call_at(self.last_beat + period, self._watchdog_due)
+        self._wd_at = self.last_beat + period
+        self._wd_timer = self.loop.call_at(self._wd_at, self._watchdog_due)
 
     def _disarm_watchdog(self) -> None:
         if self._wd_timer is not None:
@@ -299,9 +352,20 @@ class Program:
     def _watchdog_due(self) -> None:
         # One timer per program, moved only when it comes due: a heartbeat just notes the
         # time, so a thousand beats a second cost a thousand float stores, not timer churn.
+        self.sup.note_lateness(self._wd_at)
         now = self.loop.time()
         due = self.last_beat + self._wd_period
+        if now >= due:
+            # Beats queued in the socket but not read yet (the receiver thread runs on its
+            # own schedule) still count.
+            self.sup.notify.drain()
+            due = self.last_beat + self._wd_period
+        if now >= due and self.sup.recently_stalled(self._wd_period):
+            # The daemon itself stopped (SIGSTOP, a VM pause) or starved: the time it lost is
+            # not the program's. It gets a full period from the moment the daemon came back.
+            due = self.sup.resumed_at + self._wd_period
         if now < due:
+            self._wd_at = due
             self._wd_timer = self.loop.call_at(due, self._watchdog_due)
             return
         self._wd_timer = None
@@ -317,9 +381,14 @@ class Program:
             await asyncio.sleep(spec.grace)
         failures = 0
         while self.pid is not None and self.state in (State.STARTING, State.RUNNING):
+            began = self.loop.time()
             ok, what = await run_check(spec, env)
             if self.pid is None or self.state not in (State.STARTING, State.RUNNING):
                 return
+            if not ok and self.sup.note_lateness(began + spec.timeout):
+                # A check that timed out while the daemon itself was stopped measured the
+                # daemon, not the program: try again rather than count it.
+                continue
             failures = 0 if ok else failures + 1
             self.health = {"ok": ok, "failures": failures, "last": what, "checked": time.time()}
             if ok and self.state is State.STARTING and self.spec.ready == "check":
@@ -369,10 +438,33 @@ class Program:
         self._kill_timer = None
         if self.pid is None or self.state is not State.STOPPING:
             return
-        signal_group(self.pid, self.spec.stop_signal)
+        self._send_stop(self.spec.stop_signal)
         self._kill_timer = self.loop.call_later(self.spec.stop_timeout, self._kill)
 
-    def adopt(self, pid: int, record: dict[str, Any]) -> bool:
+    def _send_stop(self, sig: int) -> None:
+        """``sig`` to the main process's group and to each process of the program outside it."""
+        self.sup.track_processes()  # escapees found now are stopped with the rest
+        self._others_signalled.clear()
+        if self.pid is not None:
+            signal_group(self.pid, sig)
+        for pid in list(self.others):
+            if pid not in self._others_signalled:
+                self._signal_other(pid, sig)
+
+    def _signal_other(self, pid: int, sig: int) -> None:
+        fd = self.others.get(pid)
+        if fd is None:
+            return
+        self._others_signalled.add(pid)
+        info = read_stat(pid)
+        if info is not None and info.pgrp == pid and info.pgrp != self.pid:
+            # A group of its own (it called setsid): whatever it started goes with it.
+            signal_group(pid, sig)
+            return
+        with contextlib.suppress(OSError):
+            signal.pidfd_send_signal(fd, sig)
+
+    def adopt(self, pid: int, record: Record) -> bool:
         """Take over a process left by a previous daemon; False when it is not ours any more."""
         try:
             pidfd = os.pidfd_open(pid)
@@ -380,18 +472,18 @@ class Program:
             return False
         # Check identity only after the pidfd pins the process: a pid checked first could be
         # recycled between the check and the open.
-        if start_time(pid) != record.get("start_time"):
+        if start_time(pid) != record.start_time:
             os.close(pidfd)
             return False
         self.pid = pid
         self.pidfd = pidfd
         self.sup.by_pid[pid] = self
         self.adopted = True
-        self.restarts = int(record.get("restarts", 0))
-        self.started_wall = float(record.get("started", time.time()))
+        self.restarts = record.restarts
+        self.started_wall = record.started or time.time()
         self.started_at = self.loop.time() - max(0.0, time.time() - self.started_wall)
         self.loop.add_reader(pidfd, self._on_pidfd)
-        inodes = record.get("pipes", [0, 0])
+        inodes = record.pipes
         fds: list[int | None] = [None, None]
         for i, (num, logfile) in enumerate(((1, self.out), (2, self.err))):
             if self.sup.capture and inodes[i] and (i == 0 or not self.spec.redirect_stderr):
@@ -399,14 +491,79 @@ class Program:
                 if fd is not None:
                     self._watch_pipe(fd, logfile)
                     fds[i] = fd
-        self.pipe_inodes = (int(inodes[0]), int(inodes[1]))
+        self.pipe_inodes = inodes
         self.sup.holder_add(self, fds[0], fds[1])
-        self._set_state(State.RUNNING, "adopted after a daemon restart")
+        for other, ticks in record.others:
+            self.add_other(other, ticks)
+        address = environ_of(pid, (b"NOTIFY_SOCKET",)).get("NOTIFY_SOCKET")
+        if address is not None and not self.sup.notify.owns(address):
+            self.unheard = address
+            log.error(
+                "%s: its heartbeats go to %s, which another process holds now; its watchdog is "
+                "suspended until it is restarted",
+                self.spec.name,
+                address,
+            )
+        detail = "adopted after a daemon restart"
+        if self.unheard:
+            detail += "; its notify address is held by another process: watchdog suspended"
+        self._set_state(State.RUNNING, detail)
         self._arm_watchdog(self.spec.watchdog)
         if self.spec.check is not None:
             self._check_task = self.sup.background(self._check_loop())
         log.info("%s: adopted pid %d", self.spec.name, pid)
         return True
+
+    def restore(self, record: Record) -> bool:
+        """Take over what a previous daemon knew of this program when it had no process.
+
+        True when the program is to stay down as it was: stopped by an operator, exited for
+        good (a one-shot job must not run twice), or fatal until its cool-down.
+        """
+        self.restarts = record.restarts
+        if record.last_exit is not None:
+            self.last_exit = ExitInfo(**record.last_exit)
+        if record.state is None or (record.state == "stopped" and record.intent != "stop"):
+            return False
+        self.intent = record.intent
+        self._set_state(State(record.state), record.detail)
+        if self.state is State.FATAL and self.spec.crash_loop.cooldown is not None:
+            self._schedule(self.spec.crash_loop.cooldown, self._retry_after_fatal)
+        return True
+
+    # --- processes outside the main one -------------------------------------------------------
+    def add_other(self, pid: int, ticks: int | None) -> bool:
+        """Follow ``pid`` as part of this program (stopped with it, shown by status and top)."""
+        if pid in self.others or pid == self.pid:
+            return False
+        try:
+            fd = os.pidfd_open(pid)
+        except OSError:
+            return False
+        if ticks is not None and start_time(pid) != ticks:
+            os.close(fd)
+            return False
+        self.others[pid] = fd
+        self.loop.add_reader(fd, self._other_exited, pid)
+        self.sup.holder_others(self)
+        self.sup._changed(self)
+        return True
+
+    def _other_exited(self, pid: int) -> None:
+        fd = self.others.pop(pid, None)
+        if fd is None:
+            return
+        self.loop.remove_reader(fd)
+        # Reparented to the daemon (a subreaper), it is our child now: collect its exit.
+        with contextlib.suppress(OSError):
+            os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
+        os.close(fd)
+        self._others_signalled.discard(pid)
+        self.sup.holder_others(self)
+        self.sup._changed(self)
+        if not self.others and self._others_done is not None:
+            done, self._others_done = self._others_done, None
+            done()
 
     # --- output ---------------------------------------------------------------------------
     def _watch_pipe(self, fd: int, logfile: LogFile | None) -> None:
@@ -435,10 +592,14 @@ class Program:
     def _on_pidfd(self) -> None:
         pid = self.pid
         assert pid is not None
-        # Whatever the leader left behind in its group (workers, a shell's children) would
-        # otherwise run on unsupervised beside the next copy: kill it before the reap frees
-        # the group id.
-        info = reap(self.pidfd, lambda: signal_group(pid, signal.SIGKILL))
+
+        def before_reap() -> None:
+            # The main process is a zombie: its pid, which is also the id of its process
+            # group and session, cannot be recycled yet, so what is found in them now is
+            # this program's.
+            self.sup.collect_leftovers(self, pid)
+
+        info = reap(self.pidfd, before_reap)
         if info is None:
             return
         self.loop.remove_reader(self.pidfd)
@@ -447,25 +608,71 @@ class Program:
         self.sup.holder_drop(self)
         self.sup.by_pid.pop(pid, None)
         self.pid = None
+        self.unheard = ""
         self._disarm_watchdog()
         self._stop_checks()
         uptime = self.loop.time() - self.started_at
         log.info(
             "%s: pid %d %s after %s", self.spec.name, pid, info.describe(), format_duration(uptime)
         )
+        reason, self._kill_reason = self._kill_reason, None
+        stopping = self.state is State.STOPPING
+        if self.others:
+            self._stop_others(pid, info, stopping=stopping)
+            self._others_done = lambda: self._main_gone(info, uptime, reason, stopping)
+            return
+        self._main_gone(info, uptime, reason, stopping)
+
+    def _stop_others(self, main_pid: int, info: ExitInfo, *, stopping: bool) -> None:
+        """The main process exited and left processes behind: stop them before anything else
+        (a restart beside them would run the program twice)."""
+        pids = sorted(self.others)
+        listing = ", ".join(
+            f"{p} ({i.name})" if (i := read_stat(p)) is not None else str(p) for p in pids[:8]
+        )
+        more = f" and {len(pids) - 8} more" if len(pids) > 8 else ""
+        n = f"{len(pids)} process" + ("es" if len(pids) > 1 else "")
+        if stopping:
+            log.info(
+                "%s: pid %d %s; waiting for %s more: %s%s",
+                self.spec.name, main_pid, info.describe(), n, listing, more,
+            )  # fmt: skip
+            group_signalled = True
+        else:
+            log.warning(
+                "%s: main process %d %s, leaving %s behind: %s%s; stopping %s (heartline "
+                "follows a program through its main process: run it in the foreground)",
+                self.spec.name, main_pid, info.describe(), n, listing, more,
+                "it" if len(pids) == 1 else "them",
+            )  # fmt: skip
+            self._set_state(State.STOPPING, f"stopping {n} left behind by pid {main_pid}")
+            group_signalled = False
+        for pid in pids:
+            in_group = (i := read_stat(pid)) is not None and i.pgrp == main_pid
+            if not (group_signalled and in_group):
+                self._signal_other(pid, self.spec.stop_signal)
+        if self._kill_timer is None:
+            self._kill_timer = self.loop.call_later(self.spec.stop_timeout, self._kill)
+
+    def _main_gone(
+        self, info: ExitInfo, uptime: float, reason: tuple[str, str] | None, stopping: bool
+    ) -> None:
+        """Everything of the run is gone: record the exit and let the policy or the stop go on."""
         if self._kill_timer is not None:
             self._kill_timer.cancel()
             self._kill_timer = None
-        reason, self._kill_reason = self._kill_reason, None
-        if self.state is State.STOPPING and reason is not None:
+        if self._stop_waiters and reason is None:
+            stopping = True  # an operator's stop came in while the leftovers were stopped
+        if stopping and reason is not None:
             # Stopped by the daemon because it hung or failed its checks: a failure, and the
             # restart policy decides what follows.
             self.last_stop_killed = self._killed
+            self.intent = None
             self._exited(
                 ExitInfo(reason[0], code=info.code, signal=info.signal, detail=reason[1]), uptime
             )
             return
-        if self.state is State.STOPPING:
+        if stopping:
             self.last_exit = info
             self.last_stop_killed = self._killed
             record = {
@@ -485,6 +692,9 @@ class Program:
             return
         self._cancel_timer()
         self._exited(info, uptime)
+        after, self._after_stop = self._after_stop, None
+        if after is not None:  # an operator's start came in while the leftovers were stopped
+            after()
 
     def _exited(self, info: ExitInfo, uptime: float) -> None:
         self.last_exit = info
@@ -535,6 +745,8 @@ class Program:
         """Stop the program: stop signal to its group, SIGKILL after ``stop_timeout``."""
         self._after_stop = None
         self._kill_reason = None  # an operator's stop wins over a restart in progress
+        if self.intent != "restart":
+            self.intent = "stop"
         if self.state is State.STOPPING:
             fut: asyncio.Future[dict[str, Any]] = self.loop.create_future()
             self._stop_waiters.append(fut)
@@ -544,6 +756,8 @@ class Program:
             self.sup.waiting.discard(self)
             if self.state is not State.STOPPED:
                 self._set_state(State.STOPPED)
+            else:
+                self.sup._changed(self)  # the operator's intent goes into the state file
             return {"name": self.spec.name, "stopped": True, "killed": False, "exit": None}
         self._cancel_timer()
         self._disarm_watchdog()
@@ -552,20 +766,27 @@ class Program:
         self._set_state(State.STOPPING)
         fut = self.loop.create_future()
         self._stop_waiters.append(fut)
-        signal_group(self.pid, self.spec.stop_signal)
+        self._send_stop(self.spec.stop_signal)
         self._kill_timer = self.loop.call_later(self.spec.stop_timeout, self._kill)
         return await fut
 
     def _kill(self) -> None:
         self._kill_timer = None
-        if self.pid is not None and self.state is State.STOPPING:
-            log.warning(
-                "%s: still running %gs after the stop signal; sending SIGKILL",
-                self.spec.name,
-                self.spec.stop_timeout,
-            )
-            self._killed = True
+        if self.state is not State.STOPPING or (self.pid is None and not self.others):
+            return
+        left = ([self.pid] if self.pid is not None else []) + sorted(self.others)
+        log.warning(
+            "%s: still running %gs after the stop signal (pid %s); sending SIGKILL",
+            self.spec.name,
+            self.spec.stop_timeout,
+            ", ".join(map(str, left)),
+        )
+        self._killed = True
+        if self.pid is not None:
             signal_group(self.pid, signal.SIGKILL)
+        self._others_signalled.clear()
+        for pid in list(self.others):
+            self._signal_other(pid, signal.SIGKILL)
 
     def send_signal(self, sig: int) -> bool:
         """Send ``sig`` to the program's main process (through its pidfd)."""
@@ -588,6 +809,10 @@ class Program:
             self._kill_timer.cancel()
         for fd in list(self._pipes):
             self._close_pipe(fd)
+        for fd in self.others.values():
+            self.loop.remove_reader(fd)
+            os.close(fd)
+        self.others.clear()
         if self.pidfd >= 0:
             self.loop.remove_reader(self.pidfd)
             os.close(self.pidfd)
@@ -614,18 +839,6 @@ def _report_directory(path: str, user: str | None) -> None:
             os.chown(path, pw.pw_uid, pw.pw_gid)
     except (OSError, KeyError) as e:
         log.warning("cannot prepare report directory %s: %s", path, e)
-
-
-def handles_signal(pid: int, sig: int) -> bool:
-    """Whether ``pid`` catches ``sig`` (so sending it asks rather than kills)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("SigCgt:"):
-                    return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
-    except (OSError, ValueError):
-        pass
-    return False
 
 
 def _with_watchdog_pid(argv: list[str]) -> list[str]:

@@ -131,17 +131,36 @@ def cmd_up(args: argparse.Namespace) -> int | None:
             except OSError:
                 pass
 
-    run_daemon(path, ready=ready)
+    try:
+        run_daemon(path, ready=ready)
+    except HeartlineError as e:
+        if ready_fd.isdigit():
+            # `up --detach` waits on this pipe: the reason reaches it even when the log file
+            # cannot be written (a full disk).
+            import contextlib
+
+            with contextlib.suppress(OSError):
+                os.write(int(ready_fd), f"error {e}\n".encode(errors="replace")[:4000])
+        raise
     return None
 
 
 def _detach(path: str, log_dir: str) -> int:
     import subprocess
 
-    os.makedirs(log_dir, mode=0o750, exist_ok=True)
+    from heartline.errors import DaemonStartError
+
     log_path = os.path.join(log_dir, "heartline.log")
+    try:
+        os.makedirs(log_dir, mode=0o750, exist_ok=True)
+        logf = open(log_path, "ab")  # noqa: SIM115 - closed right after the spawn
+    except OSError as e:
+        raise DaemonStartError(
+            f"cannot open the daemon's log {log_path}: {e.strerror} (free space or fix the "
+            "permissions, or choose another [daemon] log_dir)"
+        ) from None
     r, w = os.pipe()
-    with open(log_path, "ab") as logf:
+    with logf:
         proc = subprocess.Popen(
             [sys.executable, "-m", "heartline", "up", "-c", path],
             stdin=subprocess.DEVNULL,
@@ -158,6 +177,9 @@ def _detach(path: str, log_dir: str) -> int:
         _echo(f"heartline daemon started (pid {proc.pid}); log: {log_path}\n")
         return 0
     code = proc.wait()
+    if got.startswith(b"error "):
+        sys.stderr.write(f"heartline: the daemon did not start: {got[6:].decode().strip()}\n")
+        return code or 1
     with open(log_path, "rb") as f:
         f.seek(max(0, os.path.getsize(log_path) - 4096))
         last = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]

@@ -55,6 +55,8 @@ class LogFile:
         self.followers: set[Follower] = set()
         self._fd = -1
         self._size = 0
+        #: True while writes fail (a full disk); output is dropped meanwhile.
+        self.failing = False
 
     def _open(self) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
@@ -107,9 +109,17 @@ class LogFile:
                 view = view[n:]
         except OSError as e:
             # A full disk or a vanished directory must not take the daemon down; the data is
-            # dropped and the next write tries again.
-            log.warning("cannot write %s: %s", self.path, e.strerror)
+            # dropped and the next write tries again. Said once per spell, not per write: a
+            # chatty program on a full disk would otherwise fill the daemon's own log.
+            if not self.failing:
+                log.warning("cannot write %s: %s; its output is dropped until it can",
+                            self.path, e.strerror)  # fmt: skip
+            self.failing = True
             self.close()
+            return
+        if self.failing:
+            self.failing = False
+            log.info("writing %s again", self.path)
 
     def tail(self, lines: int) -> bytes:
         """The last ``lines`` lines, reading back into rotated files when needed."""

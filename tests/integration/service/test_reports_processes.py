@@ -53,16 +53,16 @@ class Child:
 
 
 @pytest.fixture
-def start(tmp_path: Path) -> Iterator[Callable[[str], Child]]:
+def start(tmp_path: Path) -> Iterator[Callable[..., Child]]:
     """Start programs; every one still running at the end is killed and reaped."""
     children: list[subprocess.Popen[str]] = []
 
-    def run(code: str) -> Child:
+    def run(code: str, *args: str, env: dict[str, str] | None = None) -> Child:
         path = tmp_path / "prog.py"
         path.write_text(textwrap.dedent(code).lstrip("\n"))
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        env = dict(os.environ, PYTHONUNBUFFERED="1", **(env or {}))
         proc = subprocess.Popen(
-            [sys.executable, str(path)],
+            [sys.executable, str(path), *args],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -85,7 +85,7 @@ def a_report_of(pid: int, directory: Path) -> reports.StoredReport | None:
 
 
 def test_a_signal_writes_a_report_with_every_threads_function(
-    start: Callable[[str], Child], tmp_path: Path
+    start: Callable[..., Child], tmp_path: Path
 ) -> None:
     """SIGUSR2 to a program that installed reports writes a text and a JSON report naming its
     threads and the functions they wait in; the program carries on."""
@@ -128,7 +128,7 @@ def test_a_signal_writes_a_report_with_every_threads_function(
 
 
 def test_two_hundred_threads_are_all_in_the_report(
-    start: Callable[[str], Child], tmp_path: Path
+    start: Callable[..., Child], tmp_path: Path
 ) -> None:
     """A program with 200 waiting threads: the report lists each by name."""
     directory = tmp_path / "reports"
@@ -153,7 +153,7 @@ def test_two_hundred_threads_are_all_in_the_report(
 
 
 def test_raw_stacks_land_at_once_while_the_gil_is_held(
-    start: Callable[[str], Child], tmp_path: Path
+    start: Callable[..., Child], tmp_path: Path
 ) -> None:
     """A main thread in a long C call that holds the GIL (sum over a huge range): the raw
     faulthandler dump is on disk within a second, before the full report, which follows once
@@ -188,7 +188,7 @@ def test_raw_stacks_land_at_once_while_the_gil_is_held(
 
 
 def test_reports_outlive_the_program_and_another_process_lists_them(
-    start: Callable[[str], Child], tmp_path: Path
+    start: Callable[..., Child], tmp_path: Path
 ) -> None:
     """After the program ends its reports stay (its empty raw file does not); a new process
     finds them with reports.list(), newest first."""
@@ -225,7 +225,7 @@ def test_reports_outlive_the_program_and_another_process_lists_them(
     )
 
 
-def test_an_asyncio_program_shows_its_tasks(start: Callable[[str], Child], tmp_path: Path) -> None:
+def test_an_asyncio_program_shows_its_tasks(start: Callable[..., Child], tmp_path: Path) -> None:
     """install() inside a running loop records that loop: the report lists its tasks with the
     coroutines they wait in."""
     directory = tmp_path / "reports"
@@ -255,7 +255,7 @@ def test_an_asyncio_program_shows_its_tasks(start: Callable[[str], Child], tmp_p
 
 
 def test_the_default_directory_comes_from_the_environment(
-    start: Callable[[str], Child], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    start: Callable[..., Child], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Without directory=, reports go to $HEARTLINE_REPORT_DIR."""
     directory = tmp_path / "from-env"
@@ -272,7 +272,7 @@ def test_the_default_directory_comes_from_the_environment(
 
 
 def test_a_forked_child_does_not_inherit_reports(
-    start: Callable[[str], Child], tmp_path: Path
+    start: Callable[..., Child], tmp_path: Path
 ) -> None:
     """A child forked after install() has no helper thread and the signal's previous handler
     back; the parent still writes reports."""
@@ -299,3 +299,76 @@ def test_a_forked_child_does_not_inherit_reports(
         lambda: a_report_of(child.pid, directory), LIMIT, what="the parent's report"
     )
     assert report.pid == child.pid
+
+
+def test_a_report_on_the_signal_shows_no_secrets_in_text_or_json(
+    start: Callable[..., Child], tmp_path: Path
+) -> None:
+    """A program with passwords in its environment (under secret names and inside URLs), its
+    command line and its registered configuration: after SIGUSR2 neither the text nor the JSON
+    report holds any of them, and what is around them (user, host, database) is still there."""
+    directory = tmp_path / "reports"
+    env = {
+        "DATABASE_URL": "postgres://app:SECRET-url@db/app",
+        "DB_PASS": "SECRET-db-pass",
+        "MYSQL_PWD": "SECRET-mysql-pwd",
+        "REDIS_PASS": "SECRET-redis-pass",
+        "SENTRY_DSN": "https://SECRET0sentry0key0123456@o1.ingest.example/42",
+        "JWT_SIGNING_KEY": "SECRET-jwt",
+        "PASSPHRASE": "SECRET-passphrase",
+        "STRIPE_SK": "sk_live_SECRET",
+    }
+    # The secrets of the configuration come from the command line: the program's own source
+    # (shown in stacks) holds none.
+    child = start(
+        f"""
+        import os, sys
+        from heartline.service import reports
+
+        def settings():
+            return {{
+                "db": {{"url": os.environ["DATABASE_URL"], "pool": 5}},
+                "cache": [{{"nodes": [sys.argv[3]], "auth": {{"password": sys.argv[5]}}}}],
+            }}
+
+        reports.install(directory={str(directory)!r}, providers={{"settings": settings}})
+        print("ready", flush=True)
+        input()
+        """,
+        "--db-password=SECRET-argv-1",
+        "--api-token",
+        "redis://:SECRET-argv-2@cache:6379/0",
+        "--password",
+        "SECRET-argv-3",
+        env=env,
+    )
+    child.expect_line("ready")
+    os.kill(child.pid, signal.SIGUSR2)
+    report = wait_until(lambda: a_report_of(child.pid, directory), LIMIT, what="the report")
+    assert report.json_path is not None
+    text = report.read_text()
+    raw_json = Path(report.json_path).read_text()
+    assert "SECRET" not in text
+    assert "SECRET" not in raw_json
+    assert "DATABASE_URL=postgres://app:***@db/app" in text
+    assert "url: postgres://app:***@db/app" in text
+    for name in ("DB_PASS", "MYSQL_PWD", "REDIS_PASS", "SENTRY_DSN", "JWT_SIGNING_KEY"):
+        assert f"{name}=***" in text
+    data = report.read_json()
+    environment = data["environment"]
+    assert isinstance(environment, dict)
+    assert {name: environment[name] for name in env} == {
+        **dict.fromkeys(env, "***"),
+        "DATABASE_URL": "postgres://app:***@db/app",
+    }
+    process = data["process"]
+    assert isinstance(process, dict)
+    assert process["cmdline"][-5:] == [
+        "--db-password=***", "--api-token", "***", "--password", "***"
+    ]  # fmt: skip
+    assert data["config"] == {
+        "settings": {
+            "db": {"url": "postgres://app:***@db/app", "pool": 5},
+            "cache": [{"nodes": ["redis://:***@cache:6379/0"], "auth": "***"}],
+        }
+    }

@@ -253,6 +253,197 @@ def test_redact_keeps_plain_values_and_stringifies_the_rest() -> None:
     assert reports.redact({"p": Path("/x")}) == {"p": repr(Path("/x"))}
 
 
+#: Names whose values are secrets (real-world names), each with a distinct value.
+SECRET_NAMES = [
+    "DB_PASS", "MYSQL_PWD", "REDIS_PASS", "SENTRY_DSN", "JWT_SIGNING_KEY", "PASSPHRASE",
+    "STRIPE_SK", "STRIPE_PK", "AWS_SECRET_ACCESS_KEY", "AWS_ACCESS_KEY_ID", "AWS_SESSION_TOKEN",
+    "GITHUB_TOKEN", "GH_TOKEN", "NPM_TOKEN", "CI_JOB_TOKEN", "VAULT_TOKEN", "PGPASSWORD",
+    "MYSQL_ROOT_PASSWORD", "POSTGRES_PASSWORD", "RABBITMQ_DEFAULT_PASS", "SMTP_PASSWD",
+    "LDAP_BIND_PW", "KEYSTORE_PASSWORD", "DOCKER_AUTH_CONFIG", "GOOGLE_APPLICATION_CREDENTIALS",
+    "SLACK_WEBHOOK_URL", "DISCORD_WEBHOOK", "API_KEY", "OPENAI_API_KEY", "apiKey", "x-api-key",
+    "APIKEY", "SECRET_KEY", "SECRET_KEY_BASE", "CLIENT_SECRET", "OAUTH_URL", "TWILIO_AUTH_TOKEN",
+    "BASIC_AUTH", "Authorization", "PROXY_AUTHORIZATION", "BEARER", "SSH_PRIVATE_KEY", "privateKey",
+    "TLS_KEY", "TLS_CERT", "SIGNING_CERT_P12", "ENCRYPTION_KEY", "HMAC_KEY", "KEY",
+    "SESSION_SECRET", "SESSION_COOKIE", "sessionid", "PASSWORD_SALT", "accessToken",
+    "refresh_token", "db.password", "OAuth2Token", "TOTP_SECRET", "OTP", "WALLET_MNEMONIC",
+    "AZURE_STORAGE_SAS",
+]  # fmt: skip
+
+#: Names that look a little like secrets, or are everywhere, and stay visible: a word inside
+#: another word (KEYBOARD, MONKEY, TOKENIZERS, AUTHOR, ASKPASS, PASSENGER), the shell's working
+#: directories (PWD), and names of where a secret is kept, not the secret (..._FILE, ..._DIR,
+#: SSH_AUTH_SOCK).
+VISIBLE_NAMES = [
+    "PATH", "HOME", "LANG", "LC_ALL", "USER", "SHELL", "TERM", "HOSTNAME", "TZ", "PYTHONPATH",
+    "VIRTUAL_ENV", "PWD", "OLDPWD", "KEYBOARD_LAYOUT", "KEYMAP", "MONKEY", "MONKEYPATCH",
+    "HOTKEY", "TOKENIZERS_PARALLELISM", "GIT_AUTHOR_NAME", "GIT_AUTHOR_EMAIL", "XAUTHORITY",
+    "SSH_ASKPASS", "PASSENGER_APP_ENV", "COMPASS_MODE", "BYPASS_CACHE", "SKIP_TESTS",
+    "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "SSH_AUTH_SOCK",
+    "POSTGRES_PASSWORD_FILE", "TLS_KEY_PATH", "PASSWORD_STORE_DIR", "GNOME_KEYRING_CONTROL",
+    "PIP_INDEX_URL", "SIGNAL", "DESIGNER",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize("name", SECRET_NAMES)
+def test_values_under_secret_names_are_hidden(name: str) -> None:
+    """A value under a secret-looking name is "***", whatever the case or separators."""
+    assert reports.redact({name: "s3cr3t-value", "other": "w"}) == {name: "***", "other": "w"}
+
+
+@pytest.mark.parametrize("name", VISIBLE_NAMES)
+def test_values_under_ordinary_names_stay_visible(name: str) -> None:
+    """A name that only looks like a secret's (or names where one is kept) shows its value."""
+    assert reports.redact({name: "plain-value"}) == {name: "plain-value"}
+
+
+def test_an_empty_secret_stays_empty() -> None:
+    """None and "" under a secret name are shown as they are: there is nothing to hide, and
+    "no password set" is worth seeing; every other kind of value is hidden."""
+    assert reports.redact({"password": None, "token": "", "pin_key": 1234, "auth": {"a": 1}}) == {
+        "password": None,
+        "token": "",
+        "pin_key": "***",
+        "auth": "***",
+    }
+
+
+@pytest.mark.parametrize(
+    ("value", "shown"),
+    [
+        ("postgres://app:SECRET@db/app", "postgres://app:***@db/app"),
+        ("redis://:SECRET@cache:6379/0", "redis://:***@cache:6379/0"),
+        ("amqp://guest:SECRET@rabbit:5672/vhost", "amqp://guest:***@rabbit:5672/vhost"),
+        ("http://user:SECRET@proxy:3128", "http://user:***@proxy:3128"),
+        ("socks5h://u:SECRET@127.0.0.1:1080", "socks5h://u:***@127.0.0.1:1080"),
+        ("mongodb://app:SECRET@m1:27017,m2:27017/app?replicaSet=rs0",
+         "mongodb://app:***@m1:27017,m2:27017/app?replicaSet=rs0"),
+        ("postgres://a:SECRET1@h1/db,postgres://b:SECRET2@h2/db",
+         "postgres://a:***@h1/db,postgres://b:***@h2/db"),
+        ("postgres://app:p@SECRET@db/app", "postgres://app:***@db/app"),
+        ("https://ghp_SECRET0123456789abcdefghij@github.com/org/repo.git",
+         "https://***@github.com/org/repo.git"),
+        ("run --url postgres://app:SECRET@db/app now", "run --url postgres://app:***@db/app now"),
+        ("run --dsn postgres://app:SECRET@db/app now", "run --dsn *** now"),
+        ("host=db user=app password=SECRET dbname=app", "host=db user=app password=*** dbname=app"),
+        ("host=db password='se cret SECRET' port=5432", "host=db password='***' port=5432"),
+        ("Server=db;User Id=app;Password=SECRET;Database=app",
+         "Server=db;User Id=app;Password=***;Database=app"),
+        ("AccountName=acct;AccountKey=SECRET==;EndpointSuffix=core.windows.net",
+         "AccountName=acct;AccountKey=***;EndpointSuffix=core.windows.net"),
+        ("https://api.example/v1?access_token=SECRET&page=2",
+         "https://api.example/v1?access_token=***&page=2"),
+        ("next=https://h/?token=SECRET&x=1", "next=https://h/?token=***&x=1"),
+        ("worker --db-password=SECRET --verbose", "worker --db-password=*** --verbose"),
+        ("worker --api-token SECRET --verbose", "worker --api-token *** --verbose"),
+        ("env DB_PASS=SECRET ./run", "env DB_PASS=*** ./run"),
+        ("Settings(db_password='SECRET', host='db')", "Settings(db_password='***', host='db')"),
+        ('{"user": "app", "password": "SECRET"}', '{"user": "app", "password": "***"}'),
+        ('{"auths": {"reg": {"auth": "SECRET"}}, "n": 1}', '{"auths": ***, "n": 1}'),
+        ("-----BEGIN OPENSSH PRIVATE KEY-----\nSECRET\n-----END OPENSSH PRIVATE KEY-----\nok",
+         "***\nok"),
+    ],
+)  # fmt: skip
+def test_secrets_inside_text_are_hidden_whatever_the_key(value: str, shown: str) -> None:
+    """Credentials in URLs (the rest of the URL stays), in connection strings, query strings,
+    command lines, reprs, JSON and PEM keys are hidden under any key, in any string."""
+    assert reports.redact({"anything": value}) == {"anything": shown}
+    assert reports.redact([value]) == [shown]
+
+
+@pytest.mark.parametrize(
+    "value",
+    ["postgres://db/app", "ssh://git@github.com/org/repo.git", "http://host:8080/a?email=u@x.com",
+     "https://user@example.com/", "mailto:someone@example.com", "keyboard=us monkey=1",
+     "pip install pkg==1.0 --index-url https://pypi.org/simple", "a -p 8080 -v"],
+)  # fmt: skip
+def test_text_without_secrets_is_left_alone(value: str) -> None:
+    """URLs without a password, user names, ports and ordinary options are not touched."""
+    assert reports.redact({"anything": value}) == {"anything": value}
+
+
+def test_the_value_after_a_secret_option_in_an_argv_is_hidden() -> None:
+    """In a list, the item after --password, --api-token, -token... is hidden (not the next
+    option, nor the value of -p, which is a port as often as a password)."""
+    argv = ["python", "app.py", "--password", "SECRET1", "-token", "SECRET2", "--auth-token",
+            "--verbose", "--port", "80", "-p", "8080", "--key-file", "/etc/app.key"]  # fmt: skip
+    assert reports.redact(argv) == [
+        "python", "app.py", "--password", "***", "-token", "***", "--auth-token", "--verbose",
+        "--port", "80", "-p", "8080", "--key-file", "/etc/app.key",
+    ]  # fmt: skip
+
+
+class _Settings:
+    def __repr__(self) -> str:
+        return "Settings(url='postgres://app:SECRET-OBJ@db/app', api_key='SECRET-OBJ2')"
+
+
+def test_provider_secrets_at_any_depth_are_hidden_in_text_and_json() -> None:
+    """A provider's nested mappings, lists, tuples and objects: secret names and credentials in
+    URLs are hidden at every depth, in both forms of the report; the rest stays readable."""
+    reports.register(
+        "app",
+        lambda: {
+            "database": {"url": "postgres://app:SECRET-A@db/app", "pool": {"size": 5}},
+            "replicas": [
+                {"nodes": ["redis://:SECRET-B@r1:6379/0", "redis://:SECRET-C@r2:6379/0"]},
+                {"deep": [[{"level": {"MYSQL_PWD": "SECRET-D", "host": "r3"}}]]},
+            ],
+            "headers": [("Authorization", "Bearer SECRET-E"), ("Accept", "*/*")],
+            "settings": _Settings(),
+            "command": "worker --api-token SECRET-F --queue fast",
+            ("postgres://k:SECRET-G@db/app"): "a URL as a key",
+        },
+    )
+    text = reports.generate("text")
+    js = reports.generate("json")
+    for secret in "ABCDEFG":
+        assert f"SECRET-{secret}" not in text
+        assert f"SECRET-{secret}" not in js
+    assert "SECRET-OBJ" not in text and "SECRET-OBJ" not in js
+    config = json.loads(js)["config"]["app"]
+    assert config["database"] == {"url": "postgres://app:***@db/app", "pool": {"size": 5}}
+    assert config["replicas"][0] == {"nodes": ["redis://:***@r1:6379/0", "redis://:***@r2:6379/0"]}
+    assert config["replicas"][1]["deep"][0][0]["level"] == {"MYSQL_PWD": "***", "host": "r3"}
+    assert config["headers"] == [["Authorization", "***"], ["Accept", "*/*"]]
+    assert config["settings"] == "Settings(url='postgres://app:***@db/app', api_key='***')"
+    assert config["command"] == "worker --api-token *** --queue fast"
+    assert config["postgres://k:***@db/app"] == "a URL as a key"
+    assert "url: postgres://app:***@db/app" in text
+
+
+def test_a_failing_providers_error_shows_no_credentials() -> None:
+    """A provider that fails with a URL in its message: the error is shown, its password not."""
+
+    def broken() -> dict[str, object]:
+        raise ConnectionError("cannot reach postgres://app:SECRET-H@db/app")
+
+    reports.register("db", broken)
+    config = json.loads(reports.generate("json"))["config"]
+    assert config == {"db": {"error": "ConnectionError: cannot reach postgres://app:***@db/app"}}
+
+
+def test_environment_secrets_of_every_kind_are_hidden_in_text_and_json(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Every secret name of the table, and URLs with passwords under ordinary names, are hidden
+    in the environment section of both forms; ordinary names keep their values."""
+    for i, name in enumerate(SECRET_NAMES):
+        monkeypatch.setenv(name, f"env-secret-{i:03d}")
+    monkeypatch.setenv("DATABASE_URL", "postgres://app:env-secret-url1@db/app")
+    monkeypatch.setenv("HTTP_PROXY", "http://me:env-secret-url2@proxy:3128")
+    monkeypatch.setenv("KEYBOARD_LAYOUT", "us-visible")
+    text = reports.generate("text")
+    js = reports.generate("json")
+    assert "env-secret-" not in text
+    assert "env-secret-" not in js
+    env = json.loads(js)["environment"]
+    assert {name: env[name] for name in SECRET_NAMES} == dict.fromkeys(SECRET_NAMES, "***")
+    assert env["DATABASE_URL"] == "postgres://app:***@db/app"
+    assert "DATABASE_URL=postgres://app:***@db/app" in text
+    assert "HTTP_PROXY=http://me:***@proxy:3128" in text
+    assert "KEYBOARD_LAYOUT=us-visible" in text
+
+
 def test_process_section_from_proc_without_psutil(
     monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:

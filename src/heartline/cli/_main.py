@@ -225,6 +225,15 @@ def cmd_report(args: argparse.Namespace) -> int:
     """A report from a supervised program (through the daemon) or from any process by pid."""
     from heartline.errors import ControlError, UnknownProgram
 
+    if args.signal is not None:
+        # A signal by hand is for a process outside heartline only: a supervised program gets
+        # its own report_signal from the daemon, which knows whether the program handles it.
+        if not args.target.isdigit():
+            raise UsageError(
+                f"--signal is for a pid heartline does not supervise, not {args.target!r}: "
+                "drop it (the daemon sends the program's report_signal)"
+            )
+        return _report_pid(int(args.target), as_json=args.json, signum=args.signal)
     fmt = "json" if args.json else "text"
     try:
         with _client(args) as c:
@@ -234,7 +243,7 @@ def cmd_report(args: argparse.Namespace) -> int:
     except (UnknownProgram, ControlError) as e:
         if not args.target.isdigit() or not isinstance(e, UnknownProgram | DaemonNotRunning):
             raise
-        return _report_pid(int(args.target), args.json)
+        return _report_pid(int(args.target), as_json=args.json, signum=None)
     if isinstance(out, bytes):
         sys.stdout.buffer.write(out)
     else:
@@ -244,30 +253,70 @@ def cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-def _report_pid(pid: int, as_json: bool) -> int:
+def _report_pid(pid: int, *, as_json: bool, signum: int | None) -> int:
+    """A report of a process heartline does not supervise: py-spy's, which needs no signal, or
+    the one its heartline reports write on ``signum``.
+
+    Never a signal unless asked for: a process that catches SIGUSR2 may mean something else
+    by it (nginx upgrades its binary, unicorn re-executes itself).
+    """
     import shutil
     import signal as signals
     import subprocess
 
     from heartline.supervise._process import handles_signal
 
-    if not os.path.exists(f"/proc/{pid}"):
-        raise UsageError(f"no process {pid} (and no program of that name)")
-    spy = shutil.which("py-spy")
-    if spy:
-        argv = [spy, "dump", "--pid", str(pid)] + (["--json"] if as_json else [])
-        return subprocess.run(argv, check=False).returncode
-    if handles_signal(pid, signals.SIGUSR2):
-        os.kill(pid, signals.SIGUSR2)
-        _echo(
-            f"sent SIGUSR2 to {pid}: if it installed heartline.service.reports, its report is in "
-            "its report directory (HEARTLINE_REPORT_DIR, else reports.default_directory())\n"
+    try:
+        with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:
+            name = f.read().strip()
+    except OSError:
+        raise UsageError(f"no process {pid} (and no program of that name)") from None
+    if signum is None:
+        spy = shutil.which("py-spy")
+        if spy:
+            argv = [spy, "dump", "--pid", str(pid)] + (["--json"] if as_json else [])
+            return subprocess.run(argv, check=False).returncode
+        raise UsageError(
+            f"pid {pid} ({name}) is not supervised by heartline and py-spy is not installed: "
+            "install py-spy (pip install py-spy) to read its stacks without a signal, or pass "
+            "--signal SIG to send the signal its heartline reports listen on (USR2 by default)"
         )
-        return 0
-    raise UsageError(
-        f"process {pid} does not handle SIGUSR2 (no heartline reports installed) and py-spy "
-        "is not installed: pip install py-spy"
+    signame = signals.Signals(signum).name
+    if not handles_signal(pid, signum):
+        raise UsageError(
+            f"pid {pid} ({name}) does not catch {signame}, which would end it: nothing sent "
+            "(is heartline.service.reports installed there, and on which signal?)"
+        )
+    sys.stderr.write(
+        f"heartline: sending {signame} to pid {pid} ({name}): if it installed "
+        "heartline.service.reports, its report goes to its report directory "
+        "($HEARTLINE_REPORT_DIR, else reports.default_directory())\n"
     )
+    sys.stderr.flush()
+    try:
+        os.kill(pid, signum)
+    except ProcessLookupError:
+        raise UsageError(f"pid {pid} ({name}) ended before {signame} was sent") from None
+    except PermissionError:
+        raise UsageError(
+            f"not allowed to send {signame} to pid {pid} ({name}): run as its user"
+        ) from None
+    return 0
+
+
+def _signal_number(text: str) -> int:
+    """``--signal``'s value: a name (``USR2``, ``SIGUSR2``, ``usr2``) or a number."""
+    import signal as signals
+
+    try:
+        if text.isdigit():
+            return int(signals.Signals(int(text)))
+        name = text.upper()
+        return int(signals.Signals[name if name.startswith("SIG") else "SIG" + name])
+    except (KeyError, ValueError):
+        raise argparse.ArgumentTypeError(
+            f"unknown signal {text!r} (use a name such as USR2 or USR1, or a number)"
+        ) from None
 
 
 def cmd_attach(args: argparse.Namespace) -> int:
@@ -565,6 +614,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("target", metavar="NAME|PID")
     p.add_argument("--json", action="store_true", help="the JSON report")
     p.add_argument("-t", "--timeout", type=float, default=5.0, help="seconds to wait (5)")
+    p.add_argument(
+        "--signal",
+        metavar="SIG",
+        type=_signal_number,
+        default=None,
+        help="for a PID heartline does not supervise: send SIG (e.g. USR2) to ask its heartline "
+        "reports for a report (only if it catches SIG); without it, py-spy dump is the only way "
+        "(no signal is sent)",
+    )
     p = add("top", cmd_top, "Live CPU, memory, IO and descriptors per program (Ctrl-C ends).")
     p.add_argument(
         "--sort",

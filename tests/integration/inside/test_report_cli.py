@@ -1,10 +1,16 @@
-"""`heartline report NAME`: a supervised program's report through the daemon."""
+"""`heartline report NAME|PID`: a supervised program's report through the daemon, and a
+process outside heartline's, which is sent a signal only when asked to."""
 
 from __future__ import annotations
 
 import json
+import os
+import signal
+import subprocess
+import sys
 
-from tests.integration.conftest import py, wait_until
+import pytest
+from tests.integration.conftest import HEARTLINE, py, wait_until
 
 REPORTING = py("""
 import threading, time
@@ -47,17 +53,83 @@ def test_report_refused_for_a_program_without_reports(make_daemon):
     assert d.program("plain")["pid"] == pid
 
 
-def test_report_by_pid_outside_heartline(tmp_path):
-    """A pid heartline does not supervise: with reports installed it is sent SIGUSR2 and its
-    report lands in its report directory; without, a one-line error names the way out."""
-    import os
-    import subprocess
-    import sys
+#: A program that catches SIGUSR2 for its own purpose (as nginx and unicorn do) and writes down
+#: every signal it receives; SIGALRM, sent by the test afterwards, marks the end of the record.
+RECORDER = """
+import signal
+def record(signum, frame):
+    with open("received", "a") as f:
+        f.write(signal.Signals(signum).name + "\\n")
+signal.signal(signal.SIGUSR2, record)
+signal.signal(signal.SIGALRM, record)
+open("armed", "w").close()
+while True:
+    signal.pause()
+"""
 
-    from tests.integration.conftest import HEARTLINE
 
+def report_pid(tmp_path, pid, *options, env=None):
+    """`heartline report PID ...` with no daemon to ask and no py-spy on PATH."""
+    empty = tmp_path / "empty-bin"
+    empty.mkdir(exist_ok=True)
+    return subprocess.run(
+        [*HEARTLINE, "-s", str(tmp_path / "none.sock"), "report", str(pid), *options],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "PATH": str(empty), **(env or {})},
+        timeout=30,
+        check=False,
+    )
+
+
+@pytest.fixture
+def recorder(tmp_path):
+    """The RECORDER program, running in tmp_path until the test ends."""
+    with subprocess.Popen([sys.executable, "-c", RECORDER], cwd=tmp_path) as proc:
+        try:
+            wait_until((tmp_path / "armed").exists, 15, "the recorder's handlers")
+            yield proc
+        finally:
+            proc.kill()
+
+
+def received(tmp_path, proc):
+    """The signals ``proc`` received, read once the SIGALRM sent now is in its record: the
+    kernel and Python handle lower-numbered signals (SIGUSR2) first, so one sent before it
+    would be recorded by then."""
+    os.kill(proc.pid, signal.SIGALRM)
+    record = tmp_path / "received"
+    wait_until(lambda: record.exists() and "SIGALRM" in record.read_text(), 15, "SIGALRM")
+    return record.read_text().split()
+
+
+def test_report_by_pid_sends_no_signal_unless_told(tmp_path, recorder):
+    """A pid heartline does not supervise, which catches SIGUSR2 for its own purpose, and no
+    py-spy: nothing is sent, and a one-line error names both ways out (py-spy, --signal)."""
+    res = report_pid(tmp_path, recorder.pid)
+    assert received(tmp_path, recorder) == ["SIGALRM"]
+    assert res.returncode == 2, res
+    assert res.stderr.count("\n") == 1
+    assert "py-spy" in res.stderr and "--signal SIG" in res.stderr
+    assert f"pid {recorder.pid} (" in res.stderr
+    assert recorder.poll() is None
+
+
+def test_report_by_pid_with_signal_sends_it_and_says_so(tmp_path, recorder):
+    """--signal USR2: heartline says what it sends to which process, then sends it."""
+    with open(f"/proc/{recorder.pid}/comm") as f:
+        name = f.read().strip()
+    res = report_pid(tmp_path, recorder.pid, "--signal", "USR2")
+    assert res.returncode == 0, res
+    assert res.stderr.startswith(f"heartline: sending SIGUSR2 to pid {recorder.pid} ({name}): ")
+    assert received(tmp_path, recorder) == ["SIGUSR2", "SIGALRM"]
+
+
+def test_report_by_pid_with_signal_writes_the_report(tmp_path):
+    """A pid outside heartline with reports installed: --signal usr2 makes it write its
+    report into its report directory."""
     reports_dir = tmp_path / "reports"
-    env = {"PATH": "/usr/bin:/bin", "HEARTLINE_REPORT_DIR": str(reports_dir)}  # no py-spy here
+    env = {"HEARTLINE_REPORT_DIR": str(reports_dir)}
     code = (
         "import time\nfrom heartline.service import reports\nreports.install()\n"
         "open('armed', 'w').close()\ntime.sleep(60)\n"
@@ -67,28 +139,37 @@ def test_report_by_pid_outside_heartline(tmp_path):
     ) as app:
         try:
             wait_until((tmp_path / "armed").exists, 15, "reports installed")
-            res = subprocess.run(
-                [*HEARTLINE, "-s", str(tmp_path / "none.sock"), "report", str(app.pid)],
-                capture_output=True,
-                text=True,
-                env={**os.environ, **env},
-                timeout=30,
-                check=False,
-            )
-            assert res.returncode == 0 and "sent SIGUSR2" in res.stdout
+            res = report_pid(tmp_path, app.pid, "--signal", "usr2", env=env)
+            assert res.returncode == 0, res
+            assert "sending SIGUSR2" in res.stderr
             wait_until(lambda: list(reports_dir.glob("report-*.txt")), 15, "the report file")
         finally:
             app.kill()
+
+
+def test_report_by_pid_refuses_a_signal_the_process_does_not_catch(tmp_path):
+    """--signal to a process that does not catch it (it would end it): nothing is sent, a
+    one-line error says so, the process lives on."""
     with subprocess.Popen(["/bin/sleep", "60"]) as plain:
         try:
-            res = subprocess.run(
-                [*HEARTLINE, "-s", str(tmp_path / "none.sock"), "report", str(plain.pid)],
-                capture_output=True,
-                text=True,
-                env={**os.environ, **env},
-                timeout=30,
-                check=False,
-            )
+            res = report_pid(tmp_path, plain.pid, "--signal", "USR2")
+            assert res.returncode == 2, res
+            assert res.stderr.count("\n") == 1
+            assert f"pid {plain.pid} (sleep) does not catch SIGUSR2" in res.stderr
+            assert plain.poll() is None
         finally:
             plain.kill()
-    assert res.returncode == 2 and "py-spy" in res.stderr and res.stderr.count("\n") == 1
+
+
+@pytest.mark.parametrize(
+    ("target", "options", "message"),
+    [
+        ("app", ["--signal", "USR2"], "--signal is for a pid heartline does not supervise"),
+        ("1", ["--signal", "NOSUCH"], "unknown signal 'NOSUCH'"),
+    ],
+)
+def test_report_signal_option_misuse_is_one_line(tmp_path, target, options, message):
+    """--signal with a program name, or an unknown signal: a one-line usage error (exit 2)."""
+    res = report_pid(tmp_path, target, *options)
+    assert res.returncode == 2, res
+    assert res.stderr.count("\n") == 1 and message in res.stderr

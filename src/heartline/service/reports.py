@@ -199,11 +199,12 @@ def redact(value: object, *, key: str = "") -> object:
     key (``key``, ``keys``, and ``apikey``, ``accesskey``, ``signingkey``... but not
     ``keyboard``, ``monkey``, ``hotkey``; ``sk`` and ``pk`` as in ``STRIPE_SK``), credentials
     or a session (``dsn``, ``cred``, ``credentials``, ``auth``, ``oauth``, ``authorization``,
-    ``cookie``, ``session``), or key material (``private``, ``salt``, ``pepper``, ``cert``,
-    ``pem``, ``p12``, ``pfx``, ``jks``). Not secrets: ``author`` and ``authority``
-    (``GIT_AUTHOR_NAME``, ``XAUTHORITY``), ``tokenizers`` (``TOKENIZERS_PARALLELISM``),
-    ``askpass`` (a program); a name whose last word is a location, which names where a secret
-    is kept and not the secret (``POSTGRES_PASSWORD_FILE``, ``SSL_CERT_DIR``,
+    ``cookie``, ``session``), or key material (``private``, ``salt``, ``pepper``, ``pem``,
+    ``p12``, ``pfx``, ``jks``). Not secrets: ``author`` and ``authority`` (``GIT_AUTHOR_NAME``,
+    ``XAUTHORITY``), ``tokenizers`` (``TOKENIZERS_PARALLELISM``), ``askpass`` (a program),
+    ``cert`` (certificates are public, ``NODE_EXTRA_CA_CERTS``; a private key stored with one
+    is hidden by the PEM rule above); a name whose last word is a location, which names where a
+    secret is kept and not the secret (``POSTGRES_PASSWORD_FILE``, ``SSL_CERT_DIR``,
     ``SSH_AUTH_SOCK``: words ``file``, ``path``, ``dir``, ``directory``, ``folder``, ``sock``,
     ``socket``); the shell's ``PWD`` and ``OLDPWD``. ``GOOGLE_APPLICATION_CREDENTIALS`` is
     hidden although it normally holds a path: some tools put the key itself there.
@@ -262,7 +263,7 @@ def _scrub_plain(value: object) -> object:
 # or "monkey"), anywhere in a word for the unambiguous ones ("PGPASSWORD", "accesstoken").
 _SENSITIVE_WORD = r"""(?x)
     ^(?: pass | pw | pwd | dsn | sk | pk | cred | creds | sig | sas | otp | totp | hotp
-       | salt | pepper | pem | p12 | pfx | jks | cert | certs | certificates?
+       | salt | pepper | pem | p12 | pfx | jks
        | bearer | session | sessionid | sessid | keys? )$
     | passw | passphrase | secret | credential | mnemonic | private | cookie | webhook
     | token(?!i[sz])         # not "tokenizers"
@@ -272,7 +273,7 @@ _SENSITIVE_WORD = r"""(?x)
         | app | account | storage | shared | service | deploy | consumer | admin | root | p )
       keys?$                 # "apikey", "sshkey", "pkey"; not "hotkey" nor "monkey"
     """
-_WORD = r"[A-Z]+(?![a-z])|[A-Z]?[a-z]+|[0-9]+"
+_WORD = r"[A-Z]+[0-9]*(?![a-z])|[A-Z]?[a-z]+[0-9]*|[0-9]+"
 _NOT_WORD = r"[^A-Za-z0-9]+"
 #: A last word that says the value is where a secret is kept, not the secret: shown
 #: (``POSTGRES_PASSWORD_FILE``, ``SSL_CERT_DIR``, ``SSH_AUTH_SOCK``).

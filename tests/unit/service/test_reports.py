@@ -263,7 +263,7 @@ SECRET_NAMES = [
     "SLACK_WEBHOOK_URL", "DISCORD_WEBHOOK", "API_KEY", "OPENAI_API_KEY", "apiKey", "x-api-key",
     "APIKEY", "SECRET_KEY", "SECRET_KEY_BASE", "CLIENT_SECRET", "OAUTH_URL", "TWILIO_AUTH_TOKEN",
     "BASIC_AUTH", "Authorization", "PROXY_AUTHORIZATION", "BEARER", "SSH_PRIVATE_KEY", "privateKey",
-    "TLS_KEY", "TLS_CERT", "SIGNING_CERT_P12", "ENCRYPTION_KEY", "HMAC_KEY", "KEY",
+    "TLS_KEY", "SIGNING_CERT_P12", "CLIENT_PFX", "ENCRYPTION_KEY", "HMAC_KEY", "KEY",
     "SESSION_SECRET", "SESSION_COOKIE", "sessionid", "PASSWORD_SALT", "accessToken",
     "refresh_token", "db.password", "OAuth2Token", "TOTP_SECRET", "OTP", "WALLET_MNEMONIC",
     "AZURE_STORAGE_SAS",
@@ -271,8 +271,8 @@ SECRET_NAMES = [
 
 #: Names that look a little like secrets, or are everywhere, and stay visible: a word inside
 #: another word (KEYBOARD, MONKEY, TOKENIZERS, AUTHOR, ASKPASS, PASSENGER), the shell's working
-#: directories (PWD), and names of where a secret is kept, not the secret (..._FILE, ..._DIR,
-#: SSH_AUTH_SOCK).
+#: directories (PWD), names of where a secret is kept, not the secret (..._FILE, ..._DIR,
+#: SSH_AUTH_SOCK), and certificates, which are public.
 VISIBLE_NAMES = [
     "PATH", "HOME", "LANG", "LC_ALL", "USER", "SHELL", "TERM", "HOSTNAME", "TZ", "PYTHONPATH",
     "VIRTUAL_ENV", "PWD", "OLDPWD", "KEYBOARD_LAYOUT", "KEYMAP", "MONKEY", "MONKEYPATCH",
@@ -280,7 +280,7 @@ VISIBLE_NAMES = [
     "SSH_ASKPASS", "PASSENGER_APP_ENV", "COMPASS_MODE", "BYPASS_CACHE", "SKIP_TESTS",
     "SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "SSH_AUTH_SOCK",
     "POSTGRES_PASSWORD_FILE", "TLS_KEY_PATH", "PASSWORD_STORE_DIR", "GNOME_KEYRING_CONTROL",
-    "PIP_INDEX_URL", "SIGNAL", "DESIGNER",
+    "PIP_INDEX_URL", "SIGNAL", "DESIGNER", "TLS_CERT", "PIP_CERT", "NODE_EXTRA_CA_CERTS",
 ]  # fmt: skip
 
 
@@ -359,6 +359,14 @@ def test_secrets_inside_text_are_hidden_whatever_the_key(value: str, shown: str)
 def test_text_without_secrets_is_left_alone(value: str) -> None:
     """URLs without a password, user names, ports and ordinary options are not touched."""
     assert reports.redact({"anything": value}) == {"anything": value}
+
+
+def test_a_private_key_beside_a_certificate_is_hidden() -> None:
+    """A certificate stays visible (it is public); a private key stored in the same value is
+    hidden."""
+    cert = "-----BEGIN CERTIFICATE-----\nMIIBpublic\n-----END CERTIFICATE-----\n"
+    key = "-----BEGIN EC PRIVATE KEY-----\nMHcSECRET\n-----END EC PRIVATE KEY-----\n"
+    assert reports.redact({"TLS_CERT": cert + key}) == {"TLS_CERT": cert + "***\n"}
 
 
 def test_the_value_after_a_secret_option_in_an_argv_is_hidden() -> None:

@@ -24,6 +24,7 @@ from heartline.lock._backend import (
     check_ttl,
     parse_url,
 )
+from heartline.lock._secret import UnsafeFile, read_private
 
 T = TypeVar("T")
 
@@ -33,14 +34,26 @@ URL_ENV = "HEARTLINE_LOCK_URL"
 TOKEN_FILE_ENV = "HEARTLINE_LOCK_TOKEN_FILE"  # noqa: S105 - a variable name
 
 
-def read_token_file(path: str) -> str:
+class UnsafeTokenFile(LockError):
+    """A client token file that other users could read or change: refused, as ssh refuses
+    such a private key, before anything is sent."""
+
+    exit_code = 78  # sysexits EX_CONFIG: fix the file, then try again
+
+
+def read_token_file(path: str, *, source: str = "--token-file") -> str:
+    """The client token in ``path`` (named by ``source``: the option or the variable)."""
+    where = f"token file {path}" + ("" if source == "--token-file" else f" (from ${source})")
     try:
-        with open(path) as f:
-            words = f.read().split("#", 1)[0].split()
+        words = read_private(path).split("#", 1)[0].split()
     except OSError as e:
-        raise UsageError(f"token file {path}: {e.strerror}") from None
+        raise UsageError(f"{where}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{where}: not text; put the token on its first line") from None
+    except UnsafeFile as e:
+        raise UnsafeTokenFile(f"{where}: {e}") from None
     if not words:
-        raise UsageError(f"token file {path}: empty; put the token on its first line")
+        raise UsageError(f"{where}: empty; put the token on its first line")
     return words[0]
 
 
@@ -56,8 +69,10 @@ def open_backend(
         return EtcdBackend(where.endpoints, tls=where.tls, ca_file=ca_file)
     from heartline.lock._lockd import LockdBackend
 
-    token_file = token_file or os.environ.get(TOKEN_FILE_ENV)
-    auth = read_token_file(token_file) if token_file else None
+    source = "--token-file"
+    if not token_file:
+        token_file, source = os.environ.get(TOKEN_FILE_ENV), TOKEN_FILE_ENV
+    auth = read_token_file(token_file, source=source) if token_file else None
     host, port = where.endpoints[0]
     return LockdBackend(host, port, tls=where.tls, ca_file=ca_file, auth=auth)
 

@@ -23,6 +23,7 @@ from typing import Any
 
 from heartline.errors import UsageError
 from heartline.lock import _protocol as proto
+from heartline.lock._secret import UnsafeFile, read_private
 from heartline.lock._store import Store
 from heartline.lock._table import Grant, LimitMismatch, Promoted, Table, Waiter, Who
 
@@ -48,15 +49,17 @@ class Session:
 
 
 def read_tokens(path: str) -> dict[str, bool]:
-    """Token file: one token per line, ``TOKEN`` or ``TOKEN admin``; # starts a comment."""
+    """Token file: one token per line, ``TOKEN`` or ``TOKEN admin``; # starts a comment. Like
+    an ssh private key, it must be private to this user or root (no group or other access)."""
     tokens: dict[str, bool] = {}
     try:
-        with open(path) as f:
-            lines = f.read().splitlines()
+        lines = read_private(path).splitlines()
     except OSError as e:
         raise UsageError(f"--token-file {path}: {e.strerror}") from None
     except UnicodeDecodeError:
         raise UsageError(f"--token-file {path}: not text; write one token per line") from None
+    except UnsafeFile as e:
+        raise UsageError(f"--token-file {path}: {e}") from None
     for n, raw in enumerate(lines, 1):
         words = raw.split("#", 1)[0].split()
         if not words:

@@ -3,6 +3,7 @@ TLS with a self-signed certificate, each against a real lockd through ``heartlin
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -26,6 +27,7 @@ def secured(tmp_path: Path) -> Iterator[tuple[Lockd, Path]]:
     """A lockd with a token file holding one plain and one admin token."""
     tokens = tmp_path / "tokens"
     tokens.write_text(f"# lockd tokens\n{PLAIN}\n{ADMIN} admin\n")
+    tokens.chmod(0o600)
     server = Lockd(tmp_path / "data", "--token-file", str(tokens))
     try:
         server.start()
@@ -37,6 +39,7 @@ def secured(tmp_path: Path) -> Iterator[tuple[Lockd, Path]]:
 def token_file(directory: Path, token: str) -> str:
     path = directory / f"client-{abs(hash(token))}"
     path.write_text(token + "\n")
+    path.chmod(0o600)
     return str(path)
 
 
@@ -123,6 +126,57 @@ def test_non_loopback_listen_without_token_file_is_refused(tmp_path: Path) -> No
     # Nothing was bound: the port can be taken at once.
     with socket.socket() as s:
         s.bind(("0.0.0.0", port))
+
+
+def test_lockd_refuses_a_token_file_others_can_read(tmp_path: Path) -> None:
+    """A lockd token file readable by group or others is refused at start as ssh refuses a
+    loose private key: exit 2, one line naming the file, its mode and `chmod 600 FILE`,
+    before binding and without the ready line."""
+    tokens = tmp_path / "tokens"
+    tokens.write_text(f"{PLAIN}\n{ADMIN} admin\n")
+    tokens.chmod(0o644)
+    result = subprocess.run(
+        [*HEARTLINE, "lockd", "--listen", "127.0.0.1:0", "--no-data", "--token-file",
+         str(tokens)], capture_output=True, timeout=30, start_new_session=True,
+    )  # fmt: skip
+    assert result.returncode == 2 and result.stdout == b"", result
+    err = result.stderr.decode()
+    assert err.count("\n") == 1 and err.startswith("heartline: --token-file "), err
+    assert str(tokens) in err and "mode 0644" in err and f"chmod 600 {tokens}" in err
+    assert PLAIN not in err and ADMIN not in err
+
+
+def test_clients_refuse_a_token_file_others_can_read(secured: tuple[Lockd, Path]) -> None:
+    """A client token file open to group or others, given by --token-file or by
+    $HEARTLINE_LOCK_TOKEN_FILE, stops `heartline lock` (the command never runs), `heartline
+    locks` and `--break` with exit 78 and one line naming the file, its mode and the fix;
+    the token itself is never printed."""
+    server, tmp = secured
+    loose = Path(token_file(tmp, PLAIN))
+    loose.chmod(0o640)
+    ran = tmp / "ran"
+    env = {k: v for k, v in os.environ.items() if k != "HEARTLINE_LOCK_TOKEN_FILE"}
+    runs = [
+        (["lock", "job", "--server", server.url, "--token-file", str(loose), "--",
+          "touch", str(ran)], env),
+        (["lock", "job", "--server", server.url, "--", "touch", str(ran)],
+         {**env, "HEARTLINE_LOCK_TOKEN_FILE": str(loose)}),
+        (["locks", "--server", server.url, "--token-file", str(loose)], env),
+        (["lock", "--break", "job", "--server", server.url, "--token-file", str(loose)], env),
+    ]  # fmt: skip
+    for args, run_env in runs:
+        r = subprocess.run([*HEARTLINE, *args], capture_output=True, text=True, timeout=30,
+                           env=run_env)  # fmt: skip
+        assert r.returncode == 78, (args, r.stderr)
+        assert r.stderr.count("\n") == 1 and r.stderr.startswith("heartline: token file "), r
+        assert "mode 0640" in r.stderr and f"chmod 600 {loose}" in r.stderr
+        assert PLAIN not in r.stderr
+    assert not ran.exists()
+    loose.chmod(0o600)
+    r = subprocess.run([*HEARTLINE, "lock", "job", "--server", server.url, "--token-file",
+                        str(loose), "--", "touch", str(ran)], capture_output=True, text=True,
+                       timeout=30, env=env)  # fmt: skip
+    assert r.returncode == 0 and ran.exists(), r.stderr
 
 
 # --- TLS ----------------------------------------------------------------------------------------

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from hypothesis import strategies as st
 from heartline.errors import UsageError
 from heartline.lock import _protocol as proto
 from heartline.lock._backend import check_limit, check_name, check_ttl, parse_url
+from heartline.lock._lock import UnsafeTokenFile, open_backend, read_token_file
 from heartline.lock._server import parse_listen, read_tokens
 
 ProtocolViolation = proto.ProtocolViolation
@@ -332,12 +334,19 @@ def test_parse_listen_of_any_text_gives_a_pair_or_usage_error(text: str) -> None
     assert host and 0 <= port <= 65535
 
 
+def private(path: Path, text: str) -> Path:
+    """Write ``text`` to ``path`` readable by its owner only, as a token file must be."""
+    path.write_text(text)
+    path.chmod(0o600)
+    return path
+
+
 def test_read_tokens_reads_plain_and_admin_tokens(tmp_path: Path) -> None:
     """`TOKEN` lines are plain tokens, `TOKEN admin` lines admin tokens; blank lines and #
     comments are skipped."""
     path = tmp_path / "tokens"
     plain, admin = "p" * 16, "A" * 24
-    path.write_text(f"# the tokens\n\n{plain}\n  {admin} admin  # ops\n")
+    private(path, f"# the tokens\n\n{plain}\n  {admin} admin  # ops\n")
     assert read_tokens(str(path)) == {plain: False, admin: True}
 
 
@@ -350,8 +359,7 @@ def test_read_tokens_reads_plain_and_admin_tokens(tmp_path: Path) -> None:
 def test_read_tokens_refuses_bad_lines_in_one_line(tmp_path: Path, text: str, needle: str) -> None:
     """Short tokens, unknown roles, extra words and files without a token are one-line
     UsageErrors naming the file (and the line)."""
-    path = tmp_path / "tokens"
-    path.write_text(text)
+    path = private(tmp_path / "tokens", text)
     with pytest.raises(UsageError) as e:
         read_tokens(str(path))
     assert needle in str(e.value) and str(path) in str(e.value)
@@ -370,8 +378,65 @@ def test_read_tokens_of_binary_file_is_a_usage_error(tmp_path: Path) -> None:
     """A token file that is not text is a UsageError, not a UnicodeDecodeError."""
     path = tmp_path / "tokens"
     path.write_bytes(b"\xff\xfe" + b"a" * 20 + b"\n")
+    path.chmod(0o600)
     with pytest.raises(UsageError):
         read_tokens(str(path))
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620, 0o660])
+def test_token_files_open_to_other_users_are_refused_naming_the_mode_and_the_fix(
+    tmp_path: Path, mode: int
+) -> None:
+    """A token file with any group or other permission is refused, as ssh refuses such a
+    private key: lockd's with a one-line UsageError (exit 2), a client's with a one-line
+    UnsafeTokenFile (exit 78); both name the file, its mode and `chmod 600 FILE`."""
+    path = private(tmp_path / "my tokens", "t" * 16 + "\n")
+    path.chmod(mode)
+    with pytest.raises(UsageError) as server:
+        read_tokens(str(path))
+    with pytest.raises(UnsafeTokenFile) as client:
+        read_token_file(str(path))
+    assert client.value.exit_code == 78 and server.value.exit_code == 2
+    for err in (server.value, client.value):
+        text = str(err)
+        assert "\n" not in text and str(path) in text and f"mode {mode:04o}" in text
+        assert f"chmod 600 '{path}'" in text
+
+
+def test_a_client_token_file_from_the_environment_says_so(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loose token file named by $HEARTLINE_LOCK_TOKEN_FILE is refused before any
+    connection, and the message says where the name came from."""
+    path = private(tmp_path / "token", "t" * 16 + "\n")
+    path.chmod(0o644)
+    monkeypatch.setenv("HEARTLINE_LOCK_TOKEN_FILE", str(path))
+    with pytest.raises(UnsafeTokenFile, match=r"\$HEARTLINE_LOCK_TOKEN_FILE.*mode 0644"):
+        open_backend("heartline://127.0.0.1:9")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="giving a file to another user needs root")
+def test_token_files_owned_by_another_user_are_refused(tmp_path: Path) -> None:
+    """A token file owned by another user (neither us nor root) is refused even at mode
+    0600: its owner could change the token. The message names the owner and the fix."""
+    path = private(tmp_path / "tokens", "t" * 16 + "\n")
+    os.chown(path, 65534, 65534)
+    with pytest.raises(UsageError) as server:
+        read_tokens(str(path))
+    with pytest.raises(UnsafeTokenFile) as client:
+        read_token_file(str(path))
+    for err in (server.value, client.value):
+        text = str(err)
+        assert "\n" not in text and str(path) in text and "uid 65534" in text
+        assert f"chown root {path}" in text
+
+
+def test_private_token_files_owned_by_us_are_read(tmp_path: Path) -> None:
+    """Mode 0600 (and 0400) files of our own are read as before."""
+    path = private(tmp_path / "token", "t" * 16 + "  # mine\n")
+    assert read_token_file(str(path)) == "t" * 16
+    path.chmod(0o400)
+    assert read_tokens(str(path)) == {"t" * 16: False}
 
 
 # --- the client's URL and option checks -------------------------------------------------------

@@ -1,0 +1,69 @@
+"""Token files hold secrets: they are read only while no other user can read or change them.
+
+As ssh does with a private key: a file that others could read has leaked its token already, or
+will; one that another user owns (or could write) lets that user choose the token. So a token
+file must belong to this user (or root) and have no group or other permission bits.
+"""
+
+from __future__ import annotations
+
+import errno
+import os
+import stat
+
+
+class UnsafeFile(Exception):
+    """The file is open to other users; the message says how, and the command that fixes it."""
+
+
+def _name(uid: int) -> str:
+    import pwd
+
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return str(uid)
+
+
+def _quote(path: str) -> str:
+    import shlex  # only to word an error: it costs a cold start several milliseconds
+
+    return shlex.quote(path)
+
+
+def check_private(path: str, st: os.stat_result) -> None:
+    """Raise :class:`UnsafeFile` unless ``st`` (of ``path``) is private to us or root."""
+    me = os.geteuid()
+    if st.st_uid not in (me, 0):
+        quoted = _quote(path)
+        us = f"this user ({_name(me)})" + ("" if me == 0 else " or root")
+        raise UnsafeFile(
+            f"owned by {_name(st.st_uid)} (uid {st.st_uid}), not by {us}, so its owner could "
+            f"change the token; use a token file of your own (`chown {_name(me)} {quoted}` as "
+            "root, then `chmod 600`)"
+        )
+    mode = stat.S_IMODE(st.st_mode)
+    if mode & 0o077:
+        rights = [what for bits, what in ((0o044, "read"), (0o022, "change")) if mode & bits]
+        grants = " and ".join(rights) or "use"
+        quoted = _quote(path)
+        raise UnsafeFile(
+            f"mode {mode:04o} lets other users {grants} it; make it private: `chmod 600 {quoted}`"
+        )
+
+
+def read_private(path: str) -> str:
+    """The text of the token file ``path``, checked on the very file read (no swap between
+    the check and the read). Raises OSError, UnicodeDecodeError or :class:`UnsafeFile`."""
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISDIR(st.st_mode):
+            raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), path)
+        check_private(path, st)
+        chunks = []
+        while chunk := os.read(fd, 65536):
+            chunks.append(chunk)
+    finally:
+        os.close(fd)
+    return b"".join(chunks).decode()

@@ -23,6 +23,19 @@ MAX_TTL = 3600.0
 MIN_TTL = 0.2
 
 
+#: A thread that wakes this much later than it asked to was not running meanwhile: its process
+#: was frozen (SIGSTOP) or its machine paused. Far beyond any scheduling delay.
+STALL = 0.25
+
+
+def frozen_for(late: float) -> str | None:
+    """What to say of a lease that ran out while the thread keeping it woke ``late`` seconds
+    after it meant to (its wake-up was due before the lease's end); None if it was on time."""
+    if late < STALL:
+        return None
+    return f"the lease ran out while this process was frozen (for at least {late:.1f}s)"
+
+
 # NamedTuples rather than dataclasses: importing dataclasses costs a cold `heartline lock`
 # several milliseconds.
 class ClientInfo(NamedTuple):

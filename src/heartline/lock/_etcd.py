@@ -54,6 +54,7 @@ from heartline.lock._backend import (
     check_limit,
     check_name,
     check_ttl,
+    frozen_for,
 )
 
 log = logging.getLogger(__name__)
@@ -439,6 +440,7 @@ class EtcdBackend:
 
     def _keepalive_loop(self) -> None:
         while True:
+            late = 0.0  # how much later than planned the last wait ended
             with self._wakeup:
                 while True:
                     if self._closed:
@@ -449,6 +451,7 @@ class EtcdBackend:
                         break
                     soonest = min((e.next_due for e in self._entries.values()), default=now + 60)
                     self._wakeup.wait(soonest - now)
+                    late = time.monotonic() - soonest
             for entry in sorted(due, key=lambda e: e.next_due):
                 if self._stop.is_set():
                     return
@@ -457,12 +460,14 @@ class EtcdBackend:
                 if not current:
                     continue
                 try:
-                    self._renew(entry)
+                    self._renew(entry, late=late)
                 except Exception:  # never let one odd answer end every renewal
                     log.exception("lock %r: renewing lease %x failed", entry.name, entry.lease_id)
                     entry.next_due = time.monotonic() + entry.ttl / 3
 
-    def _renew(self, entry: _Entry) -> None:
+    def _renew(self, entry: _Entry, *, late: float = 0.0) -> None:
+        """Renew ``entry``'s lease (and check a holder's key); ``late`` is how much later than
+        planned the keepalive thread woke for it."""
         sent_at = time.monotonic()
         timeout = min(max(entry.ttl / 2, 0.5), _REQUEST_TIMEOUT)
         try:
@@ -496,7 +501,10 @@ class EtcdBackend:
                 log.debug("lock %r: renewal attempt %d failed: %s", entry.name, entry.failures, e)
             return
         if not alive:
-            self._gone(entry, "etcd no longer has its lease (it expired or was revoked)")
+            # Ran out on our clock too, while the thread overslept: we were frozen meanwhile.
+            ran_out = entry.lease is not None and sent_at >= entry.lease.valid_until
+            frozen = frozen_for(late) if ran_out else None
+            self._gone(entry, frozen or "etcd no longer has its lease (it expired or was revoked)")
             return
         if entry.failures:
             log.info(
@@ -523,7 +531,9 @@ class EtcdBackend:
             if lease is not None:
                 self._held.pop(lease, None)
         if lease is not None:
-            log.warning("lock %r lost (token %d): %s", entry.name, lease.token, reason)
+            # Info, not a warning: the holder learns of it through the lease (LockLost,
+            # on_lost) and reports it itself, as `heartline lock` does.
+            log.info("lock %r lost (token %d): %s", entry.name, lease.token, reason)
             lease.mark_lost(reason)
         else:
             self._interrupt(entry)

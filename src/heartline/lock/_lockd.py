@@ -35,13 +35,27 @@ from heartline.errors import (
     UsageError,
 )
 from heartline.lock import _protocol as proto
-from heartline.lock._backend import ClientInfo, Holder, Lease, LockInfo
+from heartline.lock._backend import ClientInfo, Holder, Lease, LockInfo, frozen_for
+
+_log_hooks: list[Callable[[], None]] = []
+_log_hooks_lock = threading.Lock()
+
+
+def before_first_log(hook: Callable[[], None]) -> None:
+    """Call ``hook`` once, just before this module first logs (`heartline lock` sets up its
+    stderr this way without importing logging at start-up)."""
+    with _log_hooks_lock:
+        _log_hooks.append(hook)
 
 
 def _log() -> logging.Logger:
     # Imported on first use: logging costs a cold `heartline lock` about 5 ms.
     import logging
 
+    if _log_hooks:
+        with _log_hooks_lock:
+            while _log_hooks:
+                _log_hooks.pop(0)()
     return logging.getLogger(__name__)
 
 
@@ -121,6 +135,7 @@ class LockdBackend:
         self._next_ping = 0.0
         self._poller = select.poll()
         self._poll_sock: socket.socket | None = None
+        self._ended = ""  # why the last connection ended
 
     # --- connection -----------------------------------------------------------------------
     def _where(self) -> str:
@@ -261,8 +276,14 @@ class LockdBackend:
                     self._turn.wait(wake - now)
             if self._closed:
                 return
-            if live and wake > now and watch.poll((wake - now) * 1000 + 1):
-                self._take_push(sock)
+            if live and wake > now:
+                ready = watch.poll((wake - now) * 1000 + 1)
+                # Before reading what the server pushed meanwhile: a lease that ran out while
+                # this process was frozen is lost for that reason.
+                woke = time.monotonic()
+                self._expire_leases(woke, woke - wake)
+                if ready:
+                    self._take_push(sock)
             now = time.monotonic()
             self._expire_leases(now)
             if self._sock is sock and now >= self._next_ping:
@@ -278,10 +299,13 @@ class LockdBackend:
                     if reason is not None:
                         self._hang_up(sock, reason)
             if self._sock is not sock:
-                leases = [le for le in self._all_leases() if not le.released]
+                # Only grants whose lease still runs can be resumed; the rest are lost already
+                # (and say why), so there is nothing to announce.
+                leases = self._live_leases()
                 if self._closed or not leases:
                     return
-                _log().warning("lost the connection to lockd; resuming the session")
+                _log().warning("lost the connection to lockd at %s (%s); resuming the session "
+                               "within the lease", self._where(), self._ended)  # fmt: skip
                 resumed = self._resume(leases)
                 if resumed is None:
                     return
@@ -317,6 +341,7 @@ class LockdBackend:
         with self._mutex:
             if self._sock is sock:
                 self._sock = None
+                self._ended = reason
             slots = list(self._slots.values())
             self._slots.clear()
         with contextlib.suppress(OSError):
@@ -369,6 +394,7 @@ class LockdBackend:
             self._poller.register(sock, select.POLLIN)
             self._poll_sock = sock
         poller = self._poller
+        late = 0.0  # how much later than planned the last wait ended
         while True:
             if self._closed:
                 return "closed"
@@ -387,13 +413,15 @@ class LockdBackend:
                     stop = ping.is_done
             deadline = self._next_ping
             if self._leases:
-                self._expire_leases(now)
+                self._expire_leases(now, late)
                 deadline = min([deadline] + [le.valid_until for le in self._live_leases()])
             if until is not None:
                 deadline = min(deadline, until)
             pending = sock.pending() if self._ssl is not None else 0  # type: ignore[attr-defined]
             # (close() shuts the socket down, which ends this poll too.)
-            if not pending and not poller.poll(max(0.0, deadline - time.monotonic()) * 1000 + 1):
+            ready = pending or poller.poll(max(0.0, deadline - time.monotonic()) * 1000 + 1)
+            late = time.monotonic() - deadline
+            if not ready:
                 continue
             try:
                 chunk = sock.recv(65536)
@@ -452,10 +480,13 @@ class LockdBackend:
         # dict could meet another thread adding or removing a lease ("changed size").
         return list(self._leases.values())
 
-    def _expire_leases(self, now: float) -> None:
+    def _expire_leases(self, now: float, late: float = 0.0) -> None:
+        """Leases whose deadline passed are lost; ``late`` is how much later than planned the
+        calling thread's last wait ended (long enough, and the process was frozen)."""
         for lease in self._live_leases():
             if now >= lease.valid_until:
-                lease.mark_lost("no answer from lockd for a whole TTL; the server has let it go")
+                lease.mark_lost(frozen_for(late) or "no answer from lockd for a whole TTL; "
+                                "the server has let it go")  # fmt: skip
 
     def _resume(self, leases: list[Lease]) -> tuple[socket.socket, bytes] | None:
         """Reconnect and resume the session before the leases run out; None if that failed."""

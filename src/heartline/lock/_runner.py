@@ -15,6 +15,10 @@ Three processes, so the command never runs without the lock, whatever happens to
   (SIGSTOP) and stops renewing, the guard stops the command before that deadline on its own.
 * If the runner cannot renew the lease, it has the guard stop the command (TERM -> grace ->
   KILL) so that it is dead before the lease can expire on the server, and exits EXIT_LOST.
+  So does a runner that was frozen while the guard stopped the command on its own.
+
+Every line the runner writes (its own and the lock backends' warnings) is one line starting
+with ``heartline: ``, as the CLI's errors do.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ import sys
 import time
 
 from heartline.errors import LockLost
+from heartline.lock._backend import Lease, frozen_for
 from heartline.lock._lock import Lock
 
 #: Reserved exit codes (the command's own code is passed through otherwise).
@@ -43,6 +48,10 @@ EXIT_NOT_FOUND = 127  # the command could not be started (like a shell)
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 #: Messages on the runner <-> guard socket (SOCK_SEQPACKET, so each is one datagram).
 _RUN, _UNTIL, _STOP, _PID, _EXIT = b"R", b"U", b"S", b"P", b"X"
+#: Why the guard stopped the command, after the status in its exit report: the runner asked
+#: (or is gone), or the lease's deadline came with no renewal news from the runner.
+_ASKED, _DEADLINE = b"A", b"D"
+_PREFIX = "heartline: "
 
 
 def _stop_lead(ttl: float, grace: float) -> float:
@@ -73,7 +82,7 @@ def _guard(ctl: socket.socket, argv: list[str], grace: float) -> int:
         # importing subprocess; setpgroup=0 gives the command a process group of its own.
         pid = os.posix_spawnp(argv[0], argv, env, setpgroup=0)
     except OSError as e:
-        sys.stderr.write(f"heartline lock: cannot run {argv[0]!r}: {e.strerror}\n")
+        sys.stderr.write(f"{_PREFIX}cannot run {argv[0]!r}: {e.strerror}\n")
         ctl.send(_EXIT + struct.pack("!i", -1))
         return 0
     pgid = pid
@@ -86,6 +95,7 @@ def _guard(ctl: socket.socket, argv: list[str], grace: float) -> int:
     # The runner passes on renewals in time to keep this deadline ahead (see _hold_and_run).
     lead = grace + 0.1
     stopping_at: float | None = None  # when TERM was sent
+    why = b""  # _ASKED or _DEADLINE once the command is being stopped
     killed = False
     runner_gone = False
     while True:
@@ -95,6 +105,7 @@ def _guard(ctl: socket.socket, argv: list[str], grace: float) -> int:
             # is gone before the lease can end on the server.
             _signal_group(pgid, signal.SIGTERM)
             stopping_at = now
+            why = _DEADLINE
         kill_at = None if stopping_at is None else min(stopping_at + grace, until - 0.05)
         if kill_at is not None and not killed and now >= kill_at:
             _signal_group(pgid, signal.SIGKILL)
@@ -111,7 +122,7 @@ def _guard(ctl: socket.socket, argv: list[str], grace: float) -> int:
                 _take_terminal_back(tty)
                 if not runner_gone:
                     with contextlib.suppress(OSError):
-                        ctl.send(_EXIT + struct.pack("!i", status))
+                        ctl.send(_EXIT + struct.pack("!i", status) + why)
                 for held in held_fds:
                     os.close(held)
                 return 0
@@ -129,11 +140,13 @@ def _guard(ctl: socket.socket, argv: list[str], grace: float) -> int:
                     if stopping_at is None:
                         _signal_group(pgid, signal.SIGTERM)
                         stopping_at = time.monotonic()
+                        why = _ASKED
             elif data[:1] == _UNTIL:
                 until = struct.unpack("!d", data[1:9])[0]
             elif data[:1] == _STOP and stopping_at is None:
                 _signal_group(pgid, signal.SIGTERM)
                 stopping_at = time.monotonic()
+                why = _ASKED
 
 
 def _give_terminal(pgid: int) -> int:
@@ -195,6 +208,9 @@ def run_locked(
     grace = grace_for(ttl)
     lock = Lock(name, url=url, ttl=ttl, limit=limit, wait=wait, token_file=token_file,
                 ca_file=ca_file, label=" ".join(argv))  # fmt: skip
+    # Opened now: a bad URL or token file stops us before the guard is forked.
+    _ = lock.backend
+    _log_to_stderr_when_used()
     here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -220,6 +236,42 @@ def run_locked(
             os.waitpid(pid, 0)
         os.close(guard_pidfd)
         lock.close()
+
+
+def _log_to_stderr_when_used() -> None:
+    """The lock backends' warnings go to stderr as the runner's own lines are written.
+
+    Without importing logging now if nobody has (about 5 ms of every cold start): the lockd
+    client imports it only when it first logs, and sets this up then.
+    """
+    if "logging" in sys.modules:
+        _log_to_stderr()
+    else:
+        from heartline.lock import _lockd
+
+        _lockd.before_first_log(_log_to_stderr)
+
+
+def _log_to_stderr() -> None:
+    import logging
+
+    class OneLine(logging.Formatter):
+        def format(self, record: logging.LogRecord) -> str:
+            text = record.getMessage()
+            if record.exc_info is not None and record.exc_info[1] is not None:
+                text = f"{text}: {record.exc_info[1]!r}"  # no traceback: one line
+            return _PREFIX + " ".join(text.splitlines())
+
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(OneLine())
+    logger = logging.getLogger("heartline.lock")
+    logger.addHandler(handler)
+    logger.setLevel(logging.WARNING)
+    logger.propagate = False
+
+
+def _say(text: str) -> None:
+    sys.stderr.write(f"{_PREFIX}{text}\n")
 
 
 def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float,
@@ -249,18 +301,20 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float
     lead = _stop_lead(ttl, grace)
     told = lease.valid_until
     stop_reason: LockLost | None = None
+    late = 0.0  # how much later than it asked the last wait ended: the process did not run
     try:
         while True:
             now = time.monotonic()
-            lost = lease.lost_error
+            # A loss the backend reported (an admin's break, the server's word); the lease's
+            # own deadline is checked here, earlier than the backend would.
+            lost = lease._lost
             if lost is None and now >= lease.valid_until - lead:
-                lost = LockLost(f"lock {lock.name!r}: the lease could not be renewed; stopping "
-                                "the command before it runs out", name=lock.name)  # fmt: skip
+                lost = LockLost(_deadline_reason(lock.name, lease, now, late), name=lock.name)
             if lost is not None and stop_reason is None:
                 # The guard stops the command (TERM, then KILL before the lease ends) and
                 # reports its exit, as it would if this process were gone.
                 stop_reason = lost
-                sys.stderr.write(f"heartline lock: {lost}\n")
+                _say(f"{lost}; stopping the command")
                 with contextlib.suppress(OSError):
                     ctl.send(_STOP)
             if lease.valid_until > told and stop_reason is None:
@@ -275,6 +329,7 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float
                                     [fd] if fd >= 0 else [])  # fmt: skip
             timeout = None if stop_reason is not None else max(0.0, lease.valid_until - lead - now)
             events = poller.poll(None if timeout is None else timeout * 1000 + 1)
+            late = 0.0 if timeout is None else max(0.0, time.monotonic() - now - timeout)
             fds = {fd for fd, _ev in events}
             if wake_r in fds:
                 with contextlib.suppress(OSError):
@@ -288,6 +343,11 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float
                         data = ctl.recv(64, socket.MSG_DONTWAIT)
                     except BlockingIOError:
                         break
+                    except ConnectionResetError:
+                        # The guard exited with a message of ours unread (a stop crossing its
+                        # exit report). The kernel reports that first, once, and what the
+                        # guard sent is still queued behind it: read on.
+                        continue
                     except OSError:
                         data = b""
                     if data[:1] == _PID:
@@ -298,20 +358,43 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float
                         status = struct.unpack("!i", data[1:5])[0]
                         if status < 0:
                             return EXIT_NOT_FOUND
+                        if stop_reason is None and data[5:6] == _DEADLINE:
+                            # The guard stopped the command at the lease's deadline on its
+                            # own: this process did not pass a renewal on in time.
+                            stop_reason = lease._lost or LockLost(
+                                _guard_reason(lock.name, lease, late), name=lock.name
+                            )
+                            _say(f"{stop_reason}; the command was stopped")
                         return EXIT_LOST if stop_reason is not None else status
                     elif not data:
                         break
                 if guard_pidfd in fds or not data:
                     if pgid:
                         _signal_group(pgid, signal.SIGKILL)
-                    sys.stderr.write("heartline lock: the guard process vanished; the command "
-                                     "was killed\n")  # fmt: skip
+                    _say("the guard process vanished; the command was killed")
                     return EXIT_INTERNAL
     finally:
         for sig, handler in old.items():
             signal.signal(sig, handler)
         # The wake pipe stays open: the backend's thread may still poke it until the lock is
         # closed, and the runner exits right after.
+
+
+def _deadline_reason(name: str, lease: Lease, now: float, late: float) -> str:
+    """Why the runner stops the command at the lease's deadline."""
+    frozen = frozen_for(late)
+    if frozen is None:
+        return f"lock {name!r} (token {lease.token}): the lease could not be renewed in time"
+    if now >= lease.valid_until:
+        return f"lock {name!r} lost (token {lease.token}): {frozen}"
+    return (f"lock {name!r} (token {lease.token}): this process was frozen (for at least "
+            f"{late:.1f}s) until its lease was about to run out")  # fmt: skip
+
+
+def _guard_reason(name: str, lease: Lease, late: float) -> str:
+    """Why the guard stopped the command on its own, as far as the runner can tell."""
+    why = frozen_for(late) or "this process did not pass a renewal on to the guard in time"
+    return f"lock {name!r} lost (token {lease.token}): {why}"
 
 
 def _poke(fd: int) -> None:

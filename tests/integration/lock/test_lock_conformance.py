@@ -436,6 +436,131 @@ def test_the_command_never_outlives_its_runner_s_lock(
     assert second.wait(20) == 0
 
 
+def children(pid: int) -> list[int]:
+    """The pids of ``pid``'s children (forked by its main thread)."""
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as f:
+            return [int(c) for c in f.read().split()]
+    except OSError:
+        return []
+
+
+def running(pid: int) -> bool:
+    """``pid`` exists and is not a zombie."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            return f.read().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def seqpacket_backlog(pid: int) -> int | None:
+    """Bytes waiting unread on ``pid``'s SOCK_SEQPACKET socket (the guard's channel to its
+    runner), as `ss` reports them; None if it has none."""
+    out = subprocess.run(["ss", "-x", "-a", "-p", "-H"], capture_output=True, text=True,
+                         timeout=10, check=True).stdout  # fmt: skip
+    for line in out.splitlines():
+        if line.startswith("u_seq") and f"pid={pid}," in line:
+            return int(line.split()[2])
+    return None
+
+
+def runner_with_guard(
+    procs: list[subprocess.Popen[bytes]], argv: list[str], ready: Path, stderr: Path, **kw: Any
+) -> tuple[subprocess.Popen[bytes], int, int]:
+    """Start a runner (stderr to a file), wait for its command; the runner, guard, command."""
+    with open(stderr, "wb") as err:
+        runner = subprocess.Popen(argv, stderr=err, start_new_session=True, **kw)
+    procs.append(runner)
+    wait_until(ready.exists, 20, "the command to start")
+    [guard] = wait_until(lambda: children(runner.pid), 5, "the guard")
+    [command] = wait_until(lambda: children(guard), 5, "the command")
+    return runner, guard, command
+
+
+def test_a_runner_frozen_past_its_lease_exits_79_and_says_why(
+    served: Served, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """The runner is frozen (SIGSTOP) until its guard has stopped the command at the end of
+    the lease, then thawed (SIGCONT): it exits 79 (the lock was lost, the command stopped),
+    not with the command's 143, and says so in one line: that the lease ran out while it was
+    frozen, not that it is resuming a session that is gone."""
+    ready, stderr = tmp_path / "ready", tmp_path / "stderr"
+    code = f"import pathlib, time; pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"
+    argv = [*HEARTLINE, "lock", "frozen-runner", "--server", served.url, "--ttl",
+            str(served.ttl), "--", sys.executable, "-c", code]  # fmt: skip
+    runner, guard, command = runner_with_guard(procs, argv, ready, stderr)
+    try:
+        os.kill(runner.pid, signal.SIGSTOP)
+        try:
+            # The guard stops the command on its own, reports, and exits (a zombie until the
+            # runner thaws).
+            wait_until(lambda: not running(command) and not running(guard), served.ttl + 15,
+                       "the guard to stop the command and exit")  # fmt: skip
+        finally:
+            os.kill(runner.pid, signal.SIGCONT)
+        assert runner.wait(20) == 79, stderr.read_text()
+        err = stderr.read_text()
+        assert err.count("\n") == 1 and err.startswith("heartline: "), err
+        assert "heartline: " not in err[len("heartline: ") :], err
+        assert "lost" in err and "frozen" in err and "resum" not in err, err
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(command, signal.SIGKILL)
+
+
+def test_a_stop_crossing_the_guard_s_exit_report_is_not_taken_for_a_vanished_guard(
+    served: Served, tmp_path: Path, procs: list[subprocess.Popen[bytes]]
+) -> None:
+    """The guard exits with the runner's stop message (and renewal news) unread, just after
+    reporting the command's exit. The runner's next read meets ECONNRESET before that report;
+    it reads the report anyway and exits 79 for the broken lock, not 70 ("the guard process
+    vanished"). Made deterministic by freezing the guard while the messages queue up, and the
+    runner while the guard reports and exits."""
+    import shutil
+
+    if shutil.which("ss") is None:
+        pytest.skip("ss (iproute2) is needed to see the guard's unread messages")
+    ready, stderr = tmp_path / "ready", tmp_path / "stderr"
+    # The command ends when its stdin closes: the test decides when, with no signal.
+    code = f"import os, pathlib; pathlib.Path({str(ready)!r}).touch(); os.read(0, 1)"
+    argv = [*HEARTLINE, "lock", "crossing", "--server", served.url, "--ttl", str(served.ttl),
+            "--", sys.executable, "-c", code]  # fmt: skip
+    runner, guard, command = runner_with_guard(procs, argv, ready, stderr, stdin=subprocess.PIPE)
+    assert runner.stdin is not None
+    try:
+        os.kill(guard, signal.SIGSTOP)
+        try:
+            # Renewal news (9 bytes each) piles up unread, then the runner's stop (1 byte)
+            # once the lock is broken.
+            wait_until(lambda: (seqpacket_backlog(guard) or 0) >= 9, served.ttl + 10,
+                       "renewal news queued for the frozen guard")  # fmt: skip
+            backend = open_backend(served.url)
+            try:
+                assert backend.break_lock("crossing") == 1
+            finally:
+                backend.close()
+            wait_until(lambda: (seqpacket_backlog(guard) or 0) % 9 == 1, served.ttl + 10,
+                       "the runner's stop queued")  # fmt: skip
+            # The runner waits for the guard's report now; freeze it so that the guard is
+            # gone before it reads.
+            os.kill(runner.pid, signal.SIGSTOP)
+            runner.stdin.close()
+            wait_until(lambda: not running(command), 10, "the command to exit")
+            # Thawed, the guard reads one message, sees the command gone, reports and exits.
+            os.kill(guard, signal.SIGCONT)
+            wait_until(lambda: not running(guard), 10, "the guard to exit")
+        finally:
+            os.kill(guard, signal.SIGCONT)
+            os.kill(runner.pid, signal.SIGCONT)
+        assert runner.wait(20) == 79, stderr.read_text()
+        err = stderr.read_text()
+        assert err.count("\n") == 1 and "lost" in err and "vanished" not in err, err
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(command, signal.SIGKILL)
+
+
 def test_many_async_waiters_each_get_their_turn(served: Served) -> None:
     """Twelve tasks wait on one lock at once (more than a thread pool's worth): every one is
     granted in turn, one at a time; a cancelled waiter leaves no grant behind."""

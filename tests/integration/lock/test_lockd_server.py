@@ -159,6 +159,52 @@ def test_the_runner_stops_its_command_when_the_lease_cannot_be_renewed(
             runner.stderr.close()
 
 
+#: Holds a lock until it is lost, waits for the lease thread to finish with it, then prints
+#: why it was lost.
+FROZEN_HOLDER = """
+import pathlib, sys, threading
+from heartline import Lock
+url, ready = sys.argv[1:3]
+lost = threading.Event()
+lock = Lock("frozen-holder", url=url, ttl=1.0, on_lost=lambda _e: lost.set())
+lock.acquire()
+pathlib.Path(ready).touch()
+assert lost.wait(60)
+for thread in threading.enumerate():
+    if thread.name == "heartline-lockd":
+        thread.join(10)
+print(lock.lease.lost_error)
+"""
+
+
+def test_a_holder_frozen_past_its_lease_says_so_and_does_not_resume(
+    lockd: LockdServer, tmp_path: Path
+) -> None:
+    """A holder frozen (SIGSTOP) until lockd has let its lock go, then thawed: its lease is
+    lost "while this process was frozen", and it does not announce that it is resuming a
+    session that lockd has ended (nothing on stderr)."""
+    ready = tmp_path / "ready"
+    holder = subprocess.Popen([sys.executable, "-c", FROZEN_HOLDER, lockd.url, str(ready)],
+                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                              start_new_session=True)  # fmt: skip
+    try:
+        wait_until(ready.exists, 20, "the holder to hold the lock")
+        os.kill(holder.pid, signal.SIGSTOP)
+        try:
+            wait_until(lambda: "no lock" in cli("locks", "--server", lockd.url).stdout, 15,
+                       "lockd to let the frozen holder's lock go")  # fmt: skip
+        finally:
+            os.kill(holder.pid, signal.SIGCONT)
+        out, err = holder.communicate(timeout=30)
+        assert holder.returncode == 0, err
+        assert "frozen-holder" in out and "while this process was frozen" in out, out
+        assert err == "", err
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(holder.pid, signal.SIGKILL)
+        holder.wait()
+
+
 def test_locks_and_break_through_the_cli(lockd: LockdServer) -> None:
     """`heartline locks` shows the holder with host, pid and token (table and JSON);
     `heartline lock --break` drops it and the holder learns it lost the lock."""

@@ -523,8 +523,11 @@ class EtcdBackend:
 
     def _gone(self, entry: _Entry, reason: str) -> None:
         """etcd no longer has this entry's lease or key: a holder has lost the lock, a waiter
-        its place in the queue."""
+        its place in the queue. Unless we let it go ourselves (a release or an abandoned wait
+        while a renewal was under way): that is no loss."""
         with self._mutex:
+            if self._entries.get(entry.lease_id) is not entry:
+                return
             self._entries.pop(entry.lease_id, None)
             entry.gone = reason
             lease = entry.lease
@@ -549,23 +552,23 @@ class EtcdBackend:
 
     def _revoke(self, entry: _Entry, why: str) -> bool:
         """Revoke the entry's lease: etcd deletes its key in the same step. False when etcd
-        could not be told (the lease then expires within its TTL)."""
+        could not be told: the key then stays until the lease runs out on etcd's side."""
         try:
             self._post("/v3/lease/revoke", {"ID": str(entry.lease_id)}, name=entry.name)
-        except _EtcdError as e:
-            if e.code != _NOT_FOUND:
-                log.warning(
-                    "lock %r: %s: could not revoke lease %x: %s", entry.name, why, entry.lease_id, e
-                )
-                return False
         except LockError as e:
+            if isinstance(e, _EtcdError) and e.code == _NOT_FOUND:
+                return True  # gone already
+            # No promise of "within the TTL": a member that becomes leader (after a restart,
+            # or an election) gives every lease its full TTL again, counted from then.
             log.warning(
-                "lock %r: %s: could not revoke lease %x (it expires within %ds): %s",
+                "lock %r: %s: could not revoke lease %x: %s; etcd deletes the key once the "
+                "lease's %ds TTL runs out unrenewed (the count starts again whenever etcd "
+                "restarts or elects a leader)",
                 entry.name,
                 why,
                 entry.lease_id,
-                etcd_ttl(entry.ttl),
                 e,
+                etcd_ttl(entry.ttl),
             )
             return False
         return True

@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import http.client
 import json
+import logging
 import os
 import signal
 import socket
@@ -354,6 +355,52 @@ def test_holder_survives_an_etcd_restart_shorter_than_its_ttl(
     [info] = b.locks()
     assert [h.token for h in info.holders] == [lease.token]
     a.release(lease)
+
+
+def test_a_renewal_crossing_a_release_is_not_reported_as_a_loss(
+    backend: Callable[[], EtcdBackend], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The keepalive thread picks a held lease for renewal just as its holder releases it.
+    What it then finds (etcd no longer has the lease, nor the key) is our own release, not a
+    loss or a break: nothing says "lost" in the log and the released lease is not lost.
+    (The interleaving is made certain by running the thread's renewal step right after the
+    release, against the real etcd.)"""
+    caplog.set_level(logging.DEBUG, logger="heartline.lock._etcd")
+    b = backend()
+    lease = b.acquire("crossed", limit=1, ttl=3.0, wait=0, client=ME)
+    entry = b._held[lease]
+    b.release(lease)
+    b._renew(entry)
+    assert [r.getMessage() for r in caplog.records if "lost" in r.getMessage()] == []
+    assert not lease.lost and lease.lost_error is None
+
+
+def test_a_release_etcd_misses_says_when_the_key_really_goes(
+    etcd: EtcdServer, backend: Callable[[], EtcdBackend], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Released while etcd is down, a lease cannot be revoked. The one-line warning does not
+    promise that the key goes within the TTL: etcd gives every lease its full TTL again when
+    it restarts (or elects a leader). And so it goes: after an outage longer than the TTL
+    the key is still there, and it goes about one TTL after etcd is back."""
+    caplog.set_level(logging.WARNING, logger="heartline.lock._etcd")
+    ttl = 2.0
+    b, other = backend(), backend()
+    lease = b.acquire("outage", limit=1, ttl=ttl, wait=0, client=ME)
+    witness = other.acquire("witness", limit=1, ttl=ttl, wait=0, client=ME)
+    [key] = [k for k in raw_keys(etcd) if "/outage/" in k]
+    etcd.kill()
+    b.release(lease)
+    [warning] = [r.getMessage() for r in caplog.records if "revoke" in r.getMessage()]
+    assert "\n" not in warning and "within" not in warning, warning
+    assert "2s TTL" in warning and "restarts" in warning, warning
+    # The outage lasts longer than a TTL: the witness, granted with the released lock, sees
+    # its own lease run out on its clock.
+    wait_until(lambda: witness.lost, ttl + 5, "a whole TTL of outage")
+    etcd.start()
+    back = time.monotonic()
+    assert key in raw_keys(etcd)
+    wait_until(lambda: key not in raw_keys(etcd), ttl + 3, "etcd to drop the released key")
+    assert time.monotonic() - back > ttl / 2
 
 
 def test_locks_lists_holders_and_waiters_under_the_prefix(

@@ -48,8 +48,9 @@ EXIT_NOT_FOUND = 127  # the command could not be started (like a shell)
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 #: Messages on the runner <-> guard socket (SOCK_SEQPACKET, so each is one datagram).
 _RUN, _UNTIL, _STOP, _PID, _EXIT = b"R", b"U", b"S", b"P", b"X"
-#: Why the guard stopped the command, after the status in its exit report: the runner asked
-#: (or is gone), or the lease's deadline came with no renewal news from the runner.
+#: Why the guard stopped the command, after the status in its exit report (and then when it
+#: did, on the monotonic clock both processes share): the runner asked (or is gone), or the
+#: lease's deadline came with no renewal news from the runner.
 _ASKED, _DEADLINE = b"A", b"D"
 _PREFIX = "heartline: "
 
@@ -122,7 +123,10 @@ def _guard(ctl: socket.socket, argv: list[str], grace: float) -> int:
                 _take_terminal_back(tty)
                 if not runner_gone:
                     with contextlib.suppress(OSError):
-                        ctl.send(_EXIT + struct.pack("!i", status) + why)
+                        report = struct.pack("!i", status)
+                        if stopping_at is not None:
+                            report += why + struct.pack("!d", stopping_at)
+                        ctl.send(_EXIT + report)
                 for held in held_fds:
                     os.close(held)
                 return 0
@@ -302,6 +306,7 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float
     told = lease.valid_until
     stop_reason: LockLost | None = None
     late = 0.0  # how much later than it asked the last wait ended: the process did not run
+    due: float | None = None  # when the last wait was to end, for the lease's deadline
     try:
         while True:
             now = time.monotonic()
@@ -328,8 +333,9 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float
                     socket.send_fds(ctl, [_UNTIL + struct.pack("!d", told)],
                                     [fd] if fd >= 0 else [])  # fmt: skip
             timeout = None if stop_reason is not None else max(0.0, lease.valid_until - lead - now)
+            due = None if timeout is None else now + timeout
             events = poller.poll(None if timeout is None else timeout * 1000 + 1)
-            late = 0.0 if timeout is None else max(0.0, time.monotonic() - now - timeout)
+            late = 0.0 if due is None else max(0.0, time.monotonic() - due)
             fds = {fd for fd, _ev in events}
             if wake_r in fds:
                 with contextlib.suppress(OSError):
@@ -360,11 +366,14 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float
                             return EXIT_NOT_FOUND
                         if stop_reason is None and data[5:6] == _DEADLINE:
                             # The guard stopped the command at the lease's deadline on its
-                            # own: this process did not pass a renewal on in time.
+                            # own; this process was due to wake before it (or just after,
+                            # for the shortest leases) and did not.
+                            (stopped_at,) = struct.unpack("!d", data[6:14])
+                            frozen = due is not None and due <= stopped_at
                             stop_reason = lease._lost or LockLost(
-                                _guard_reason(lock.name, lease, late), name=lock.name
+                                _guard_reason(lock.name, lease, frozen), name=lock.name
                             )
-                            _say(f"{stop_reason}; the command was stopped")
+                            _say(f"{stop_reason}; the guard stopped the command")
                         return EXIT_LOST if stop_reason is not None else status
                     elif not data:
                         break
@@ -391,9 +400,13 @@ def _deadline_reason(name: str, lease: Lease, now: float, late: float) -> str:
             f"{late:.1f}s) until its lease was about to run out")  # fmt: skip
 
 
-def _guard_reason(name: str, lease: Lease, late: float) -> str:
-    """Why the guard stopped the command on its own, as far as the runner can tell."""
-    why = frozen_for(late) or "this process did not pass a renewal on to the guard in time"
+def _guard_reason(name: str, lease: Lease, frozen: bool) -> str:
+    """Why the guard stopped the command on its own: this process was not running when it
+    had to act (``frozen``), or the guard's deadline simply came first."""
+    if frozen:
+        why = "this process was frozen as its lease was running out"
+    else:
+        why = "the lease was about to run out before this process could pass a renewal on"
     return f"lock {name!r} lost (token {lease.token}): {why}"
 
 

@@ -487,7 +487,7 @@ def test_a_runner_frozen_past_its_lease_exits_79_and_says_why(
     frozen, not that it is resuming a session that is gone."""
     ready, stderr = tmp_path / "ready", tmp_path / "stderr"
     code = f"import pathlib, time; pathlib.Path({str(ready)!r}).touch(); time.sleep(60)"
-    argv = [*HEARTLINE, "lock", "frozen-runner", "--server", served.url, "--ttl",
+    argv = [*HEARTLINE, "lock", "thawed", "--server", served.url, "--ttl",
             str(served.ttl), "--", sys.executable, "-c", code]  # fmt: skip
     runner, guard, command = runner_with_guard(procs, argv, ready, stderr)
     try:
@@ -503,7 +503,7 @@ def test_a_runner_frozen_past_its_lease_exits_79_and_says_why(
         err = stderr.read_text()
         assert err.count("\n") == 1 and err.startswith("heartline: "), err
         assert "heartline: " not in err[len("heartline: ") :], err
-        assert "lost" in err and "frozen" in err and "resum" not in err, err
+        assert "lost" in err and "this process was frozen" in err and "resum" not in err, err
     finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(command, signal.SIGKILL)

@@ -28,7 +28,7 @@ from heartline.supervise._process import (
 )
 from heartline.supervise._statefile import Record
 from heartline.supervise._states import State
-from heartline.supervise._tree import environ_of, read_stat
+from heartline.supervise._tree import environ_of, read_stat, release_exited
 
 
 def spec_digest(spec: ProgramSpec) -> str:
@@ -553,11 +553,7 @@ class Program:
         fd = self.others.pop(pid, None)
         if fd is None:
             return
-        self.loop.remove_reader(fd)
-        # Reparented to the daemon (a subreaper), it is our child now: collect its exit.
-        with contextlib.suppress(OSError):
-            os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
-        os.close(fd)
+        release_exited(self.loop, fd)
         self._others_signalled.discard(pid)
         self.sup.holder_others(self)
         self.sup._changed(self)

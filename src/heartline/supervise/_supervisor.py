@@ -22,7 +22,7 @@ from heartline.supervise._logs import OpenFiles
 from heartline.supervise._process import OWN_CHILDREN, boot_id, identity_env, start_time
 from heartline.supervise._program import Program
 from heartline.supervise._states import State
-from heartline.supervise._tree import ProcInfo, environ_of, reap_zombie, scan
+from heartline.supervise._tree import ProcInfo, environ_of, reap_zombie, release_exited, scan
 
 log = logging.getLogger(__name__)
 
@@ -494,10 +494,7 @@ class Supervisor:
         fd = self.strays.pop(pid, None)
         if fd is None:
             return
-        self.loop.remove_reader(fd)
-        with contextlib.suppress(OSError):
-            os.waitid(os.P_PIDFD, fd, os.WEXITED | os.WNOHANG)
-        os.close(fd)
+        release_exited(self.loop, fd)
         if not self.strays and self._strays_gone is not None and not self._strays_gone.done():
             self._strays_gone.set_result(None)
 

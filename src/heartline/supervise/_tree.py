@@ -12,6 +12,8 @@ when it matters: when a main process exits, before a stop, on SIGCHLD and for st
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 from dataclasses import dataclass
 
@@ -111,3 +113,12 @@ def reap_zombie(pid: int) -> bool:
     except ChildProcessError:
         return False
     return got == pid
+
+
+def release_exited(loop: asyncio.AbstractEventLoop, pidfd: int) -> None:
+    """Done with the pidfd of a followed process that exited: stop watching it, collect its
+    exit if it became our child (reparented to this subreaper), close it."""
+    loop.remove_reader(pidfd)
+    with contextlib.suppress(OSError):
+        os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
+    os.close(pidfd)

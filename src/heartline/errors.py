@@ -25,6 +25,7 @@ __all__ = [
     "ProtocolError",
     "SupervisorError",
     "UnknownProgram",
+    "UnsafeTokenFile",
     "UsageError",
 ]
 
@@ -155,3 +156,10 @@ class LockAuthError(LockError):
     """The lock server refused the credentials, or the request needs an admin token."""
 
     exit_code = 77  # sysexits EX_NOPERM
+
+
+class UnsafeTokenFile(LockError):
+    """A client token file that other users could read or change: refused, as ssh refuses
+    such a private key, before anything is sent (you did it: fix the file's mode)."""
+
+    exit_code = 78  # sysexits EX_CONFIG: fix the file, then try again

@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import asyncio
     from types import TracebackType
 
-from heartline.errors import LockError, LockLost, LockReleased, UsageError
+from heartline.errors import LockError, LockLost, LockReleased, UnsafeTokenFile, UsageError
 from heartline.lock._backend import (
     DEFAULT_TTL,
     DEFAULT_URL,
@@ -32,13 +32,6 @@ T = TypeVar("T")
 URL_ENV = "HEARTLINE_LOCK_URL"
 #: A file holding the client token of a lockd that asks for one.
 TOKEN_FILE_ENV = "HEARTLINE_LOCK_TOKEN_FILE"  # noqa: S105 - a variable name
-
-
-class UnsafeTokenFile(LockError):
-    """A client token file that other users could read or change: refused, as ssh refuses
-    such a private key, before anything is sent."""
-
-    exit_code = 78  # sysexits EX_CONFIG: fix the file, then try again
 
 
 def read_token_file(path: str, *, source: str = "--token-file") -> str:

@@ -58,6 +58,8 @@ class History:
     consecutive: int = 0
     #: Monotonic start times within the crash-loop window.
     starts: deque[float] = field(default_factory=deque)
+    #: Attempts in a row whose exec failed (a wrong path, an unknown user).
+    spawn_failures: int = 0
 
     def record_start(self, now: float) -> None:
         self.starts.append(now)
@@ -65,6 +67,11 @@ class History:
     def reset(self) -> None:
         self.consecutive = 0
         self.starts.clear()
+        self.spawn_failures = 0
+
+
+#: Failed execs in a row after which a program is fatal.
+SPAWN_FAILURE_LIMIT = 3
 
 
 @dataclass(frozen=True)
@@ -120,6 +127,17 @@ def decide(
         return Decision("exit", None, "restart limit reached")
     history.consecutive = 1 if uptime >= spec.backoff.reset_after else history.consecutive + 1
     loop = spec.crash_loop
+    if info.reason == "spawn-failed":
+        # An exec that failed will fail the same way next time (a typo in the path does not
+        # fix itself): after a few tries the program is fatal, with the reason, like
+        # supervisord's startretries.
+        history.spawn_failures += 1
+        if history.spawn_failures >= SPAWN_FAILURE_LIMIT:
+            return Decision(
+                "fatal",
+                loop.cooldown,
+                f"cannot start ({history.spawn_failures} tries): {info.detail}",
+            )
     while history.starts and history.starts[0] <= now - loop.window:
         history.starts.popleft()
     if loop.max_starts and len(history.starts) >= loop.max_starts:

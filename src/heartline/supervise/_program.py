@@ -242,14 +242,15 @@ class Program:
     def _after_spawn(self, sp: Spawned | SpawnFailed, now: float) -> None:
         spec = self.spec
         self.history.record_start(now)
+        if self._restart_pending:
+            self.restarts += 1
+            self._restart_pending = False
         if isinstance(sp, SpawnFailed):
             log.warning("%s: cannot start: %s", spec.name, sp)
             self.pid = None
             self._exited(ExitInfo("spawn-failed", detail=str(sp)), uptime=0.0)
             return
-        if self._restart_pending:
-            self.restarts += 1
-            self._restart_pending = False
+        self.history.spawn_failures = 0
         self.pid = sp.pid
         self.pidfd = sp.pidfd
         self.sup.by_pid[sp.pid] = self

@@ -135,3 +135,19 @@ def test_long_commands_and_arguments_are_passed_unchanged(make_daemon, tmp_path)
     """)
     d.wait_state("long", "exited")
     assert out.read_text() == big
+
+
+def test_command_that_cannot_start_goes_fatal_with_its_reason(make_daemon):
+    """A misspelt command is tried three times (each retry counted), then fatal with the exec
+    error in status, instead of backing off for ever at zero restarts."""
+    d = make_daemon("""
+        [programs.typo]
+        command = ["pyhton3-no-such-command"]
+        crash_loop = { max_starts = 0 }
+    """)
+    p = d.wait_state("typo", "fatal", timeout=15)
+    assert p["restarts"] == 2
+    assert "cannot start (3 tries)" in p["detail"]
+    assert "No such file or directory" in p["detail"]
+    assert p["last_exit"]["reason"] == "spawn-failed"
+    assert "cannot start" in d.cli("status", "typo").stdout

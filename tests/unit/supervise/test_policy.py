@@ -287,6 +287,29 @@ def test_starts_outside_the_window_are_pruned() -> None:
     assert run_decide(BASE, FAIL, history=h, now=1000.0).action == "fatal"
 
 
+def test_spawn_failures_go_fatal_after_a_few_tries_with_the_reason() -> None:
+    """An exec that keeps failing is fatal on its third try in a row, even with no crash-loop
+    limit, and the decision says why; a successful spawn in between starts the count again."""
+    failed = ExitInfo("spawn-failed", detail="pyhton3: No such file or directory")
+    h = History()
+    s = crash_loop(max_starts=0)
+    assert [run_decide(s, failed, history=h).action for _ in range(2)] == ["restart"] * 2
+    d = run_decide(s, failed, history=h)
+    assert d == Decision(
+        "fatal", 300.0, "cannot start (3 tries): pyhton3: No such file or directory"
+    )
+    h.spawn_failures = 0  # what a successful spawn does
+    assert run_decide(s, failed, history=h).action == "restart"
+
+
+def test_ordinary_failures_do_not_count_as_spawn_failures() -> None:
+    """Crashes after a successful exec leave the spawn failure count alone."""
+    h = History()
+    for _ in range(5):
+        run_decide(crash_loop(max_starts=0), FAIL, history=h)
+    assert h.spawn_failures == 0
+
+
 def test_max_starts_zero_disables_the_crash_loop_limit() -> None:
     """max_starts = 0 never goes fatal, however many starts there were."""
     h = History(starts=deque([999.0] * 1000))

@@ -385,7 +385,15 @@ def cmd_logs(args: argparse.Namespace) -> None:
     out = sys.stdout.buffer
     with _client(args) as c:
         if not args.follow:
-            out.write(c.get(f"/v1/logs/{args.name}", **query))
+            data = c.get(f"/v1/logs/{args.name}", **query)
+            out.write(data)
+            if not data and not args.stderr and args.lines:
+                other = c.get(f"/v1/logs/{args.name}", stream="stderr", lines=1)
+                if other:
+                    sys.stderr.write(
+                        f"heartline: {args.name} wrote nothing to stdout; its stderr has "
+                        f"output: heartline logs {args.name} --stderr\n"
+                    )
             return
         for chunk in c.stream(Client.url(f"/v1/logs/{args.name}", follow="true", **query)):
             out.write(chunk)

@@ -81,8 +81,8 @@ def top_table(doc: dict[str, Any], *, sort: str = "cpu", tree: bool = False) -> 
     for p in progs:
         rows.append(cells(p["name"], p["state"], p["pid"], p, str(p["restarts"])))
         if tree:
-            for proc in p.get("processes", []):
-                rows.append(cells(f"  {proc['name']}", "", proc["pid"], proc, ""))
+            for depth, proc in _tree_order(p.get("processes", [])):
+                rows.append(cells("  " * depth + proc["name"], "", proc["pid"], proc, ""))
     widths = [max(len(r[i]) for r in rows) for i in range(len(header))]
     window = doc.get("window")
     title = f"heartline top: {len(progs)} programs" + (
@@ -91,6 +91,29 @@ def top_table(doc: dict[str, Any], *, sort: str = "cpu", tree: bool = False) -> 
     lines = [title, ""]
     lines += ["  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def _tree_order(procs: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]:
+    """Processes parent first, each child under its parent, indented one step deeper."""
+    by_pid = {p["pid"]: p for p in procs}
+    children: dict[int, list[dict[str, Any]]] = {}
+    roots = []
+    for p in sorted(procs, key=lambda p: p["pid"]):
+        if p.get("ppid") in by_pid and p["ppid"] != p["pid"]:
+            children.setdefault(p["ppid"], []).append(p)
+        else:
+            roots.append(p)
+    out: list[tuple[int, dict[str, Any]]] = []
+    stack = [(1, r) for r in reversed(roots)]
+    seen: set[int] = set()
+    while stack:
+        depth, p = stack.pop()
+        if p["pid"] in seen:
+            continue
+        seen.add(p["pid"])
+        out.append((depth, p))
+        stack.extend((depth + 1, c) for c in reversed(children.get(p["pid"], [])))
+    return out
 
 
 def control_lines(action: str, doc: dict[str, Any]) -> str:

@@ -16,7 +16,7 @@ from types import MappingProxyType
 from typing import Any
 
 from heartline._util import parse_duration, parse_size
-from heartline.config._locate import default_log_dir, default_run_dir
+from heartline.config._locate import ETC_CONFIG, default_log_dir, default_run_dir
 from heartline.config._specs import (
     BackoffSpec,
     CheckSpec,
@@ -39,8 +39,11 @@ def load_config(path: str) -> Config:
         with open(path, "rb") as f:
             raw = f.read()
     except FileNotFoundError:
+        searched = "" if path != ETC_CONFIG else ", nor ./heartline.toml"
         raise ConfigError(
-            "file not found (pass -c FILE or set HEARTLINE_CONFIG)", file=path
+            f"file not found{searched} (pass -c FILE, set HEARTLINE_CONFIG, or write a "
+            "commented sample with `heartline init`)",
+            file=path,
         ) from None
     except OSError as e:
         raise ConfigError(f"cannot read: {e.strerror}", file=path) from None

@@ -12,6 +12,10 @@ import tomllib
 from heartline.errors import ConfigError
 
 
+#: The last place the config is looked for.
+ETC_CONFIG = "/etc/heartline/heartline.toml"
+
+
 def default_config_path() -> str:
     """``$HEARTLINE_CONFIG``, else ``./heartline.toml``, else ``/etc/heartline/heartline.toml``."""
     env = os.environ.get("HEARTLINE_CONFIG")
@@ -19,7 +23,7 @@ def default_config_path() -> str:
         return env
     if os.path.exists("heartline.toml"):
         return "heartline.toml"
-    return "/etc/heartline/heartline.toml"
+    return ETC_CONFIG
 
 
 def default_run_dir() -> str:

@@ -166,6 +166,7 @@ class Daemon:
                 os.unlink(sock_path)
             await self.supervisor.shutdown()
             clean = True
+            log.info("heartline daemon %d stopped; every program is stopped", os.getpid())
         finally:
             if self._watchdog is not None:
                 self._watchdog.cancel()

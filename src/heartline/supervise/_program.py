@@ -705,7 +705,7 @@ class Program:
             restarts_left=self.restarts_left,
         )
         if d.action == "exit":
-            self._set_state(State.EXITED, f"{info.describe()}; {d.why}")
+            self._set_state(State.EXITED, d.why)  # how it exited is in last_exit
             self.sup.dependency_moved()
             return
         if d.action == "fatal":

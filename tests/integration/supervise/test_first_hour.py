@@ -1,0 +1,69 @@
+"""What a newcomer meets in the first hour: messages that say where to look next."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+
+from tests.integration.conftest import HEARTLINE, py
+
+
+def _run(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*HEARTLINE, *args], capture_output=True, text=True, timeout=30, cwd=cwd, env=env
+    )
+
+
+def test_status_info_does_not_repeat_the_last_exit(make_daemon):
+    """An exited program: LAST EXIT says how it ended, INFO only why it stays down."""
+    d = make_daemon("""
+        [programs.job]
+        command = ["/bin/true"]
+        restart = "on-failure"
+    """)
+    d.wait_state("job", "exited")
+    row = d.cli("status", "job").stdout.splitlines()[1]
+    assert row.count("exit 0") == 1, row
+    assert row.endswith("exited successfully")
+
+
+def test_logs_of_a_stderr_only_program_point_at_stderr(make_daemon):
+    """`logs NAME` for a program that only writes to stderr says where its output is."""
+    d = make_daemon(f"""
+        [programs.quiet]
+        command = {py('import sys, time; print("to stderr", file=sys.stderr, flush=True); time.sleep(3600)')}
+    """)
+    from tests.helpers import wait_until
+
+    wait_until(lambda: "to stderr" in d.cli("logs", "quiet", "--stderr").stdout, 10, "output")
+    res = d.cli("logs", "quiet")
+    assert res.stdout == ""
+    assert res.stderr == (
+        "heartline: quiet wrote nothing to stdout; its stderr has output: "
+        "heartline logs quiet --stderr\n"
+    )
+
+
+def test_up_without_a_config_names_both_places_searched(tmp_path):
+    """`heartline up` in a directory without heartline.toml names ./heartline.toml too and
+    points at `heartline init`."""
+    env = {k: v for k, v in os.environ.items() if k != "HEARTLINE_CONFIG"}
+    res = _run("up", cwd=tmp_path, env=env)
+    assert res.returncode == 2
+    assert res.stderr.count("\n") == 1
+    assert "/etc/heartline/heartline.toml: file not found, nor ./heartline.toml" in res.stderr
+    assert "heartline init" in res.stderr
+
+
+def test_down_leaves_a_closing_line_in_the_daemon_log(tmp_path):
+    """After `down`, the daemon's log ends with a line saying it stopped."""
+    cfg = tmp_path / "h.toml"
+    cfg.write_text(
+        '[daemon]\nrun_dir = "run"\nlog_dir = "logs"\n[programs.a]\ncommand = ["/bin/sleep", "3600"]\n'
+    )
+    up = _run("up", "-c", str(cfg), "--detach")
+    assert up.returncode == 0, up.stderr
+    down = _run("-c", str(cfg), "down")
+    assert down.returncode == 0, down.stderr
+    last = (tmp_path / "logs" / "heartline.log").read_text().strip().splitlines()[-1]
+    assert "heartline daemon" in last and "stopped" in last

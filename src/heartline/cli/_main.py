@@ -19,7 +19,7 @@ from heartline.errors import DaemonNotRunning, HeartlineError, UsageError
 
 _COMMANDS = (
     "up", "down", "status", "top", "report", "attach", "start", "stop", "restart", "signal",
-    "logs", "reload", "reopen-logs", "run", "systemd-unit", "lock", "locks", "lockd",
+    "logs", "reload", "reopen-logs", "run", "systemd-unit", "init", "lock", "locks", "lockd",
 )  # fmt: skip
 
 # Exit codes beyond the ones the errors carry (see heartline.errors).
@@ -30,8 +30,13 @@ EXIT_USAGE = 2
 class _Parser(argparse.ArgumentParser):
     """argparse with one-line usage errors (exit 2) instead of a usage block."""
 
+    #: The subcommand being parsed: errors the top-level parser reports for it (unrecognized
+    #: arguments) point at that command's help.
+    command: str | None = None
+
     def error(self, message: str) -> NoReturn:
-        raise UsageError(f"{message} (see `{self.prog} --help`)")
+        prog = f"{self.prog} {self.command}" if self.command else self.prog
+        raise UsageError(f"{message} (see `{prog} --help`)")
 
 
 def fail(err: HeartlineError) -> NoReturn:
@@ -440,6 +445,24 @@ def cmd_systemd_unit(args: argparse.Namespace) -> None:
     _echo(systemd_unit_text(exe, config))
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Print or write the commented sample configuration."""
+    from heartline.config._sample import SAMPLE
+
+    if args.out is None:
+        _echo(SAMPLE)
+        return 0
+    try:
+        with open(args.out, "x" if not args.force else "w") as f:
+            f.write(SAMPLE)
+    except FileExistsError:
+        raise UsageError(f"{args.out} exists; pass --force to overwrite it") from None
+    except OSError as e:
+        raise UsageError(f"cannot write {args.out}: {e.strerror}") from None
+    _echo(f"wrote {args.out}; start it with: heartline -c {args.out} up\n")
+    return 0
+
+
 # --- locks ---------------------------------------------------------------------------------
 def cmd_lock(args: argparse.Namespace) -> int:
     from heartline.lock._backend import check_limit, check_name, check_ttl
@@ -602,13 +625,17 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         parents=[common],
     )
     parser.add_argument("--version", action="version", version=f"heartline {__version__}")
+    parser.command = only if only in _COMMANDS else None
     sub = parser.add_subparsers(title="commands", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    def add(name: str, handler: Callable[..., Any], text: str) -> argparse.ArgumentParser:
+    def add(
+        name: str, handler: Callable[..., Any], text: str, *, daemon: bool = True
+    ) -> argparse.ArgumentParser:
+        """A subcommand; ``daemon`` ones talk to the daemon and take -c/-s."""
         if only in _COMMANDS and name != only:
             return _Parser(add_help=False)  # a scratch parser nobody uses
-        p = sub.add_parser(name, help=text, description=text, parents=[common])
+        p = sub.add_parser(name, help=text, description=text, parents=[common] if daemon else [])
         p.set_defaults(handler=handler)
         return p
 
@@ -667,6 +694,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "Supervise one command in the foreground: heartline run [OPTIONS] -- CMD ARGS... "
         "Exits with the command's exit code once it stops restarting it (128+N when killed "
         "by signal N, 127 when it could not be started).",
+        daemon=False,
     )
     p.add_argument("--restart", choices=["always", "on-failure", "never"], default="on-failure")
     p.add_argument("--max-restarts", type=_nonnegative, default=None, metavar="N")
@@ -692,6 +720,7 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "ARGS... Exits with the command's exit code; reserved: 64 usage, 69 server "
         "unreachable, 75 not granted in time (or busy with --try), 77 not authorized, "
         "79 lock lost (the command was stopped).",
+        daemon=False,
     )
     p.add_argument("name", metavar="NAME")
     _lock_client_options(p)
@@ -705,10 +734,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="lease: a holder silent this long loses the lock (10s)")  # fmt: skip
     p.add_argument("--break", dest="break_lock", action="store_true",
                    help="drop every holder of NAME (needs an admin token)")  # fmt: skip
-    p = add("locks", cmd_locks, "List cluster locks: holders (host, pid, since, token), waiters.")
+    p = add(
+        "locks",
+        cmd_locks,
+        "List cluster locks: holders (host, pid, since, token), waiters.",
+        daemon=False,
+    )
     _lock_client_options(p)
     p.add_argument("--json", action="store_true", help="print JSON")
-    p = add("lockd", cmd_lockd, "Run the lock server in the foreground.")
+    p = add("lockd", cmd_lockd, "Run the lock server in the foreground.", daemon=False)
     p.add_argument("--listen", default="127.0.0.1:7717", metavar="HOST:PORT",
                    help="address to listen on (127.0.0.1:7717; beyond loopback needs "
                    "--token-file)")  # fmt: skip
@@ -724,4 +758,12 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--max-ttl", default="1h", metavar="DURATION",
                    help="longest lease a client may ask for (1h)")  # fmt: skip
     add("systemd-unit", cmd_systemd_unit, "Print a systemd unit that runs the heartline daemon.")
+    p = add(
+        "init",
+        cmd_init,
+        "Print a commented sample heartline.toml (every key, its default).",
+        daemon=False,
+    )
+    p.add_argument("--out", metavar="FILE", help="write it to FILE instead of printing it")
+    p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     return parser

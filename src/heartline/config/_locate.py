@@ -11,7 +11,6 @@ import tomllib
 
 from heartline.errors import ConfigError
 
-
 #: The last place the config is looked for.
 ETC_CONFIG = "/etc/heartline/heartline.toml"
 

@@ -67,3 +67,30 @@ def test_down_leaves_a_closing_line_in_the_daemon_log(tmp_path):
     assert down.returncode == 0, down.stderr
     last = (tmp_path / "logs" / "heartline.log").read_text().strip().splitlines()[-1]
     assert "heartline daemon" in last and "stopped" in last
+
+
+def test_init_writes_a_commented_sample_that_runs(tmp_path):
+    """`heartline init` prints the sample; `--out` writes it once (a second time is a one-line
+    error unless --force); the written file is a working config."""
+    printed = _run("init")
+    assert printed.returncode == 0 and "[programs.example]" in printed.stdout
+    out = tmp_path / "heartline.toml"
+    first = _run("init", "--out", str(out))
+    assert first.returncode == 0 and out.read_text() == printed.stdout
+    again = _run("init", "--out", str(out))
+    assert again.returncode == 2 and again.stderr.count("\n") == 1 and "--force" in again.stderr
+    assert _run("init", "--out", str(out), "--force").returncode == 0
+    from heartline.config import load_config
+
+    assert list(load_config(str(out)).programs) == ["example"]
+
+
+def test_lock_commands_do_not_offer_daemon_options():
+    """-c/-s are the daemon's: lock, locks, lockd, run and init do not list them, and an unknown
+    option points at the command's own help."""
+    for cmd in ("lock", "locks", "lockd", "run", "init"):
+        helptext = _run(cmd, "--help").stdout
+        assert "--config" not in helptext and "--socket" not in helptext, cmd
+    res = _run("lock", "demo", "--bogus", "--", "true")
+    assert res.returncode == 64
+    assert "(see `heartline lock --help`)" in res.stderr

@@ -1,0 +1,52 @@
+"""The sample config of `heartline init`: valid as written, valid with every key switched on,
+and complete (every key the loader knows is shown)."""
+
+from __future__ import annotations
+
+import re
+
+from heartline.config import parse_config
+from heartline.config._loader import _PROGRAM_KEYS
+from heartline.config._sample import SAMPLE
+
+_KEY_LINE = re.compile(r"^# ([a-z_.]+) = (.+?)\s+#")
+
+
+def _uncommented() -> str:
+    """The sample with every commented-out `key = value` line made live."""
+    out = []
+    for line in SAMPLE.splitlines():
+        m = _KEY_LINE.match(line)
+        if m and m.group(1) not in ("user", "group", "cwd"):  # machine-specific values
+            out.append(f"{m.group(1)} = {m.group(2)}")
+        else:
+            out.append(line)
+    return "\n".join(out) + "\n"
+
+
+def test_the_sample_loads_as_written() -> None:
+    """The file `heartline init` writes runs as is: one example program."""
+    cfg = parse_config(SAMPLE)
+    assert list(cfg.programs) == ["example"]
+
+
+def test_the_sample_loads_with_every_key_switched_on() -> None:
+    """Each default shown is a valid value, and equal to the real default."""
+    live = parse_config(_uncommented()).programs["example"]
+    plain = parse_config(SAMPLE).programs["example"]
+    assert live.check is not None and live.check.url == "http://127.0.0.1:8080/health"
+    assert live.watchdog == plain.watchdog and live.stop_timeout == plain.stop_timeout
+    assert live.backoff == plain.backoff and live.crash_loop == plain.crash_loop
+    assert live.log == plain.log and live.report_signal == plain.report_signal
+
+
+def test_every_program_key_is_in_the_sample() -> None:
+    """A key added to the loader without a line in the sample fails here."""
+    shown = {m.group(1) for line in SAMPLE.splitlines() if (m := _KEY_LINE.match(line))}
+    shown |= {"command"}
+    tops = {key.split(".")[0] for key in shown}
+    assert set(_PROGRAM_KEYS) <= tops, set(_PROGRAM_KEYS) - tops
+    for sub in ("backoff", "crash_loop", "log", "check"):
+        subs = {k.split(".")[1] for k in shown if k.startswith(sub + ".")}
+        assert subs, sub
+    assert {"run_dir", "log_dir", "adopt_timeout"} <= shown

@@ -14,7 +14,9 @@ same uid or root get a prompt; anyone else gets a one-line refusal and the conne
 else ``/tmp/heartline-<uid>/backdoor``; the file is ``<prog>-<pid>.sock``. A stale socket left by
 a dead process (nobody answers) is removed at start; a live one (someone answers) or a path that
 is not a socket is refused. The socket file is removed by :meth:`Backdoor.close` and at exit;
-sockets of processes that died without either (SIGKILL) are swept from the default directory
+when SIGTERM ends a program that left it at its default, a small handler removes the file and
+lets SIGTERM end the program as before (it only runs once the main thread returns to Python).
+Sockets of processes that died without either (SIGKILL) are swept from the default directory
 by the next ``install()`` there.
 A path given to ``install()`` needs an existing directory that only we or root may write (or a
 sticky one); it need not be 0700, the peer check still applies. The socket is bound under a
@@ -255,6 +257,36 @@ def _sweep(directory: str) -> None:
             _probe(os.path.join(directory, name))
 
 
+def _remove_on_sigterm() -> None:
+    """Remove the socket files when SIGTERM ends the program the default way.
+
+    SIGTERM's default action ends a process without running atexit hooks, which left a socket
+    behind for every program stopped by a supervisor. Only when the program left SIGTERM at
+    its default (and from the main thread, where handlers are set) is a handler installed; it
+    unlinks the files, restores the default and sends SIGTERM again, so the program still dies
+    of SIGTERM. A program with a SIGTERM handler of its own is left alone: its handler usually
+    ends in sys.exit(), which runs the atexit hook.
+    """
+    import signal
+
+    if threading.current_thread() is not threading.main_thread():
+        return
+    if signal.getsignal(signal.SIGTERM) is not signal.SIG_DFL:
+        return
+
+    def on_term(signum: int, _frame: object) -> None:
+        for bd in list(_active.values()):
+            if bd._pid == os.getpid():
+                with contextlib.suppress(OSError):
+                    st = os.lstat(bd.path)
+                    if (st.st_dev, st.st_ino) == bd._ident:
+                        os.unlink(bd.path)
+        signal.signal(signum, signal.SIG_DFL)
+        os.kill(os.getpid(), signum)
+
+    signal.signal(signal.SIGTERM, on_term)
+
+
 # --- server ----------------------------------------------------------------------------------
 
 
@@ -320,6 +352,7 @@ class Backdoor:
         )
         self._thread.start()
         atexit.register(self.close)
+        _remove_on_sigterm()
         log.info("backdoor: listening on %s", path)
 
     @staticmethod

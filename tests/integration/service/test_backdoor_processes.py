@@ -514,3 +514,48 @@ def test_sockets_of_killed_programs_are_swept_from_the_default_directory(short_d
             if proc.poll() is None:
                 proc.kill()
             proc.communicate(timeout=LIMIT)
+
+
+def test_socket_is_removed_when_sigterm_ends_the_program(short_dir: Path):
+    """A program that leaves SIGTERM at its default still dies of SIGTERM, and its socket goes
+    with it; one with a SIGTERM handler of its own keeps its handler."""
+    env = {**os.environ, "XDG_RUNTIME_DIR": str(short_dir)}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(DEFAULT_PATH_APP)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        assert proc.stdout is not None
+        path = Path(proc.stdout.readline().strip())
+        assert path.exists()
+        proc.terminate()
+        assert proc.wait(LIMIT) == -15
+        assert not path.exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate(timeout=LIMIT)
+    own = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent("""
+            import signal
+            from heartline.service import backdoor
+            mine = lambda *a: None
+            signal.signal(signal.SIGTERM, mine)
+            bd = backdoor.install()
+            assert signal.getsignal(signal.SIGTERM) is mine
+            bd.close()
+            print("kept")
+        """),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=LIMIT,
+    )
+    assert own.stdout.strip() == "kept", own.stderr

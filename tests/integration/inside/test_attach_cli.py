@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import shutil
 import subprocess
+import tempfile
 
 from tests.integration.conftest import HEARTLINE, py, wait_until
 
@@ -19,10 +21,19 @@ while True:
 
 def test_attach_by_program_name(make_daemon):
     """Lines typed into `heartline attach NAME` run inside the program; EOF ends the session."""
+    runtime = tempfile.mkdtemp(prefix="hl-rt-")  # short: unix socket paths are limited
+    try:
+        _attach_by_program_name(make_daemon, runtime)
+    finally:
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _attach_by_program_name(make_daemon, runtime: str) -> None:
     d = make_daemon(f"""
         [programs.app]
         command = {BACKDOORED}
         cwd = "."
+        env = {{ XDG_RUNTIME_DIR = "{runtime}" }}
     """)
     wait_until((d.root / "armed").exists, 15, "the backdoor")
     res = subprocess.run(
@@ -30,7 +41,7 @@ def test_attach_by_program_name(make_daemon):
         input="import __main__\n__main__.answer * 2\nimport os; os.getpid()\n",
         capture_output=True,
         text=True,
-        env=d.env,
+        env={**d.env, "XDG_RUNTIME_DIR": runtime},
         timeout=30,
         check=False,
     )

@@ -188,7 +188,7 @@ def _detach(path: str, log_dir: str) -> int:
     with open(log_path, "rb") as f:
         f.seek(max(0, os.path.getsize(log_path) - 4096))
         last = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
-    reason = last[-1] if last else f"exit code {code}"
+    reason = last[-1].removeprefix("heartline: ") if last else f"exit code {code}"
     sys.stderr.write(f"heartline: the daemon did not start: {reason}\n")
     return code or 1
 

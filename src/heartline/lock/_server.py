@@ -555,7 +555,7 @@ def serve(
             raise UsageError(f"--listen {listen}: {e.strerror or e}") from None
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, server.stop)
-        log.info("lockd listening on %s:%d%s (data: %s)", host, bound, " with TLS" if ssl_ctx
+        log.info("listening on %s:%d%s (data: %s)", host, bound, " with TLS" if ssl_ctx
                  else "", data_dir or "none, grants are not kept across restarts")  # fmt: skip
         if ready is not None:
             ready(bound)

@@ -94,3 +94,12 @@ def test_lock_commands_do_not_offer_daemon_options():
     res = _run("lock", "demo", "--bogus", "--", "true")
     assert res.returncode == 64
     assert "(see `heartline lock --help`)" in res.stderr
+
+
+def test_second_detached_daemon_says_why_with_one_prefix(make_daemon):
+    """`up --detach` beside a running daemon: exit 6 and one `heartline:` prefix, not two."""
+    d = make_daemon('[programs.a]\ncommand = ["/bin/sleep", "3600"]\n')
+    res = d.cli("up", "--detach", check=False)
+    assert res.returncode == 6
+    assert res.stderr.count("heartline:") == 1 and "already runs" in res.stderr
+    assert res.stderr.count("\n") == 1

@@ -10,6 +10,7 @@ import signal
 from dataclasses import replace
 
 from heartline._util import parse_duration
+from heartline.cli._runguard import RunGuard
 from heartline.config import BackoffSpec, CrashLoopSpec, ProgramSpec, parse_config
 from heartline.errors import ConfigError, UsageError
 from heartline.supervise import Program, State, Supervisor
@@ -65,7 +66,12 @@ def run_one(command: list[str], args: argparse.Namespace) -> int:
         check=check,
     )
     logging.basicConfig(level=logging.WARNING, format="heartline: %(message)s")
-    return asyncio.run(_run(spec, args.max_restarts))
+    # Forked before the event loop and the Supervisor's threads exist (see _runguard).
+    guard = RunGuard.start(stop_signal=spec.stop_signal, stop_timeout=spec.stop_timeout)
+    try:
+        return asyncio.run(_run(spec, args.max_restarts, guard))
+    finally:
+        guard.close()
 
 
 def _duration(option: str, text: str) -> float:
@@ -75,11 +81,18 @@ def _duration(option: str, text: str) -> float:
         raise UsageError(f"{option}: {e}") from None
 
 
-async def _run(spec: ProgramSpec, max_restarts: int | None) -> int:
+async def _run(spec: ProgramSpec, max_restarts: int | None, guard: RunGuard) -> int:
     loop = asyncio.get_running_loop()
     sup = Supervisor(
-        {spec.name: spec}, loop=loop, log_dir=None, capture=False, max_restarts=max_restarts
+        {spec.name: spec},
+        loop=loop,
+        log_dir=None,
+        capture=False,
+        max_restarts=max_restarts,
+        holder=guard,
     )
+    guard.mark(sup.env_for(spec)["NOTIFY_SOCKET"])
+    guard.watch(loop)
     prog = sup.programs[spec.name]
     done = asyncio.Event()
 
@@ -101,6 +114,8 @@ async def _run(spec: ProgramSpec, max_restarts: int | None) -> int:
     await sup.start(["all"])
     await done.wait()
     sup.close()
+    if prog.pid is None:
+        guard.bye()
     info = prog.last_exit
     if info is None:
         return 0

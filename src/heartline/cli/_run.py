@@ -17,6 +17,8 @@ from heartline.supervise import Program, State, Supervisor
 
 EXIT_SPAWN_FAILED = 127
 
+log = logging.getLogger(__name__)
+
 
 def parse_backoff(text: str) -> BackoffSpec:
     """``"1s..30s"`` (initial..max) or ``"1s"`` (initial, default max)."""
@@ -67,11 +69,17 @@ def run_one(command: list[str], args: argparse.Namespace) -> int:
     )
     logging.basicConfig(level=logging.WARNING, format="heartline: %(message)s")
     # Forked before the event loop and the Supervisor's threads exist (see _runguard).
-    guard = RunGuard.start(stop_signal=spec.stop_signal, stop_timeout=spec.stop_timeout)
+    guard: RunGuard | None = None
+    try:
+        guard = RunGuard.start(stop_signal=spec.stop_signal, stop_timeout=spec.stop_timeout)
+    except OSError as e:
+        log.warning("cannot start the guard process (%s): if heartline run is killed, "
+                    "its command keeps running", e.strerror or e)  # fmt: skip
     try:
         return asyncio.run(_run(spec, args.max_restarts, guard))
     finally:
-        guard.close()
+        if guard is not None:
+            guard.close()
 
 
 def _duration(option: str, text: str) -> float:
@@ -81,7 +89,7 @@ def _duration(option: str, text: str) -> float:
         raise UsageError(f"{option}: {e}") from None
 
 
-async def _run(spec: ProgramSpec, max_restarts: int | None, guard: RunGuard) -> int:
+async def _run(spec: ProgramSpec, max_restarts: int | None, guard: RunGuard | None) -> int:
     loop = asyncio.get_running_loop()
     sup = Supervisor(
         {spec.name: spec},
@@ -91,8 +99,9 @@ async def _run(spec: ProgramSpec, max_restarts: int | None, guard: RunGuard) -> 
         max_restarts=max_restarts,
         holder=guard,
     )
-    guard.mark(sup.env_for(spec)["NOTIFY_SOCKET"])
-    guard.watch(loop)
+    if guard is not None:
+        guard.mark(sup.env_for(spec)["NOTIFY_SOCKET"])
+        guard.watch(loop)
     prog = sup.programs[spec.name]
     done = asyncio.Event()
 
@@ -114,7 +123,7 @@ async def _run(spec: ProgramSpec, max_restarts: int | None, guard: RunGuard) -> 
     await sup.start(["all"])
     await done.wait()
     sup.close()
-    if prog.pid is None:
+    if guard is not None and prog.pid is None:
         guard.bye()
     info = prog.last_exit
     if info is None:

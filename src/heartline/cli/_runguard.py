@@ -83,7 +83,8 @@ class RunGuard:
 
     @classmethod
     def start(cls, *, stop_signal: int, stop_timeout: float) -> RunGuard:
-        """Fork the guard; call before any thread exists (so before the event loop runs)."""
+        """Fork the guard; call before any thread exists (so before the event loop runs).
+        Raises OSError when it cannot (no socket, no process left to fork)."""
         here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
         since = _boot_ticks()  # before the first spawn can happen
         runner = os.getpid()
@@ -213,10 +214,11 @@ def _guard(sock: socket.socket, runner: int, stop_signal: int, timeout: float, s
     keep = sock.fileno()
     os.closerange(3, keep)
     os.closerange(keep + 1, 1 << 16)
-    null = os.open(os.devnull, os.O_RDWR)
-    os.dup2(null, 0)
-    os.dup2(null, 1)
-    os.close(null)
+    with contextlib.suppress(OSError):  # the guard reads nothing and writes only to stderr
+        null = os.open(os.devnull, os.O_RDWR)
+        os.dup2(null, 0)
+        os.dup2(null, 1)
+        os.close(null)
     marker = b""
     group: _Group | None = None
     leaving = False  # the runner is exiting on an error, not killed
@@ -294,7 +296,11 @@ def _spawned_since(marker: bytes, since: int) -> list[_Group]:
     """
     entry = b"NOTIFY_SOCKET=" + marker
     found: list[_Group] = []
-    for name in os.listdir("/proc"):
+    try:
+        names = os.listdir("/proc")
+    except OSError:
+        return found
+    for name in names:
         if not name.isdigit():
             continue
         pid = int(name)

@@ -137,6 +137,11 @@ class RunGuard:
         finally:
             os.close(pidfd)
 
+    def others(self, key: str, pids: list[int]) -> None:
+        """Processes of the command outside its group: not handed to the guard, which stops
+        the command's process group only (`heartline run` itself stops the others when the
+        command's main process exits)."""
+
     def drop(self, key: str) -> None:
         """The command process was reaped (its group killed before): nothing to guard now."""
         self._send(_DROP + struct.pack("!q", _boot_ticks()))

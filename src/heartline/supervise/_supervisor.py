@@ -44,7 +44,11 @@ _ENV_KEYS = (b"HEARTLINE_PROGRAM", b"NOTIFY_SOCKET")
 
 
 class FdHolder(Protocol):
-    """Keeps a second reference to each program's output pipes while the daemon lives."""
+    """Told of every program process: ``add`` right after its spawn (in the same loop callback,
+    before it can be reaped), ``drop`` right after its reap and before any next spawn, and
+    ``others`` whenever the processes it runs outside its group change. The daemon's holder
+    keeps output pipes and pidfds; `heartline run`'s guard keeps a pidfd of each process group
+    to stop it if the runner dies."""
 
     def add(self, key: str, pid: int, fds: list[int], stop_signal: int) -> None: ...
 

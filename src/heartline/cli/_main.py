@@ -67,9 +67,9 @@ def main(argv: list[str] | None = None) -> None:
         handler: Callable[[argparse.Namespace], int | None] = args.handler
         code = handler(args)
     except UsageError as e:
-        if command == "lock":
-            # The runner passes its command's exit codes through; 2 is a common one, so its
-            # own usage errors get the reserved EX_USAGE instead (see the README).
+        if command in ("lock", "run"):
+            # These pass their command's exit code through; 2 is a common one, so their own
+            # usage errors get the reserved EX_USAGE instead (see the README).
             sys.stderr.write(f"heartline: {e}\n")
             sys.exit(64)
         fail(e)
@@ -696,22 +696,40 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "by signal N, 127 when it could not be started).",
         daemon=False,
     )
-    p.add_argument("--restart", choices=["always", "on-failure", "never"], default="on-failure")
-    p.add_argument("--max-restarts", type=_nonnegative, default=None, metavar="N")
-    p.add_argument("--backoff", default="100ms..30s", metavar="INITIAL[..MAX]")
-    p.add_argument("--stop-timeout", default="10s", metavar="DURATION")
+    from heartline.cli._run import max_restarts
+
+    p.add_argument("--restart", choices=["always", "on-failure", "never"], default="on-failure",
+                   help="when to run CMD again (default: %(default)s)")  # fmt: skip
+    p.add_argument("--max-restarts", type=max_restarts, default="5", metavar="N|forever",
+                   help="give up after N restarts (default: %(default)s, as a retry loop "
+                   "would; 'forever' for a service or a tunnel)")  # fmt: skip
+    p.add_argument("--backoff", default="1s..30s", metavar="INITIAL[..MAX]",
+                   help="delay before the 2nd quick restart in a row, doubling up to MAX; the "
+                   "first restart after a run of 10s or more is immediate (default: "
+                   "%(default)s)")  # fmt: skip
+    p.add_argument("--stop-timeout", default="10s", metavar="DURATION",
+                   help="SIGKILL after this long when stopping (default: %(default)s)")  # fmt: skip
     p.add_argument("--shell", action="store_true", help="run CMD through /bin/sh -c")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no line on stderr for each exit and restart")  # fmt: skip
     p.add_argument(
         "--check",
         metavar="URL",
         help="health check: tcp://HOST:PORT, http(s)://... (restart after --check-failures)",
     )
-    p.add_argument("--check-interval", default="10s", metavar="DURATION")
-    p.add_argument("--check-timeout", default="5s", metavar="DURATION")
-    p.add_argument("--check-grace", default="0s", metavar="DURATION")
-    p.add_argument("--check-failures", type=_nonnegative, default=3, metavar="N")
-    p.add_argument("--watchdog", default="0s", metavar="DURATION", help="heartbeat deadline")
-    p.add_argument("--ready", choices=["started", "notify", "check"], default="started")
+    p.add_argument("--check-interval", default="10s", metavar="DURATION",
+                   help="default: %(default)s")  # fmt: skip
+    p.add_argument("--check-timeout", default="5s", metavar="DURATION",
+                   help="default: %(default)s")  # fmt: skip
+    p.add_argument("--check-grace", default="0s", metavar="DURATION",
+                   help="no checks this long after a start (default: %(default)s)")  # fmt: skip
+    p.add_argument("--check-failures", type=_nonnegative, default=3, metavar="N",
+                   help="default: %(default)s")  # fmt: skip
+    p.add_argument("--watchdog", default="0s", metavar="DURATION",
+                   help="restart when no WATCHDOG=1 comes for this long (default: off)",
+                   )  # fmt: skip
+    p.add_argument("--ready", choices=["started", "notify", "check"], default="started",
+                   help="default: %(default)s")  # fmt: skip
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
     p = add(
         "lock",

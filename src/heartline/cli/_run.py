@@ -6,7 +6,9 @@ import argparse
 import asyncio
 import json
 import logging
+import shlex
 import signal
+import sys
 from dataclasses import replace
 
 from heartline._util import parse_duration
@@ -61,13 +63,18 @@ def run_one(command: list[str], args: argparse.Namespace) -> int:
         shell=args.shell,
         restart=args.restart,
         backoff=parse_backoff(args.backoff),
-        crash_loop=CrashLoopSpec(max_starts=0),
+        # No crash-loop window: --max-restarts is the limit; a command that cannot be exec'd
+        # at all ends the run (fatal, no cool-down) after a few tries.
+        crash_loop=CrashLoopSpec(max_starts=0, cooldown=None),
         stop_timeout=_duration("--stop-timeout", args.stop_timeout),
         watchdog=_duration("--watchdog", args.watchdog),
         ready=args.ready,
         check=check,
     )
     logging.basicConfig(level=logging.WARNING, format="heartline: %(message)s")
+    # Each exit is told by one line of the run's own (see _Narrator); the supervisor's log
+    # lines speak of a daemon's programs and would say it twice.
+    logging.getLogger("heartline.supervise").setLevel(logging.CRITICAL)
     # Forked before the event loop and the Supervisor's threads exist (see _runguard).
     guard: RunGuard | None = None
     try:
@@ -76,7 +83,8 @@ def run_one(command: list[str], args: argparse.Namespace) -> int:
         log.warning("cannot start the guard process (%s): if heartline run is killed, "
                     "its command keeps running", e.strerror or e)  # fmt: skip
     try:
-        return asyncio.run(_run(spec, args.max_restarts, guard))
+        limit = None if args.max_restarts == "forever" else int(args.max_restarts)
+        return asyncio.run(_run(spec, limit, guard, quiet=args.quiet))
     finally:
         if guard is not None:
             guard.close()
@@ -89,7 +97,60 @@ def _duration(option: str, text: str) -> float:
         raise UsageError(f"{option}: {e}") from None
 
 
-async def _run(spec: ProgramSpec, max_restarts: int | None, guard: RunGuard | None) -> int:
+def max_restarts(text: str) -> str:
+    """--max-restarts: a whole number, or ``forever``."""
+    if text == "forever" or (text.isascii() and text.isdigit() and len(text) < 10):
+        return text
+    raise argparse.ArgumentTypeError(f"expected a number of restarts or 'forever', got {text!r}")
+
+
+class _Narrator:
+    """One line on stderr for each exit of the command: how it ended and what comes next."""
+
+    def __init__(self, argv: list[str], limit: int | None) -> None:
+        self.what = shlex.join(argv)
+        if len(self.what) > 60:
+            self.what = self.what[:57] + "..."
+        self.limit = limit
+        self.told: object = None
+
+    def __call__(self, p: Program) -> None:
+        snap = p.snapshot()
+        last = snap["last_exit"]
+        if last is None or p.last_exit is self.told:
+            return
+        state = p.state
+        if state in (State.STOPPING, State.STOPPED):
+            return  # stopped on purpose (Ctrl-C, SIGTERM): nothing to explain
+        ended = f"{self.what}: {last['text']}"
+        if last["reason"] == "spawn-failed":
+            ended = f"cannot start: {last['detail']}"
+        if state is State.BACKOFF:
+            nxt = "restarting " + snap["detail"].rpartition("retry ")[2]
+        elif state in (State.STARTING, State.RUNNING):
+            nxt = "restarting now"
+        elif state is State.FATAL and last["reason"] == "spawn-failed":
+            nxt = f"giving up after {p.history.spawn_failures} tries"
+        elif state is State.FATAL:
+            nxt = "giving up: " + snap["detail"].split(";")[0]
+        elif "restart limit" in snap["detail"]:
+            nxt = f"giving up after {p.restarts} restart(s) (--max-restarts {self.limit})"
+        elif last["reason"] == "exit" and last["code"] == 0:
+            nxt = "done"
+        else:
+            nxt = snap["detail"] or "not restarted"
+        count = ""
+        if state in (State.BACKOFF, State.STARTING, State.RUNNING):
+            total = "" if self.limit is None else f" of {self.limit}"
+            count = f" (restart {p.restarts + (state is State.BACKOFF)}{total})"
+        self.told = p.last_exit
+        sys.stderr.write(f"heartline: {ended}; {nxt}{count}\n")
+        sys.stderr.flush()
+
+
+async def _run(
+    spec: ProgramSpec, max_restarts: int | None, guard: RunGuard | None, *, quiet: bool = False
+) -> int:
     loop = asyncio.get_running_loop()
     sup = Supervisor(
         {spec.name: spec},
@@ -112,6 +173,8 @@ async def _run(spec: ProgramSpec, max_restarts: int | None, guard: RunGuard | No
             done.set()
 
     sup.listeners.append(changed)
+    if not quiet:
+        sup.listeners.append(_Narrator(list(spec.command), max_restarts))
 
     def stop() -> None:
         sup.background(prog.stop())

@@ -730,8 +730,8 @@ class Program:
         if delay <= 0:
             self._try_spawn()
         else:
+            self._schedule(delay, self._try_spawn)  # first, so listeners see when it retries
             self._set_state(State.BACKOFF)
-            self._schedule(delay, self._try_spawn)
 
     def _retry_after_fatal(self) -> None:
         self.history.reset()

@@ -57,6 +57,8 @@ def test_ssh_tunnel_is_restored_when_ssh_dies_or_freezes(sshd, tmp_path):
             "run",
             "--restart",
             "always",
+            "--max-restarts",
+            "forever",
             "--backoff",
             "0s",
             "--stop-timeout",

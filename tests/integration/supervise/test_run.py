@@ -74,9 +74,12 @@ def test_run_forwards_sigterm_and_stops_the_command(tmp_path):
 
 
 def test_run_usage_errors():
-    """A bad --backoff is a usage error (exit 2), no traceback."""
-    res = _run("--backoff", "fast", "--", "/bin/true")
-    assert res.returncode == 2 and "--backoff" in res.stderr and "Traceback" not in res.stderr
+    """A bad --backoff or --max-restarts is a usage error with the reserved code 64 (2 could be
+    the command's own), one line, no traceback."""
+    for args in (("--backoff", "fast"), ("--max-restarts", "lots")):
+        res = _run(*args, "--", "/bin/true")
+        assert res.returncode == 64, res
+        assert args[0] in res.stderr and res.stderr.count("\n") == 1
 
 
 def test_run_does_not_parse_options_after_double_dash(tmp_path):
@@ -105,3 +108,54 @@ def test_run_sighup_is_forwarded(tmp_path):
         proc.send_signal(signal.SIGHUP)
         assert proc.wait(15) == 0
     assert got.exists()
+
+
+def test_run_tells_each_restart_and_gives_up_after_five(tmp_path):
+    """`run -- false`: one line per exit on stderr (how it ended, what comes next), gives up
+    after the default five restarts with the command's exit code."""
+    count = tmp_path / "count"
+    res = _run(
+        "--backoff", "0s", "--", PY, "-c",
+        f"open('{count}', 'a').write('x'); raise SystemExit(3)",
+    )  # fmt: skip
+    assert res.returncode == 3
+    assert count.read_text() == "x" * 6
+    lines = res.stderr.splitlines()
+    assert len(lines) == 6, res.stderr
+    assert all(ln.startswith("heartline: ") and "exit 3" in ln for ln in lines)
+    assert lines[0].endswith("restarting now (restart 1 of 5)")
+    assert lines[-1].endswith("giving up after 5 restart(s) (--max-restarts 5)")
+
+
+def test_run_quiet_and_forever(tmp_path):
+    """--quiet prints nothing of its own; --max-restarts forever keeps going past five."""
+    count = tmp_path / "count"
+    code = (
+        f"import sys; n = len(open('{count}').read()) if __import__('os').path.exists('{count}')"
+        f" else 0; open('{count}', 'a').write('x'); sys.exit(0 if n >= 7 else 1)"
+    )
+    res = _run("-q", "--max-restarts", "forever", "--backoff", "0s", "--", PY, "-c", code)
+    assert res.returncode == 0 and res.stderr == ""
+    assert count.read_text() == "x" * 8
+
+
+def test_run_gives_up_on_a_command_that_cannot_start():
+    """A command that cannot be exec'd: three tries, then exit 127 with the reason."""
+    res = _run("--", "/nonexistent/cmd")
+    assert res.returncode == 127
+    lines = res.stderr.splitlines()
+    assert lines[-1] == (
+        "heartline: cannot start: /nonexistent/cmd: No such file or directory; "
+        "giving up after 3 tries"
+    )
+    assert len(lines) == 3
+
+
+def test_run_help_states_the_defaults():
+    """--help names the defaults of the restart options."""
+    out = subprocess.run(
+        [*HEARTLINE, "run", "--help"], capture_output=True, text=True, timeout=30, check=False
+    ).stdout
+    flat = " ".join(out.split())
+    for text in ("(default: on-failure)", "(default: 5,", "(default: 1s..30s)", "(default: 10s)"):
+        assert text in flat, text

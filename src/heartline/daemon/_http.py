@@ -3,6 +3,11 @@
 Only what the API needs: Content-Length bodies, keep-alive, chunked responses for streams.
 Every limit is explicit, and anything malformed is answered with 400 and a closed connection:
 nothing a client sends can raise out of here.
+
+Every phase of a connection has a deadline, so that no client can hold a connection (a
+descriptor, a task, buffers) longer than the limits below by sending or reading slowly: waiting
+for a request to begin, each read and the whole of a request once it has begun, and each write
+of the answer (the whole of a plain answer, each chunk of a stream).
 """
 
 from __future__ import annotations
@@ -13,7 +18,7 @@ import json
 import logging
 import socket
 import struct
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
@@ -23,9 +28,21 @@ log = logging.getLogger(__name__)
 MAX_HEAD = 16 * 1024
 MAX_BODY = 1024 * 1024
 MAX_HEADERS = 100
+#: How long an open connection may wait for its next request to begin (keep-alive).
 IDLE_TIMEOUT = 120.0
+#: Once a request has begun, the longest the client may go without sending a byte ...
+READ_TIMEOUT = 10.0
+#: ... and the longest the whole request, head and body, may take from its first byte. A client
+#: on the same machine sends MAX_BODY in milliseconds; this leaves room for slow scripts.
+REQUEST_TIMEOUT = 30.0
+#: The client must take each write within this: a whole plain answer, each chunk of a stream
+#: (a `logs -f` that stops reading is disconnected after it), the rest of an answer at close.
+WRITE_TIMEOUT = 30.0
+#: Bytes asked of the socket per read while a request comes in.
+READ_CHUNK = 64 * 1024
 _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
-            405: "Method Not Allowed", 409: "Conflict", 411: "Length Required",
+            405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
+            411: "Length Required",
             413: "Content Too Large", 415: "Unsupported Media Type",
             422: "Unprocessable Content", 431: "Request Header Fields Too Large",
             500: "Internal Server Error", 501: "Not Implemented",
@@ -69,8 +86,9 @@ Handler = Callable[[Request], Awaitable[Response]]
 
 
 class BadRequest(Exception):
-    def __init__(self, status: int, message: str) -> None:
+    def __init__(self, status: int, message: str, *, code: str = "bad_request") -> None:
         self.status = status
+        self.code = code
         super().__init__(message)
 
 
@@ -86,16 +104,59 @@ def peer_uid(writer: asyncio.StreamWriter) -> int:
     return int(uid)
 
 
-async def _read_head(reader: asyncio.StreamReader) -> bytes | None:
-    try:
-        head = await reader.readuntil(b"\r\n\r\n")
-    except asyncio.IncompleteReadError as e:
-        if e.partial.strip():
-            raise BadRequest(400, "connection closed inside the request head") from None
-        return None
-    except asyncio.LimitOverrunError:
-        raise BadRequest(431, f"request head larger than {MAX_HEAD} bytes") from None
-    return head
+class _Input:
+    """What a connection has sent and the server has not consumed yet.
+
+    Reading through this buffer (rather than StreamReader.readuntil/readexactly) lets every
+    read carry its own deadline: those helpers would wait for a whole head or body without
+    telling whether the client is still sending.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader) -> None:
+        self.reader = reader
+        self.buf = bytearray()
+
+    async def fill(self, timeout: float) -> bool:
+        """Read what comes within ``timeout`` seconds; False at end of input."""
+        async with asyncio.timeout(timeout):
+            data = await self.reader.read(READ_CHUNK)
+        self.buf += data
+        return bool(data)
+
+    async def more(self, deadline: float, where: str) -> bool:
+        """Read more of a request that has begun; 408 when the client pauses longer than
+        READ_TIMEOUT or the request outlasts its deadline."""
+        left = deadline - asyncio.get_running_loop().time()
+        try:
+            if left <= 0:
+                raise TimeoutError
+            return await self.fill(min(READ_TIMEOUT, left))
+        except TimeoutError:
+            if left <= READ_TIMEOUT:
+                message = f"the request was not complete within {REQUEST_TIMEOUT:g}s"
+            else:
+                message = f"nothing arrived for {READ_TIMEOUT:g}s inside the request {where}"
+            raise BadRequest(408, message, code="timeout") from None
+
+    def take(self, n: int) -> bytes:
+        data = bytes(self.buf[:n])
+        del self.buf[:n]
+        return data
+
+
+async def _read_head(inp: _Input, deadline: float) -> bytes | None:
+    searched = 0
+    while True:
+        end = inp.buf.find(b"\r\n\r\n", max(0, searched - 3))
+        if end > MAX_HEAD or (end < 0 and len(inp.buf) > MAX_HEAD + 3):
+            raise BadRequest(431, f"request head larger than {MAX_HEAD} bytes")
+        if end >= 0:
+            return inp.take(end + 4)
+        searched = len(inp.buf)
+        if not await inp.more(deadline, "head"):
+            if inp.buf.strip():
+                raise BadRequest(400, "connection closed inside the request head")
+            return None
 
 
 def parse_head(head: bytes) -> tuple[str, str, dict[str, list[str]], dict[str, str]]:
@@ -145,7 +206,7 @@ def parse_head(head: bytes) -> tuple[str, str, dict[str, list[str]], dict[str, s
     return method, path, query, headers
 
 
-async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> bytes:
+async def _read_body(inp: _Input, headers: dict[str, str], deadline: float) -> bytes:
     if "transfer-encoding" in headers:
         raise BadRequest(411, "chunked request bodies are not accepted; send Content-Length")
     raw = headers.get("content-length", "0")
@@ -154,12 +215,30 @@ async def _read_body(reader: asyncio.StreamReader, headers: dict[str, str]) -> b
     length = int(raw)
     if length > MAX_BODY:
         raise BadRequest(413, f"body larger than {MAX_BODY} bytes")
-    if not length:
-        return b""
-    try:
-        return await reader.readexactly(length)
-    except asyncio.IncompleteReadError:
-        raise BadRequest(400, "connection closed inside the body") from None
+    while len(inp.buf) < length:
+        if not await inp.more(deadline, "body"):
+            raise BadRequest(400, "connection closed inside the body")
+    return inp.take(length)
+
+
+async def _read_request(
+    inp: _Input,
+) -> tuple[str, str, dict[str, list[str]], dict[str, str], bytes] | None:
+    """The next request on the connection, or None when the client closed (or stayed idle
+    for IDLE_TIMEOUT) between requests."""
+    if not inp.buf:
+        try:
+            if not await inp.fill(IDLE_TIMEOUT):
+                return None
+        except TimeoutError:
+            return None
+    deadline = asyncio.get_running_loop().time() + REQUEST_TIMEOUT
+    head = await _read_head(inp, deadline)
+    if head is None:
+        return None
+    method, path, query, headers = parse_head(head)
+    body = await _read_body(inp, headers, deadline)
+    return method, path, query, headers, body
 
 
 def _head_bytes(status: int, headers: list[tuple[str, str]]) -> bytes:
@@ -168,22 +247,54 @@ def _head_bytes(status: int, headers: list[tuple[str, str]]) -> bytes:
     return ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
 
 
+async def _send(writer: asyncio.StreamWriter, *parts: bytes) -> None:
+    """Write, then wait (at most WRITE_TIMEOUT) until the client has taken enough of it.
+
+    A client that stops reading is cut off (abort drops what it did not take): close() alone
+    would keep the connection open for as long as unsent data remains.
+    """
+    writer.writelines(parts)
+    try:
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            await writer.drain()
+    except TimeoutError:
+        writer.transport.abort()
+        raise
+
+
 async def _write_response(writer: asyncio.StreamWriter, resp: Response, keep: bool) -> None:
     headers = [("Content-Type", resp.content_type), *resp.headers]
     if resp.stream is None:
         headers.append(("Content-Length", str(len(resp.body))))
         headers.append(("Connection", "keep-alive" if keep else "close"))
-        writer.write(_head_bytes(resp.status, headers) + resp.body)
-        await writer.drain()
+        await _send(writer, _head_bytes(resp.status, headers), resp.body)
         return
     headers += [("Transfer-Encoding", "chunked"), ("Connection", "close")]
-    writer.write(_head_bytes(resp.status, headers))
-    async for chunk in resp.stream:
-        if chunk:
-            writer.write(b"%x\r\n%s\r\n" % (len(chunk), chunk))
-            await writer.drain()
-    writer.write(b"0\r\n\r\n")
-    await writer.drain()
+    stream = resp.stream
+    try:
+        await _send(writer, _head_bytes(resp.status, headers))
+        async for chunk in stream:
+            if chunk:
+                await _send(writer, b"%x\r\n" % len(chunk), chunk, b"\r\n")
+        await _send(writer, b"0\r\n\r\n")
+    finally:
+        # Close the stream now, not when it is collected: what it holds (a log follower and
+        # its buffer) goes with the connection.
+        if isinstance(stream, AsyncGenerator):
+            await stream.aclose()
+
+
+async def _close(writer: asyncio.StreamWriter) -> None:
+    """Close once the client has taken what is left, waiting at most WRITE_TIMEOUT."""
+    writer.close()
+    try:
+        async with asyncio.timeout(WRITE_TIMEOUT):
+            await writer.wait_closed()
+    except asyncio.CancelledError:
+        writer.transport.abort()
+        raise
+    except Exception:  # the client went away in whatever way: nothing more to give it
+        writer.transport.abort()
 
 
 async def serve_connection(
@@ -194,6 +305,7 @@ async def serve_connection(
 ) -> None:
     """Serve requests on one connection until it closes; never raises."""
     uid = peer_uid(writer)
+    inp = _Input(reader)
     try:
         if not allowed(uid):
             log.warning("refused a control connection from uid %d", uid)
@@ -202,19 +314,13 @@ async def serve_connection(
             return
         while True:
             try:
-                async with asyncio.timeout(IDLE_TIMEOUT):
-                    head = await _read_head(reader)
-                if head is None:
-                    return
-                method, path, query, headers = parse_head(head)
-                body = await _read_body(reader, headers)
+                request = await _read_request(inp)
             except BadRequest as e:
-                await _write_response(
-                    writer, Response.error(e.status, "bad_request", str(e)), keep=False
-                )
+                await _write_response(writer, Response.error(e.status, e.code, str(e)), keep=False)
                 return
-            except TimeoutError:
+            if request is None:
                 return
+            method, path, query, headers, body = request
             req = Request(method, path, query, headers, body, peer_uid=uid)
             keep = headers.get("connection", "").lower() != "close"
             try:
@@ -232,12 +338,10 @@ async def serve_connection(
             await _write_response(writer, resp, keep)
             if not keep:
                 return
-    except (ConnectionError, OSError):
+    except OSError:  # the client went away, or did not take an answer in time (TimeoutError)
         return
     finally:
-        writer.close()
-        with contextlib.suppress(Exception):
-            await writer.wait_closed()
+        await _close(writer)
 
 
 async def _watch_eof(reader: asyncio.StreamReader, event: asyncio.Event) -> None:

@@ -11,7 +11,9 @@ import contextlib
 import json
 import os
 import shutil
+import socket
 import tempfile
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -31,6 +33,8 @@ class Server:
     seen: list[Request] = field(default_factory=list)
     #: Exceptions that escaped serve_connection (it promises there are none).
     escaped: list[BaseException] = field(default_factory=list)
+    #: Set each time serve_connection returns (the connection is over on the server's side).
+    finished: asyncio.Event = field(default_factory=asyncio.Event)
 
 
 async def echo(req: Request) -> Response:
@@ -73,6 +77,8 @@ async def serving(
         except BaseException as e:
             server.escaped.append(e)
             w.close()
+        finally:
+            server.finished.set()
 
     srv = await asyncio.start_unix_server(connection, path=server.path, limit=MAX_HEAD)
     try:
@@ -383,11 +389,178 @@ def test_idle_connection_is_closed_after_the_idle_timeout(monkeypatch: pytest.Mo
             async with serving(d) as srv, asyncio.timeout(DEADLINE):
                 reader, writer = await asyncio.open_unix_connection(srv.path)
                 try:
-                    writer.write(b"GET / HTTP/1.1\r\n")  # a head that never ends
                     assert await reader.read() == b""
                 finally:
                     writer.close()
                     await writer.wait_closed()
+                assert srv.escaped == []
+
+    run(main())
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        b"GET / HTTP/1.1\r\n",
+        b"GET / HTTP/1.1\r\nHost: heart",
+        b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\n",
+        b"POST / HTTP/1.1\r\nContent-Length: 10\r\n\r\nabc",
+    ],
+    ids=["in-the-request-line", "in-a-header", "before-the-body", "inside-the-body"],
+)
+def test_request_that_stalls_is_answered_408_and_closed(
+    monkeypatch: pytest.MonkeyPatch, raw: bytes
+) -> None:
+    """A request that stops arriving (in its head or its body) for READ_TIMEOUT gets a 408
+    timeout error and a closed connection, long before the idle timeout; the handler never
+    runs."""
+    monkeypatch.setattr(_http, "READ_TIMEOUT", 0.2, raising=False)
+
+    async def main() -> None:
+        with short_dir() as d:
+            async with serving(d) as srv:
+                began = time.monotonic()
+                reply, closed = await exchange(srv.path, raw)
+                assert reply is not None
+                assert reply.status == 408
+                error = reply.json()["error"]  # type: ignore[index]
+                assert error["code"] == "timeout"
+                assert "0.2s" in error["message"]
+                assert closed
+                assert time.monotonic() - began < 5
+                assert srv.seen == []
+                assert srv.escaped == []
+
+    run(main())
+
+
+def test_slow_client_that_keeps_sending_is_served(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that sends its request a few bytes at a time, each pause shorter than
+    READ_TIMEOUT and the whole within REQUEST_TIMEOUT, gets its answer."""
+    monkeypatch.setattr(_http, "READ_TIMEOUT", 0.5, raising=False)
+    monkeypatch.setattr(_http, "REQUEST_TIMEOUT", 10.0, raising=False)
+    body = b'{"names": ["all"]}'
+    raw = b"POST /v1/stop HTTP/1.1\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body)
+
+    async def main() -> None:
+        with short_dir() as d:
+            async with serving(d) as srv, asyncio.timeout(DEADLINE):
+                reader, writer = await asyncio.open_unix_connection(srv.path)
+                try:
+                    for i in range(0, len(raw), 6):
+                        writer.write(raw[i : i + 6])
+                        await writer.drain()
+                        await asyncio.sleep(0.05)  # the slowness under test
+                    reply = await read_reply(reader)
+                finally:
+                    writer.close()
+                    await writer.wait_closed()
+                assert reply is not None
+                assert reply.status == 200
+                assert reply.json()["body"] == body.decode()  # type: ignore[index]
+
+    run(main())
+
+
+def test_request_that_trickles_past_the_request_timeout_is_answered_408(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A client that keeps sending a byte now and then, never pausing for READ_TIMEOUT, still
+    cannot take longer than REQUEST_TIMEOUT over one request."""
+    monkeypatch.setattr(_http, "READ_TIMEOUT", 1.0, raising=False)
+    monkeypatch.setattr(_http, "REQUEST_TIMEOUT", 0.5, raising=False)
+
+    async def main() -> None:
+        with short_dir() as d:
+            async with serving(d) as srv, asyncio.timeout(DEADLINE):
+                reader, writer = await asyncio.open_unix_connection(srv.path)
+                try:
+                    writer.write(b"GET / HTTP/1.1\r\n")
+
+                    async def trickle() -> None:
+                        with contextlib.suppress(ConnectionError):
+                            while True:
+                                writer.write(b"X-A: b\r\n")
+                                await writer.drain()
+                                await asyncio.sleep(0.05)
+
+                    sending = asyncio.ensure_future(trickle())
+                    try:
+                        reply = await read_reply(reader)
+                    finally:
+                        sending.cancel()
+                finally:
+                    writer.close()
+                    with contextlib.suppress(ConnectionError):
+                        await writer.wait_closed()
+                assert reply is not None
+                assert reply.status == 408
+                assert "within 0.5s" in reply.json()["error"]["message"]  # type: ignore[index]
+                assert srv.seen == []
+
+    run(main())
+
+
+def unread_connection(path: str) -> socket.socket:
+    """A blocking client socket with the smallest receive buffer, which the test never reads."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1)
+    s.connect(path)
+    return s
+
+
+def test_client_that_does_not_read_its_answer_is_cut_off(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A client that asks for a large answer and never reads it is disconnected once
+    WRITE_TIMEOUT passes without it taking the answer; nothing escapes the server."""
+    monkeypatch.setattr(_http, "WRITE_TIMEOUT", 0.2, raising=False)
+
+    async def big(req: Request) -> Response:
+        return Response(200, b"x" * (8 * 1024 * 1024), "text/plain")
+
+    async def main() -> None:
+        with short_dir() as d:
+            async with serving(d, big) as srv, asyncio.timeout(DEADLINE):
+                client = unread_connection(srv.path)
+                try:
+                    client.sendall(b"GET /big HTTP/1.1\r\n\r\n")
+                    await srv.finished.wait()
+                finally:
+                    client.close()
+                assert srv.escaped == []
+
+    run(main())
+
+
+def test_stream_to_a_client_that_does_not_read_is_cut_off_and_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A stream whose client stops reading ends once a chunk is not taken within
+    WRITE_TIMEOUT: the connection is over and the stream itself is closed at once (what it
+    holds is let go), not left for the garbage collector."""
+    monkeypatch.setattr(_http, "WRITE_TIMEOUT", 0.2, raising=False)
+    closed = asyncio.Event()
+
+    async def endless() -> AsyncIterator[bytes]:
+        try:
+            while True:
+                yield b"y" * 65536
+                await asyncio.sleep(0)
+        finally:
+            closed.set()
+
+    async def handler(req: Request) -> Response:
+        return Response(200, content_type="text/plain", stream=endless())
+
+    async def main() -> None:
+        with short_dir() as d:
+            async with serving(d, handler) as srv, asyncio.timeout(DEADLINE):
+                client = unread_connection(srv.path)
+                try:
+                    client.sendall(b"GET /follow HTTP/1.1\r\n\r\n")
+                    await srv.finished.wait()
+                    assert closed.is_set()
+                finally:
+                    client.close()
                 assert srv.escaped == []
 
     run(main())

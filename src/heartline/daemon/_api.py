@@ -124,8 +124,8 @@ class Api:
         if req.method == "POST":
             try:
                 body = req.json()
-            except (ValueError, UnicodeDecodeError):
-                return Response.error(400, "bad_request", "the body is not valid JSON")
+            except ValueError as e:
+                return Response.error(400, "bad_request", str(e))
             if not isinstance(body, dict):
                 return Response.error(422, "invalid", "the body must be a JSON object")
         try:

@@ -60,9 +60,16 @@ class Request:
     disconnected: asyncio.Event = field(default_factory=asyncio.Event)
 
     def json(self) -> Any:
+        """The body parsed as JSON ({} when empty); ValueError with a one-line reason when it
+        is not JSON or nests deeper than the parser can follow."""
         if not self.body:
             return {}
-        return json.loads(self.body)
+        try:
+            return json.loads(self.body)
+        except RecursionError:
+            raise ValueError("the body's JSON is nested too deeply") from None
+        except ValueError:
+            raise ValueError("the body is not valid JSON") from None
 
 
 @dataclass

@@ -1,4 +1,5 @@
-"""The control server under abuse, against a real daemon: stalled requests are timed out."""
+"""The control server under abuse, against a real daemon: stalled requests are timed out, and
+no body (however deeply nested its JSON) gets anything but a documented answer."""
 
 from __future__ import annotations
 
@@ -6,7 +7,15 @@ import contextlib
 import json
 import socket
 import time
+import uuid
+from collections.abc import Iterator
 
+import hypothesis
+import pytest
+from hypothesis import strategies as st
+from tests.integration.conftest import Daemon
+
+from heartline.api import openapi_spec
 from heartline.daemon._http import READ_TIMEOUT, REQUEST_TIMEOUT
 
 SLEEPER = '[programs.web]\ncommand = ["/bin/sleep", "3600"]\n'
@@ -71,3 +80,119 @@ def test_a_slow_client_that_keeps_sending_is_served(make_daemon):
         got = read_all(s, 10)
     assert got.startswith(b"HTTP/1.1 200 "), got[:80]
     assert json.loads(got.split(b"\r\n\r\n", 1)[1])["programs"][0]["name"] == "web"
+
+
+# --- bodies: nothing parses into a 500 ------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def daemon(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Daemon]:
+    root = tmp_path_factory.mktemp("bodies")
+    text = f'[daemon]\nrun_dir = "{root / "run"}"\nlog_dir = "logs"\n{SLEEPER}'
+    d = Daemon(root, text, uuid.uuid4().hex, root / "run")
+    d.start()
+    try:
+        yield d
+    finally:
+        d.cleanup()
+
+
+def post(d: Daemon, path: str, body: bytes, *, head: bytes = b"") -> tuple[int, bytes]:
+    """POST raw bytes (``head`` holds extra header lines); the status and body of the answer."""
+    with connect(d.socket) as s:
+        s.sendall(
+            b"POST %s HTTP/1.1\r\nHost: heartline\r\n%sContent-Length: %d\r\n\r\n%s"
+            % (path.encode(), head, len(body), body)
+        )
+        got = b""
+        while b"\r\n\r\n" not in got:
+            chunk = s.recv(65536)
+            assert chunk, got
+            got += chunk
+        status_and_headers, _, answer = got.partition(b"\r\n\r\n")
+        lines = status_and_headers.decode("latin-1").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines[1:])
+        while len(answer) < int(headers["content-length"]):
+            chunk = s.recv(65536)
+            assert chunk, answer
+            answer += chunk
+    return int(lines[0].split(" ", 2)[1]), answer
+
+
+POST_ROUTES = sorted(
+    path
+    for path, item in openapi_spec()["paths"].items()
+    if "post" in item and path != "/v1/shutdown"
+)
+
+
+@pytest.mark.parametrize("path", [*POST_ROUTES, "/v1/shutdown"])
+@pytest.mark.parametrize(
+    ("opener", "closer"), [(b"[", b"]"), (b'{"a":', b"}"), (b'{"names":[', b"]}")]
+)
+def test_deeply_nested_json_is_a_400_with_one_line(daemon, path, opener, closer):
+    """A body nested 50,000 levels deep is refused with 400 and a one-line message on every
+    route that reads JSON (none runs, the daemon keeps running), and nothing lands in its log
+    as a traceback."""
+    depth = 50_000
+    status, answer = post(daemon, path, opener * depth + b"1" + closer * depth)
+    assert status == 400, answer[:200]
+    error = json.loads(answer)["error"]
+    assert error["code"] == "bad_request"
+    assert "nested" in error["message"]
+    assert "\n" not in error["message"]
+    assert daemon.status()["web"]["state"] == "running"
+    assert "Traceback" not in daemon.log.read_text()
+    assert "RecursionError" not in daemon.log.read_text()
+
+
+def nested(leaf: st.SearchStrategy[object]) -> st.SearchStrategy[bytes]:
+    """JSON text made of a random mix of list and object levels, some of them very deep."""
+    levels = st.lists(st.sampled_from([("[", "]"), ('{"names":', "}"), ('{"x":[', "]}")]))
+    return st.tuples(levels, st.integers(0, 3000), leaf).map(
+        lambda t: (
+            "".join(o for o, _ in t[0]) * (t[1] // max(len(t[0]), 1))
+            + json.dumps(t[2])
+            + "".join(c for _, c in reversed(t[0])) * (t[1] // max(len(t[0]), 1))
+        ).encode()
+    )
+
+
+bodies = st.one_of(
+    nested(st.one_of(st.none(), st.integers(), st.text(max_size=5))),
+    st.binary(max_size=300),
+    st.text(max_size=300).map(str.encode),
+    st.recursive(
+        st.one_of(st.none(), st.booleans(), st.integers(), st.text(max_size=8)),
+        lambda inner: st.one_of(
+            st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=6), inner, max_size=4)
+        ),
+        max_leaves=30,
+    ).map(lambda v: json.dumps(v).encode()),
+)
+heads = st.lists(
+    st.sampled_from(
+        [b"Content-Type: application/json\r\n", b"Content-Type: text/plain\r\n",
+         b"Connection: keep-alive\r\n", b"Accept: */*\r\n", b"X-Pad: " + b"p" * 200 + b"\r\n"]
+    ),
+    max_size=3,
+).map(b"".join)  # fmt: skip
+
+
+@hypothesis.settings(
+    max_examples=150, deadline=None, suppress_health_check=list(hypothesis.HealthCheck)
+)
+@hypothesis.given(path=st.sampled_from(POST_ROUTES), body=bodies, head=heads)
+def test_any_body_gets_a_documented_answer_never_a_500(daemon, path, body, head):
+    """Whatever the body (deep, wide, not JSON at all) and headers, a POST route answers with a
+    status its OpenAPI entry documents and a JSON error of one line when it refuses."""
+    if path in ("/v1/stop", "/v1/restart", "/v1/start", "/v1/signal"):
+        # Acting on the sleeper is allowed but would change what later examples see.
+        hypothesis.assume(b"web" not in body and b"all" not in body)
+    status, answer = post(daemon, path, body, head=head)
+    documented = openapi_spec()["paths"][path]["post"]["responses"]
+    assert str(status) in documented, (status, answer[:200])
+    if status >= 400:
+        message = json.loads(answer)["error"]["message"]
+        assert message and "\n" not in message
+    assert "Traceback" not in daemon.log.read_text()

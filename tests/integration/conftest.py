@@ -15,7 +15,7 @@ import subprocess
 import sys
 import textwrap
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -74,12 +74,15 @@ class Daemon:
     def socket(self) -> str:
         return str(self.run_dir / "heartline.sock")
 
-    def start(self, extra_env: dict[str, str] | None = None) -> None:
+    def start(
+        self, extra_env: dict[str, str] | None = None, *, wrapper: Sequence[str] = ()
+    ) -> None:
+        """Start ``heartline up`` (run through ``wrapper``, such as prlimit, when given)."""
         r, w = os.pipe()
         env = {**self.env, "HEARTLINE_READY_FD": str(w), **(extra_env or {})}
         with open(self.log, "ab") as log:
             self.proc = subprocess.Popen(
-                [*HEARTLINE, "up", "-c", str(self.config)],
+                [*wrapper, *HEARTLINE, "up", "-c", str(self.config)],
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=log,

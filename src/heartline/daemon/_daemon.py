@@ -17,7 +17,7 @@ from typing import Any
 from heartline.config import Config, load_config
 from heartline.daemon._api import Api
 from heartline.daemon._holder import Holder, end_previous_holder, held_pids, previous_holder
-from heartline.daemon._http import serve_connection
+from heartline.daemon._http import serve_connection, start_unix_server
 from heartline.daemon._sdnotify import SystemdNotifier
 from heartline.errors import ConfigError, DaemonAlreadyRunning, DaemonStartError
 from heartline.supervise import State, Supervisor, _statefile
@@ -135,7 +135,7 @@ class Daemon:
                 os.unlink(sock_path)
             old_umask = os.umask(0o177)
             try:
-                server = await asyncio.start_unix_server(
+                server = await start_unix_server(
                     lambda r, w: serve_connection(r, w, api, _allowed),
                     path=sock_path,
                     limit=16 * 1024,

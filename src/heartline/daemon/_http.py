@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import errno
 import json
 import logging
+import resource
 import socket
 import struct
 from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
@@ -40,6 +42,17 @@ REQUEST_TIMEOUT = 30.0
 WRITE_TIMEOUT = 30.0
 #: Bytes asked of the socket per read while a request comes in.
 READ_CHUNK = 64 * 1024
+#: Out of descriptors (or kernel memory), accepting stops for this long, doubling while it
+#: keeps failing up to ACCEPT_PAUSE_MAX; after ACCEPT_CALM seconds without a failure the next
+#: pause starts short again.
+ACCEPT_PAUSE_MIN = 0.1
+ACCEPT_PAUSE_MAX = 5.0
+ACCEPT_CALM = 10.0
+ACCEPT_BACKLOG = 128
+#: Connections taken per wake-up of the listening socket, so that a burst cannot starve the
+#: rest of the loop.
+ACCEPT_BATCH = 64
+_NO_RESOURCES = frozenset({errno.EMFILE, errno.ENFILE, errno.ENOBUFS, errno.ENOMEM})
 _REASONS = {200: "OK", 400: "Bad Request", 403: "Forbidden", 404: "Not Found",
             405: "Method Not Allowed", 408: "Request Timeout", 409: "Conflict",
             411: "Length Required",
@@ -356,3 +369,137 @@ async def _watch_eof(reader: asyncio.StreamReader, event: asyncio.Event) -> None
         while await reader.read(4096):
             pass
     event.set()
+
+
+# --- accepting ------------------------------------------------------------------------------
+ConnectedCallback = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+class UnixServer(asyncio.AbstractServer):
+    """A listening unix socket whose accept loop backs off when descriptors run out.
+
+    asyncio's own loop, when accept() fails with EMFILE, logs the error with a traceback for
+    every remaining attempt of its batch and schedules a retry per attempt: at the open file
+    limit a daemon wrote thousands of tracebacks a second. Here accepting stops for a short
+    interval that doubles while the failures go on (ACCEPT_PAUSE_MIN up to ACCEPT_PAUSE_MAX),
+    with one log line per pause; clients meanwhile wait in the listen backlog.
+    """
+
+    def __init__(
+        self, sock: socket.socket, callback: ConnectedCallback, *, limit: int = MAX_HEAD
+    ) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._sock: socket.socket | None = sock
+        self._callback = callback
+        self._limit = limit
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._resume: asyncio.TimerHandle | None = None
+        self._pause_for = 0.0
+        self._resumed_at = 0.0
+        self._closed: asyncio.Future[None] = self._loop.create_future()
+        self._loop.add_reader(sock.fileno(), self._accept)
+
+    def _accept(self) -> None:
+        sock = self._sock
+        assert sock is not None
+        for _ in range(ACCEPT_BATCH):
+            try:
+                conn, _addr = sock.accept()
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as e:
+                if e.errno in _NO_RESOURCES:
+                    self._pause(e)
+                    return
+                # ECONNABORTED and the like: that one client is gone, the next may be waiting.
+                log.debug("accept on the control socket: %s", e)
+                continue
+            conn.setblocking(False)
+            task = self._loop.create_task(self._serve(conn))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+
+    def _pause(self, err: OSError) -> None:
+        assert self._sock is not None
+        now = self._loop.time()
+        if self._pause_for and now - self._resumed_at < ACCEPT_CALM:
+            self._pause_for = min(self._pause_for * 2, ACCEPT_PAUSE_MAX)
+        else:
+            self._pause_for = ACCEPT_PAUSE_MIN
+        why = err.strerror or str(err)
+        if err.errno == errno.EMFILE:
+            why += f" (the open file limit is {resource.getrlimit(resource.RLIMIT_NOFILE)[0]})"
+        log.warning("%s: not accepting control connections for %.1fs", why, self._pause_for)
+        self._loop.remove_reader(self._sock.fileno())
+        self._resume = self._loop.call_later(self._pause_for, self._unpause)
+
+    def _unpause(self) -> None:
+        self._resume = None
+        if self._sock is not None:
+            self._resumed_at = self._loop.time()
+            self._loop.add_reader(self._sock.fileno(), self._accept)
+
+    async def _serve(self, conn: socket.socket) -> None:
+        try:
+            reader, writer = await asyncio.open_unix_connection(sock=conn, limit=self._limit)
+        except OSError as e:
+            conn.close()
+            log.debug("cannot set up a control connection: %s", e)
+            return
+        try:
+            await self._callback(reader, writer)
+        except Exception:
+            log.exception("a control connection failed")
+            writer.transport.abort()
+
+    def close(self) -> None:
+        """Stop listening; connections already accepted go on until they end."""
+        if self._sock is None:
+            return
+        if self._resume is not None:
+            self._resume.cancel()
+            self._resume = None
+        else:
+            self._loop.remove_reader(self._sock.fileno())
+        self._sock.close()
+        self._sock = None
+        self._closed.set_result(None)
+
+    def get_loop(self) -> asyncio.AbstractEventLoop:
+        return self._loop
+
+    def is_serving(self) -> bool:
+        return self._sock is not None
+
+    async def start_serving(self) -> None:
+        """Serving starts when the server is made."""
+
+    async def serve_forever(self) -> None:
+        """Return once the server is closed."""
+        await asyncio.shield(self._closed)
+
+    async def wait_closed(self) -> None:
+        """Return once the server is closed (connections going on are not waited for)."""
+        await asyncio.shield(self._closed)
+
+
+async def start_unix_server(
+    client_connected_cb: ConnectedCallback,
+    *,
+    path: str,
+    limit: int = MAX_HEAD,
+    backlog: int = ACCEPT_BACKLOG,
+) -> UnixServer:
+    """Listen on the unix socket ``path`` (created with the caller's umask) and call
+    ``client_connected_cb(reader, writer)`` for each connection, like
+    asyncio.start_unix_server, but backing off instead of spinning when accept() runs out of
+    descriptors."""
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        sock.bind(path)
+        sock.listen(backlog)
+        sock.setblocking(False)
+        return UnixServer(sock, client_connected_cb, limit=limit)
+    except BaseException:
+        sock.close()
+        raise

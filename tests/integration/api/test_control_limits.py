@@ -1,19 +1,23 @@
-"""The control server under abuse, against a real daemon: stalled requests are timed out, and
-no body (however deeply nested its JSON) gets anything but a documented answer."""
+"""The control server under abuse, against a real daemon: stalled requests are timed out, no
+body (however deeply nested its JSON) gets anything but a documented answer, and an exhausted
+descriptor table makes it back off instead of flooding its log."""
 
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
+import re
 import socket
 import time
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import hypothesis
 import pytest
 from hypothesis import strategies as st
-from tests.integration.conftest import Daemon
+from tests.integration.conftest import Daemon, wait_until
 
 from heartline.api import openapi_spec
 from heartline.daemon._http import READ_TIMEOUT, REQUEST_TIMEOUT
@@ -196,3 +200,57 @@ def test_any_body_gets_a_documented_answer_never_a_500(daemon, path, body, head)
         message = json.loads(answer)["error"]["message"]
         assert message and "\n" not in message
     assert "Traceback" not in daemon.log.read_text()
+
+
+# --- the descriptor table is full -----------------------------------------------------------
+
+FD_LIMIT = 100
+
+
+def pauses(log: Path) -> list[float]:
+    """The accept pauses the daemon announced, in seconds, in order."""
+    return [
+        float(m)
+        for m in re.findall(r"not accepting control connections for ([0-9.]+)s", log.read_text())
+    ]
+
+
+def test_at_the_descriptor_limit_the_daemon_backs_off_and_recovers(make_daemon):
+    """With its RLIMIT_NOFILE reached by open connections, the daemon stops accepting for a
+    growing interval and says so in one line per interval (no traceback, a log that stays
+    small); once the connections close it answers again."""
+    d = make_daemon(SLEEPER, start=False)
+    d.start(wrapper=["prlimit", f"--nofile={FD_LIMIT}:{FD_LIMIT}", "--"])
+    held: list[socket.socket] = []
+    try:
+        # Connect until the daemon's backlog is full too: then its table is certainly full.
+        for _ in range(FD_LIMIT + 1000):
+            s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+            s.setblocking(False)
+            err = s.connect_ex(d.socket)
+            if err:
+                s.close()
+                assert err == errno.EAGAIN, errno.errorcode[err]
+                break
+            held.append(s)
+        else:
+            raise AssertionError("the daemon kept accepting past its descriptor limit")
+        wait_until(lambda: len(pauses(d.log)) >= 4, 20, "four announced accept pauses")
+        seen = pauses(d.log)
+        assert seen[:4] == sorted(seen[:4]) and seen[3] > seen[0], seen
+        text = d.log.read_text()
+        assert "Traceback" not in text
+        assert len(text) < 64 * 1024, f"{len(text)} bytes of daemon log"
+        assert d.proc is not None and d.proc.poll() is None
+    finally:
+        for s in held:
+            s.close()
+
+    def answers() -> bool:
+        try:
+            return d.status()["web"]["state"] == "running"
+        except Exception:
+            return False
+
+    wait_until(answers, 20, "the daemon to answer again")
+    assert "Traceback" not in d.log.read_text()

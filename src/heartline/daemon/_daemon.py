@@ -288,8 +288,8 @@ def run_daemon(config_path: str, *, ready: Any = None) -> None:
 
 
 def setup_logging() -> None:
-    """Log to stderr; under systemd's journal, without our own timestamps."""
-    fmt = "%(levelname)s %(message)s"
-    if not os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(asctime)s heartline[%(process)d] " + fmt
-    logging.basicConfig(level=logging.INFO, format=fmt, stream=sys.stderr)
+    """Log to stderr; under systemd's journal, without our own timestamps; when stderr is a
+    file (`up --detach`), capped in size and rotated (see _selflog)."""
+    from heartline.daemon._selflog import configure
+
+    configure(sys.stderr)

@@ -4,7 +4,6 @@ exactly these; a test keeps the two in step."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
 import time
@@ -17,7 +16,8 @@ from heartline.config import load_config
 from heartline.config._loader import parse_signal
 from heartline.daemon._http import Request, Response
 from heartline.errors import ConfigError, UnknownProgram
-from heartline.supervise import Program, Supervisor
+from heartline.supervise import LogFile, Program, Supervisor
+from heartline.supervise._logs import FollowBuffer
 from heartline.supervise._process import handles_signal
 from heartline.supervise._resources import Reading, figures, read_groups
 
@@ -25,7 +25,6 @@ if TYPE_CHECKING:
     from heartline.daemon._daemon import Daemon
 
 MAX_TAIL_LINES = 100_000
-FOLLOW_QUEUE = 1024
 
 
 _EMPTY_FIGURES: dict[str, Any] = {
@@ -313,26 +312,29 @@ class Api:
         return Response(200, content_type="text/plain", stream=_follow(logfile, tail, req))
 
 
-async def _follow(logfile: Any, first: bytes, req: Request) -> AsyncIterator[bytes]:
-    queue: asyncio.Queue[bytes] = asyncio.Queue(FOLLOW_QUEUE)
+async def _follow(logfile: LogFile, first: bytes, req: Request) -> AsyncIterator[bytes]:
+    """The tail, then new output as it is written, until the client goes away.
 
-    def push(data: bytes) -> None:
-        with contextlib.suppress(asyncio.QueueFull):
-            queue.put_nowait(data)
-
-    logfile.followers.add(push)
+    Output waits for the client in a FollowBuffer bounded in bytes: a client that does not keep
+    up misses output (and is told how much) instead of making the daemon hold it.
+    """
+    ready = asyncio.Event()
+    buffer = FollowBuffer(wake=ready.set)
+    logfile.followers.add(buffer)
     try:
         yield first
         gone = asyncio.ensure_future(req.disconnected.wait())
         try:
             while True:
-                got = asyncio.ensure_future(queue.get())
-                done, _ = await asyncio.wait({got, gone}, return_when=asyncio.FIRST_COMPLETED)
-                if got not in done:
-                    got.cancel()
+                waiting = asyncio.ensure_future(ready.wait())
+                done, _ = await asyncio.wait({waiting, gone}, return_when=asyncio.FIRST_COMPLETED)
+                if waiting not in done:
+                    waiting.cancel()
                     return
-                yield got.result()
+                ready.clear()
+                yield buffer.take()
         finally:
             gone.cancel()
     finally:
-        logfile.followers.discard(push)
+        logfile.followers.discard(buffer)
+        buffer.clear()

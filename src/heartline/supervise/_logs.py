@@ -3,6 +3,9 @@
 A file grows to ``max_size`` bytes, then is renamed ``NAME.1`` (older ones shift up, the oldest
 beyond ``backups`` is deleted) and a new file starts. The disk a program can fill is therefore
 bounded by ``max_size * (backups + 1)`` per stream, whatever the program writes.
+
+Followers (``logs --follow``) get each write as it happens, through a FollowBuffer each: the
+memory a follower can hold is bounded too, however slowly it reads.
 """
 
 from __future__ import annotations
@@ -10,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from heartline.config import LogSpec
@@ -18,6 +21,63 @@ from heartline.config import LogSpec
 log = logging.getLogger(__name__)
 
 Follower = Callable[[bytes], None]
+
+#: What one follower may have waiting, in bytes. A program's pipe gives at most 64 KiB per
+#: read, so two reads fit; a follower further behind than this misses output.
+FOLLOW_BUFFER = 128 * 1024
+
+
+class FollowBuffer:
+    """Output waiting for one follower, bounded in bytes.
+
+    Once ``limit`` bytes wait, further output is counted and dropped until the follower has
+    taken everything that waits; with that it gets one line saying how many bytes it missed,
+    at the place they were missing from.
+    """
+
+    def __init__(self, limit: int = FOLLOW_BUFFER, *, wake: Callable[[], None] | None = None):
+        self.limit = limit
+        self.dropped = 0
+        self._chunks: deque[bytes] = deque()
+        self._size = 0
+        self._wake = wake
+        self._line_open = False
+
+    @property
+    def size(self) -> int:
+        """Bytes waiting."""
+        return self._size
+
+    def __call__(self, data: bytes) -> None:
+        if not data:
+            return
+        if self.dropped or self._size + len(data) > self.limit:
+            self.dropped += len(data)
+        else:
+            self._chunks.append(data)
+            self._size += len(data)
+        if self._wake is not None:
+            self._wake()
+
+    def take(self) -> bytes:
+        """Everything waiting (b"" when nothing does), then the marker if output was missed."""
+        out = b"".join(self._chunks)
+        self._chunks.clear()
+        self._size = 0
+        if out:
+            self._line_open = not out.endswith(b"\n")
+        if self.dropped:
+            marker = (
+                f"[heartline: {self.dropped} bytes dropped: this follower fell behind]\n".encode()
+            )
+            out += b"\n" + marker if self._line_open else marker
+            self.dropped = 0
+            self._line_open = False
+        return out
+
+    def clear(self) -> None:
+        self._chunks.clear()
+        self._size = 0
 
 
 class OpenFiles:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -14,7 +15,7 @@ from hypothesis import strategies as st
 
 from heartline.config import LogSpec
 from heartline.supervise import LogFile
-from heartline.supervise._logs import OpenFiles
+from heartline.supervise._logs import FollowBuffer, OpenFiles
 
 
 def files_in(directory: Path) -> set[str]:
@@ -336,3 +337,82 @@ def test_open_files_cache_evicts_the_least_recently_written(tmp_path: Path) -> N
     assert str(tmp_path / "b.log") not in held
     for lf in (a, b, c):
         lf.close()
+
+
+def test_follow_buffer_keeps_output_up_to_its_limit() -> None:
+    """A follow buffer hands out what it was given, in order and whole, as long as what waits
+    stays within its limit in bytes; taking empties it."""
+    woken: list[None] = []
+    buf = FollowBuffer(100, wake=lambda: woken.append(None))
+    buf(b"one\n")
+    buf(b"")
+    buf(b"two\n")
+    assert buf.size == 8
+    assert len(woken) == 2
+    assert buf.take() == b"one\ntwo\n"
+    assert buf.size == 0
+    assert buf.take() == b""
+    buf(b"x" * 100)
+    assert buf.take() == b"x" * 100
+
+
+def test_follow_buffer_drops_what_does_not_fit_and_says_how_much() -> None:
+    """Past its limit a follow buffer keeps nothing more until everything waiting was taken;
+    what it dropped is reported once, as a line of its own after the kept output, and output
+    after that is kept again."""
+    buf = FollowBuffer(10)
+    buf(b"12345")
+    buf(b"abcdefgh")  # does not fit: dropped
+    buf(b"z")  # would fit, but dropping goes on until the follower has caught up
+    assert buf.size == 5
+    assert buf.dropped == 9
+    assert buf.take() == b"12345\n[heartline: 9 bytes dropped: this follower fell behind]\n"
+    buf(b"next\n")
+    assert buf.take() == b"next\n"
+    buf(b"0123456789")
+    buf(b"more")
+    assert buf.take() == b"0123456789\n[heartline: 4 bytes dropped: this follower fell behind]\n"
+    buf(b"line\n")
+    buf(b"0123456789")
+    assert buf.take() == b"line\n[heartline: 10 bytes dropped: this follower fell behind]\n"
+
+
+def test_follow_buffer_marker_starts_a_line_even_after_an_earlier_take() -> None:
+    """When the output taken last ended inside a line, the marker still starts a new line."""
+    buf = FollowBuffer(4)
+    buf(b"abc")
+    assert buf.take() == b"abc"
+    buf(b"too long")
+    assert buf.take() == b"\n[heartline: 8 bytes dropped: this follower fell behind]\n"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.lists(
+        # Output without newlines, so that every newline before a marker is the marker's own.
+        st.one_of(
+            st.binary(min_size=1, max_size=40).map(lambda b: b.replace(b"\n", b".")), st.just(None)
+        ),
+        max_size=60,
+    ),
+    st.integers(1, 64),
+)
+def test_follow_buffer_never_holds_more_than_its_limit_and_accounts_for_every_byte(
+    events: list[bytes | None], limit: int
+) -> None:
+    """Whatever is written and whenever the follower takes (None), the buffer never holds
+    more than its limit, and what was taken plus what was reported dropped is exactly what
+    was written."""
+    buf = FollowBuffer(limit)
+    written = taken = reported = 0
+    for ev in [*events, None]:
+        if ev is None:
+            out = buf.take()
+            for m in re.finditer(rb"\[heartline: (\d+) bytes dropped: [^]]*\]\n", out):
+                reported += int(m.group(1))
+            taken += len(re.sub(rb"\n?\[heartline: \d+ bytes dropped: [^]]*\]\n", b"", out))
+        else:
+            buf(ev)
+            written += len(ev)
+            assert buf.size <= limit
+    assert taken + reported == written

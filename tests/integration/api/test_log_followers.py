@@ -1,0 +1,129 @@
+"""`logs -f` followers against a real daemon and a real log flood: a follower that does not
+read costs a bounded amount of memory, is told how much it missed, and gives it all back."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+from pathlib import Path
+
+from tests.integration.conftest import py, wait_until
+
+FLOOD_MIB = 96
+FOLLOWERS = 25
+#: The daemon may grow this much while 25 stalled followers watch the flood (it grew by more
+#: than 130 MB when each follower could queue a thousand chunks).
+MAX_GROWTH = 32 * 1024 * 1024
+
+FLOOD = py(f"""
+import sys
+print("ready", flush=True)
+with open("go") as fifo:
+    fifo.read()
+block = (b"y" * 1023 + b"\\n") * 1024
+for _ in range({FLOOD_MIB}):
+    sys.stdout.buffer.write(block)
+sys.stdout.flush()
+open("done", "w").close()
+import time
+time.sleep(3600)
+""")
+
+
+def memory(pid: int) -> dict[str, int]:
+    """VmRSS and VmHWM (the peak) of a process, in bytes."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, value = line.partition(":")
+        if key in ("VmRSS", "VmHWM"):
+            out[key] = int(value.split()[0]) * 1024
+    return out
+
+
+def follow(path: str) -> socket.socket:
+    """A follower that has read its first line ("ready") and will now read nothing more."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+    s.settimeout(10)
+    s.connect(path)
+    s.sendall(b"GET /v1/logs/flood?follow=true&lines=1 HTTP/1.1\r\nHost: heartline\r\n\r\n")
+    got = b""
+    while b"ready\n" not in got:
+        chunk = s.recv(4096)
+        assert chunk, got
+        got += chunk
+    assert got.startswith(b"HTTP/1.1 200 "), got
+    return s
+
+
+def dechunk(raw: bytes) -> bytes:
+    """The payload of a chunked body (as much of it as has arrived)."""
+    out, rest = [], raw
+    while b"\r\n" in rest:
+        size_line, _, after = rest.partition(b"\r\n")
+        size = int(size_line, 16)
+        if size == 0 or len(after) < size + 2:
+            break
+        out.append(after[:size])
+        rest = after[size + 2 :]
+    return b"".join(out)
+
+
+MARKER = re.compile(rb"\[heartline: (\d+) bytes dropped: this follower fell behind\]\n")
+
+
+def test_followers_that_do_not_read_cost_bounded_memory_and_learn_what_they_missed(make_daemon):
+    """25 followers stop reading while a program writes 96 MiB: the daemon's peak memory grows
+    by less than MAX_GROWTH; a follower that reads again gets what was kept, then one marker
+    line saying how many bytes it missed (kept + missed = everything written); and once the
+    followers are gone the daemon's memory comes back down."""
+    d = make_daemon(f"""
+        [programs.flood]
+        command = {FLOOD}
+        cwd = "."
+        log = {{ max_size = "4MiB", backups = 1 }}
+    """)
+    os.mkfifo(d.root / "go")
+    d.wait_state("flood", "running")
+    logs = d.root / "logs" / "flood.out.log"
+    wait_until(lambda: logs.exists() and logs.read_bytes() == b"ready\n", 10, "the first line")
+    assert d.proc is not None
+    pid = d.proc.pid
+    followers = [follow(d.socket) for _ in range(FOLLOWERS)]
+    try:
+        before = memory(pid)["VmRSS"]
+        with open(d.root / "go", "w") as go:
+            go.write("go")
+        wait_until((d.root / "done").exists, 60, "the flood to be written")
+        peak = memory(pid)["VmHWM"]
+        assert peak - before < MAX_GROWTH, f"grew by {(peak - before) >> 20} MiB"
+
+        # Read until every byte written is accounted for, as kept or as reported missing.
+        reader = followers.pop()
+        reader.settimeout(20)
+        got = b""
+        while True:
+            text = dechunk(got)
+            markers = list(MARKER.finditer(text))
+            kept = MARKER.sub(b"", text)
+            missed = sum(int(m.group(1)) for m in markers)
+            if len(kept) + missed >= FLOOD_MIB << 20:
+                break
+            chunk = reader.recv(65536)
+            assert chunk, "the stream ended before accounting for everything written"
+            got += chunk
+        reader.close()
+        assert len(kept) + missed == FLOOD_MIB << 20
+        assert markers and missed > (FLOOD_MIB << 20) // 2
+        # Each marker stands on a line of its own.
+        assert all(m.start() == 0 or text[m.start() - 1 : m.start()] == b"\n" for m in markers)
+        assert set(kept) <= {ord("y"), ord("\n")}
+    finally:
+        for s in followers:
+            s.close()
+    wait_until(
+        lambda: memory(pid)["VmRSS"] - before < MAX_GROWTH // 4,
+        10,
+        "the daemon to give the followers' memory back",
+    )

@@ -115,8 +115,7 @@ class LogFile:
         self.followers: set[Follower] = set()
         self._fd = -1
         self._size = 0
-        #: True while writes fail (a full disk); output is dropped meanwhile.
-        self.failing = False
+        self._failing = False
 
     def _open(self) -> None:
         flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
@@ -168,17 +167,18 @@ class LogFile:
                 self._size += n
                 view = view[n:]
         except OSError as e:
-            # A full disk or a vanished directory must not take the daemon down; the data is
-            # dropped and the next write tries again. Said once per spell, not per write: a
-            # chatty program on a full disk would otherwise fill the daemon's own log.
-            if not self.failing:
-                log.warning("cannot write %s: %s; its output is dropped until it can",
-                            self.path, e.strerror)  # fmt: skip
-            self.failing = True
+            # A full disk, a vanished directory or no descriptor left must not take the daemon
+            # down; the data is dropped and the next write tries again. Said once, not per
+            # write: a busy program would otherwise flood the daemon's own log.
+            if not self._failing:
+                log.warning(
+                    "cannot write %s: %s; output is lost until it can", self.path, e.strerror
+                )
+                self._failing = True
             self.close()
             return
-        if self.failing:
-            self.failing = False
+        if self._failing:
+            self._failing = False
             log.info("writing %s again", self.path)
 
     def tail(self, lines: int) -> bytes:

@@ -339,6 +339,33 @@ def test_open_files_cache_evicts_the_least_recently_written(tmp_path: Path) -> N
         lf.close()
 
 
+def test_write_failures_are_logged_once_until_a_write_succeeds(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """While writes fail (here: the directory is gone) one warning says so, not one per
+    write; once writing works again one line says that, and the next failure warns again."""
+    directory = tmp_path / "logs"
+    directory.mkdir()
+    lf = LogFile(str(directory / "x.log"), LogSpec(max_size=4096, backups=0))
+    lf.write(b"first\n")
+    lf.close()
+    shutil.rmtree(directory)
+    with caplog.at_level("INFO", logger="heartline.supervise._logs"):
+        for _ in range(50):
+            lf.write(b"lost\n")
+        directory.mkdir()
+        lf.write(b"back\n")
+        lf.close()
+        shutil.rmtree(directory)
+        lf.write(b"lost again\n")
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 3, messages
+    assert messages[0].startswith(f"cannot write {directory / 'x.log'}: ")
+    assert messages[1] == f"writing {directory / 'x.log'} again"
+    assert messages[2].startswith("cannot write ")
+    lf.close()
+
+
 def test_follow_buffer_keeps_output_up_to_its_limit() -> None:
     """A follow buffer hands out what it was given, in order and whole, as long as what waits
     stays within its limit in bytes; taking empties it."""

@@ -4,6 +4,7 @@ exactly these; a test keeps the two in step."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import time

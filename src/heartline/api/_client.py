@@ -101,12 +101,17 @@ class Client:
             return
         sock.settimeout(None)
         while True:
-            size_line = self._read_line()
-            size = int(size_line.split(b";")[0], 16)
+            try:
+                size = int(self._read_line().split(b";")[0], 16)
+                chunk = self._read_exact(size + 2)[:-2] if size else b""
+            except (ConnectionError, ValueError):
+                self.close()
+                raise ControlError(
+                    "the daemon ended the stream (it stopped, or this reader fell too far behind)"
+                ) from None
             if size == 0:
                 self.close()
                 return
-            chunk = self._read_exact(size + 2)[:-2]
             yield chunk
 
     def get(self, path: str, **query: Any) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import select
 import subprocess
 
 from tests.integration.conftest import HEARTLINE, py
@@ -103,3 +104,31 @@ def test_second_detached_daemon_says_why_with_one_prefix(make_daemon):
     assert res.returncode == 6
     assert res.stderr.count("heartline:") == 1 and "already runs" in res.stderr
     assert res.stderr.count("\n") == 1
+
+
+def test_logs_follow_ends_with_one_line_when_the_daemon_stops(make_daemon):
+    """`logs -f` while the daemon shuts down: exit 1 with one line, no traceback."""
+    d = make_daemon(f"""
+        [programs.a]
+        command = {py('import time; print("hello", flush=True); time.sleep(3600)')}
+    """)
+    follow = subprocess.Popen(
+        [*HEARTLINE, "-c", str(d.config), "logs", "-f", "a"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=d.env,
+    )
+    try:
+        assert follow.stdout is not None
+        ready, _, _ = select.select([follow.stdout], [], [], 15)
+        assert ready and follow.stdout.readline() == "hello\n"  # the stream is open
+        d.shutdown()
+        _out, err = follow.communicate(timeout=30)
+    finally:
+        if follow.poll() is None:
+            follow.kill()
+            follow.communicate(timeout=10)
+    assert "Traceback" not in err
+    if follow.returncode != 0:  # the daemon may end the stream cleanly, or cut it
+        assert follow.returncode == 1 and err.count("\n") == 1, err

@@ -281,14 +281,15 @@ def _report_pid(pid: int, *, as_json: bool, signum: int | None) -> int:
         if spy:
             argv = [spy, "dump", "--pid", str(pid)] + (["--json"] if as_json else [])
             return subprocess.run(argv, check=False).returncode
-        raise UsageError(
+        # Not a usage error: the command line is fine, there is just nothing to report with.
+        raise HeartlineError(
             f"pid {pid} ({name}) is not supervised by heartline and py-spy is not installed: "
             "install py-spy (pip install py-spy) to read its stacks without a signal, or pass "
             "--signal SIG to send the signal its heartline reports listen on (USR2 by default)"
         )
     signame = signals.Signals(signum).name
     if not handles_signal(pid, signum):
-        raise UsageError(
+        raise HeartlineError(
             f"pid {pid} ({name}) does not catch {signame}, which would end it: nothing sent "
             "(is heartline.service.reports installed there, and on which signal?)"
         )

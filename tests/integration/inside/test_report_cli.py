@@ -108,7 +108,7 @@ def test_report_by_pid_sends_no_signal_unless_told(tmp_path, recorder):
     py-spy: nothing is sent, and a one-line error names both ways out (py-spy, --signal)."""
     res = report_pid(tmp_path, recorder.pid)
     assert received(tmp_path, recorder) == ["SIGALRM"]
-    assert res.returncode == 2, res
+    assert res.returncode == 1, res
     assert res.stderr.count("\n") == 1
     assert "py-spy" in res.stderr and "--signal SIG" in res.stderr
     assert f"pid {recorder.pid} (" in res.stderr
@@ -153,7 +153,7 @@ def test_report_by_pid_refuses_a_signal_the_process_does_not_catch(tmp_path):
     with subprocess.Popen(["/bin/sleep", "60"]) as plain:
         try:
             res = report_pid(tmp_path, plain.pid, "--signal", "USR2")
-            assert res.returncode == 2, res
+            assert res.returncode == 1, res
             assert res.stderr.count("\n") == 1
             assert f"pid {plain.pid} (sleep) does not catch SIGUSR2" in res.stderr
             assert plain.poll() is None

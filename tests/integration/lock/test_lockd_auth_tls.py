@@ -179,6 +179,31 @@ def test_clients_refuse_a_token_file_others_can_read(secured: tuple[Lockd, Path]
     assert r.returncode == 0 and ran.exists(), r.stderr
 
 
+def test_break_from_the_cli_needs_an_admin_token_when_lockd_has_tokens(
+    secured: tuple[Lockd, Path], tmp_path: Path
+) -> None:
+    """`heartline lock --break` with a plain token exits 77 with one line; with the admin
+    token it breaks. A lockd without a token file (loopback only) treats every local client as
+    an admin: there the break works without a token, as the README says."""
+    server, tmp = secured
+    env = {k: v for k, v in os.environ.items() if k != "HEARTLINE_LOCK_TOKEN_FILE"}
+
+    def brk(url: str, *extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run([*HEARTLINE, "lock", "--break", "job", "--server", url, *extra],
+                              capture_output=True, text=True, timeout=30, env=env)  # fmt: skip
+
+    plain = brk(server.url, "--token-file", token_file(tmp, PLAIN))
+    assert plain.returncode == 77 and plain.stderr.count("\n") == 1, plain
+    assert "admin token" in plain.stderr
+    assert brk(server.url, "--token-file", token_file(tmp, ADMIN)).returncode == 0
+    open_server = Lockd(tmp_path / "open-data")
+    try:
+        open_server.start()
+        assert brk(open_server.url).returncode == 0
+    finally:
+        open_server.stop()
+
+
 # --- TLS ----------------------------------------------------------------------------------------
 
 

@@ -474,6 +474,9 @@ def cmd_lock(args: argparse.Namespace) -> int:
         if command:
             raise UsageError("--break takes no command: heartline lock --break NAME")
         from heartline.lock import open_backend
+        from heartline.lock._runner import log_to_stderr_when_used
+
+        log_to_stderr_when_used()
 
         backend = open_backend(args.server, token_file=args.token_file, ca_file=args.ca_file)
         try:
@@ -518,7 +521,9 @@ def _seconds(option: str, text: str) -> float:
 def cmd_locks(args: argparse.Namespace) -> None:
     from heartline.cli._render import locks_table, to_json
     from heartline.lock import open_backend
+    from heartline.lock._runner import log_to_stderr_when_used
 
+    log_to_stderr_when_used()  # a backend's warning is a `heartline: ` line like the rest
     backend = open_backend(args.server, token_file=args.token_file, ca_file=args.ca_file)
     try:
         locks = backend.locks()

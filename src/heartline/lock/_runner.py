@@ -214,7 +214,7 @@ def run_locked(
                 ca_file=ca_file, label=" ".join(argv))  # fmt: skip
     # Opened now: a bad URL or token file stops us before the guard is forked.
     _ = lock.backend
-    _log_to_stderr_when_used()
+    log_to_stderr_when_used()
     here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)
     sys.stdout.flush()
     sys.stderr.flush()
@@ -242,7 +242,7 @@ def run_locked(
         lock.close()
 
 
-def _log_to_stderr_when_used() -> None:
+def log_to_stderr_when_used() -> None:
     """The lock backends' warnings go to stderr as the runner's own lines are written.
 
     Without importing logging now if nobody has (about 5 ms of every cold start): the lockd

@@ -17,7 +17,7 @@ FOLLOWERS = 25
 #: than 130 MB when each follower could queue a thousand chunks).
 MAX_GROWTH = 32 * 1024 * 1024
 
-ROUNDS = 2
+ROUNDS = 3
 # Says "ready", then floods once each time the test opens the fifo "go".
 FLOOD = py(f"""
 import sys, time
@@ -80,8 +80,8 @@ def test_followers_that_do_not_read_cost_bounded_memory_and_learn_what_they_miss
     """25 followers stop reading while a program writes 96 MiB: the daemon's peak memory grows
     by less than MAX_GROWTH; a follower that reads again gets what was kept, then marker lines
     saying how many bytes it missed (kept + missed = everything written). Once they are gone
-    their connections are closed and what they held is free: 25 new followers through a
-    second flood leave the daemon no bigger than the first ones did."""
+    their connections are closed and what they held is free: 25 new followers through
+    further floods leave the daemon no bigger than the ones before did."""
     d = make_daemon(f"""
         [programs.flood]
         command = {FLOOD}
@@ -118,8 +118,10 @@ def test_followers_that_do_not_read_cost_bounded_memory_and_learn_what_they_miss
             lambda: len(os.listdir(f"/proc/{pid}/fd")) == fds, 10, "the followers to be gone"
         )
         after.append(memory(pid)["VmRSS"])
-    # What the first followers held was freed and served the second ones: nothing piles up.
-    assert after[1] - after[0] < MAX_GROWTH // 8, [a >> 20 for a in after]
+    # What earlier followers held was freed and served the later ones: nothing piles up. The
+    # first round may settle the allocator's arenas; from then on a round adds next to nothing
+    # (one round's 25 buffers of 128 KiB left behind would add 3 MiB each time).
+    assert after[2] - after[1] < MAX_GROWTH // 16, [a >> 20 for a in after]
 
 
 def account(reader: socket.socket) -> tuple[bytes, int, bytes, list[re.Match[bytes]]]:

@@ -16,6 +16,7 @@ from heartline.cli._runguard import RunGuard
 from heartline.config import BackoffSpec, CrashLoopSpec, ProgramSpec, parse_config
 from heartline.errors import ConfigError, UsageError
 from heartline.supervise import Program, State, Supervisor
+from heartline.supervise._tree import become_subreaper
 
 EXIT_SPAWN_FAILED = 127
 
@@ -72,9 +73,11 @@ def run_one(command: list[str], args: argparse.Namespace) -> int:
         check=check,
     )
     logging.basicConfig(level=logging.WARNING, format="heartline: %(message)s")
-    # Each exit is told by one line of the run's own (see _Narrator); the supervisor's log
-    # lines speak of a daemon's programs and would say it twice.
-    logging.getLogger("heartline.supervise").setLevel(logging.CRITICAL)
+    # Each exit is told by one line of the run's own (see _Narrator); the supervisor's lines
+    # about the same exit would say it twice. Its other warnings (a watchdog, a SIGKILL,
+    # processes left behind) stay.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_not_told_twice)
     # Forked before the event loop and the Supervisor's threads exist (see _runguard).
     guard: RunGuard | None = None
     try:
@@ -95,6 +98,18 @@ def _duration(option: str, text: str) -> float:
         return parse_duration(text)
     except ValueError as e:
         raise UsageError(f"{option}: {e}") from None
+
+
+#: The supervisor's log lines that a _Narrator line already says.
+_TOLD = frozenset({
+    "%s: cannot start: %s",
+    "%s: %s; retry in %s",
+    "%s: %s; not retried (cooldown = never): start it by hand",
+})  # fmt: skip
+
+
+def _not_told_twice(record: logging.LogRecord) -> bool:
+    return not (record.name.startswith("heartline.supervise") and record.msg in _TOLD)
 
 
 def max_restarts(text: str) -> str:
@@ -159,7 +174,11 @@ async def _run(
         capture=False,
         max_restarts=max_restarts,
         holder=guard,
+        # Orphans among the command's descendants come back to us: what a daemonizing command
+        # leaves behind is stopped with it, not left under init.
+        subreaper=become_subreaper(),
     )
+    loop.add_signal_handler(signal.SIGCHLD, sup.on_sigchld)
     if guard is not None:
         guard.mark(sup.env_for(spec)["NOTIFY_SOCKET"])
         guard.watch(loop)

@@ -52,6 +52,8 @@ import struct
 import sys
 import time
 
+from heartline.supervise._process import OWN_CHILDREN
+
 log = logging.getLogger(__name__)
 
 #: pidfd_send_signal(2) flag: signal the process group of the pidfd's process (Linux 6.9).
@@ -101,6 +103,7 @@ class RunGuard:
             finally:
                 os._exit(code)
         there.close()
+        OWN_CHILDREN.add(pid)  # ours to reap, not an orphan of the command's
         return cls(here, pid, os.pidfd_open(pid))
 
     def watch(self, loop: asyncio.AbstractEventLoop) -> None:
@@ -167,6 +170,7 @@ class RunGuard:
                     signal.pidfd_send_signal(self.pidfd, signal.SIGKILL)
             with contextlib.suppress(ChildProcessError):
                 os.waitpid(self.pid, 0)
+        OWN_CHILDREN.discard(self.pid)
         os.close(self.pidfd)
 
     def _send(self, msg: bytes, fds: list[int] | None = None) -> None:

@@ -22,7 +22,15 @@ from heartline.supervise._logs import OpenFiles
 from heartline.supervise._process import OWN_CHILDREN, boot_id, identity_env, start_time
 from heartline.supervise._program import Program
 from heartline.supervise._states import State
-from heartline.supervise._tree import ProcInfo, environ_of, reap_zombie, release_exited, scan
+from heartline.supervise._tree import (
+    ProcInfo,
+    children_of,
+    descendants,
+    environ_of,
+    reap_zombie,
+    release_exited,
+    scan,
+)
 
 log = logging.getLogger(__name__)
 
@@ -401,8 +409,8 @@ class Supervisor:
         if max_age and now - self._last_scan < max_age:
             return None
         self._last_scan = now
-        procs = scan()
         me = os.getpid()
+        procs = self._family(me)
         owners: dict[int, Program] = dict(self.by_pid)
         for program in self.programs.values():
             for pid in program.others:
@@ -459,10 +467,36 @@ class Supervisor:
                 )
         return procs
 
+    @staticmethod
+    def _family(me: int) -> dict[int, ProcInfo]:
+        """This process's descendants (all of /proc where children files are not offered)."""
+        kids = children_of(me)
+        procs = descendants(kids) if kids is not None else None
+        return procs if procs is not None else scan()
+
+    def _unknown_children(self) -> set[int] | None:
+        """Children of ours that are neither spawned by us nor followed already (orphans that
+        came to this subreaper); None when the kernel cannot tell without a scan."""
+        kids = children_of(os.getpid())
+        if kids is None:
+            return None
+        known = OWN_CHILDREN | self.by_pid.keys() | self.strays.keys()
+        for prog in self.programs.values():
+            known |= prog.others.keys()
+        return kids - known
+
     def collect_leftovers(self, prog: Program, main_pid: int) -> None:
         """Everything left of ``prog`` now that its main process exited (it is a zombie, so its
         pid cannot be recycled and names its group and session exactly)."""
-        procs = self.track_processes() if self.subreaper else None
+        procs: dict[int, ProcInfo] | None = None
+        if self.subreaper:
+            # The exiting process's live children were handed to us before its exit could be
+            # seen, as was any orphan that escaped meanwhile: no unknown child of ours means
+            # nothing was left behind and nothing needs a look (the common, fast case).
+            unknown = self._unknown_children()
+            if unknown is not None and not unknown:
+                return
+            procs = self.track_processes()
         if procs is None:
             procs = scan()
         for info in procs.values():
@@ -522,7 +556,10 @@ class Supervisor:
 
     def _scan_after_sigchld(self) -> None:
         self._scan_soon = None
-        self.track_processes()
+        # Most SIGCHLDs are a program's own exit, handled through its pidfd: look further only
+        # when a child of ours is one nobody follows.
+        if self._unknown_children() != set():
+            self.track_processes()
 
     # --- leftovers of a previous daemon ------------------------------------------------------
     def add_leftover(self, pid: int, expected_start: int | None, owner: str | None) -> None:

@@ -4,10 +4,13 @@ process exits, and what escaped the group (``setsid()``, a double fork).
 Why this matters: a supervisor that only knows its main process says "exited" while a daemonized
 grandchild runs on, and starts a second copy beside it. The daemon is a child subreaper
 (PR_SET_CHILD_SUBREAPER), so an orphan among its programs' descendants becomes the daemon's own
-child instead of init's; a pass over /proc then finds it, and the environment every program
-starts with (``HEARTLINE_PROGRAM``, ``NOTIFY_SOCKET``) says whose it is even after it left the
-process group. There is no kernel event for "a process was reparented to you", so the pass runs
-when it matters: when a main process exits, before a stop, on SIGCHLD and for status.
+child instead of init's; a walk of the daemon's own process tree (the /proc/PID/task/TID/children
+files, or a pass over all of /proc where the kernel lacks them) then finds it, and the
+environment every program starts with (``HEARTLINE_PROGRAM``, ``NOTIFY_SOCKET``) says whose it is
+even after it left the process group. There is no kernel event for "a process was reparented to
+you", so the walk runs when it matters: before a stop, on SIGCHLD, for status, and when a main
+process exits, where a glance at the daemon's own children first tells whether anything came
+back at all (the common case costs one small read, not a walk).
 """
 
 from __future__ import annotations
@@ -75,6 +78,56 @@ def scan() -> dict[int, ProcInfo]:
             info = read_stat(int(entry))
             if info is not None:
                 out[info.pid] = info
+    return out
+
+
+def children_of(pid: int) -> set[int] | None:
+    """The children of every thread of ``pid``; None when the kernel has no
+    /proc/PID/task/TID/children (CONFIG_PROC_CHILDREN), and the caller must scan all of /proc.
+    """
+    try:
+        tids = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return set()
+    kids: set[int] = set()
+    for tid in tids:
+        try:
+            fd = os.open(f"/proc/{pid}/task/{tid}/children", os.O_RDONLY | os.O_CLOEXEC)
+        except FileNotFoundError:
+            if os.path.exists(f"/proc/{pid}/task/{tid}"):
+                return None  # the thread is there, the file is not: not offered here
+            continue
+        except OSError:
+            continue
+        try:
+            data = b""
+            while chunk := os.read(fd, 65536):
+                data += chunk
+        except OSError:
+            continue
+        finally:
+            os.close(fd)
+        kids.update(int(x) for x in data.split())
+    return kids
+
+
+def descendants(roots: set[int], limit: int = 1 << 20) -> dict[int, ProcInfo] | None:
+    """``roots`` and every process below them, from the children files (far cheaper than a
+    pass over all of /proc on a busy machine); None where those files are not offered."""
+    out: dict[int, ProcInfo] = {}
+    todo = list(roots)
+    while todo and len(out) < limit:
+        pid = todo.pop()
+        if pid in out:
+            continue
+        info = read_stat(pid)
+        if info is None:
+            continue
+        out[pid] = info
+        kids = children_of(pid)
+        if kids is None:
+            return None
+        todo.extend(kids)
     return out
 
 

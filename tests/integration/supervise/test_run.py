@@ -159,3 +159,26 @@ def test_run_help_states_the_defaults():
     flat = " ".join(out.split())
     for text in ("(default: on-failure)", "(default: 5,", "(default: 1s..30s)", "(default: 10s)"):
         assert text in flat, text
+
+
+def test_run_stops_what_a_daemonizing_command_leaves_behind(tmp_path):
+    """A command that double-forks a setsid grandchild and exits: `heartline run` (a child
+    subreaper) gets the grandchild back, stops it, says so, and exits with the command's code."""
+    pidfile = tmp_path / "grandchild"
+    code = f"""
+import os, sys, time
+if os.fork() == 0:
+    if os.fork() == 0:
+        os.setsid()
+        open({str(pidfile)!r} + ".tmp", "w").write(str(os.getpid()))
+        os.rename({str(pidfile)!r} + ".tmp", {str(pidfile)!r})
+        time.sleep(600)
+    os._exit(0)
+while not os.path.exists({str(pidfile)!r}):
+    time.sleep(0.01)
+"""
+    res = _run("--restart", "never", "--", PY, "-c", code)
+    assert res.returncode == 0
+    grandchild = int(pidfile.read_text())
+    assert not alive(grandchild), "the daemonized grandchild runs on under init"
+    assert "leaving 1 process behind" in res.stderr

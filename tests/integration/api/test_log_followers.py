@@ -118,10 +118,11 @@ def test_followers_that_do_not_read_cost_bounded_memory_and_learn_what_they_miss
             lambda: len(os.listdir(f"/proc/{pid}/fd")) == fds, 10, "the followers to be gone"
         )
         after.append(memory(pid)["VmRSS"])
-    # What earlier followers held was freed and served the later ones: nothing piles up. The
-    # first round may settle the allocator's arenas; from then on a round adds next to nothing
-    # (one round's 25 buffers of 128 KiB left behind would add 3 MiB each time).
-    assert after[2] - after[1] < MAX_GROWTH // 16, [a >> 20 for a in after]
+    # What earlier followers held was freed and served the later ones: nothing piles up. RSS
+    # moves by a few MiB with the allocator's arenas whatever the daemon does, so this is a
+    # coarse bound; the exact part is above: every follower's connection is closed, and each
+    # flood's peak stays under MAX_GROWTH.
+    assert after[-1] - after[0] < MAX_GROWTH // 4, [a >> 20 for a in after]
 
 
 def account(reader: socket.socket) -> tuple[bytes, int, bytes, list[re.Match[bytes]]]:

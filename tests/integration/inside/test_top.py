@@ -36,8 +36,11 @@ def test_top_finds_the_cpu_burner_and_the_disk_hog(make_daemon, tmp_path):
         command = {WRITER[:-1]}, "{tmp_path / "hog.bin"}"]
     """)
     wait_until(lambda: len(_top(d)["burner"]["processes"]) == 2, 10, "the burner's child")
-    top = _top(d)
-    assert top["burner"]["cpu_pct"] > 50
+    # On a machine busy with other work the burner gets less than a whole core in some
+    # windows: wait for a window where its child's spinning shows clearly.
+    top = wait_until(lambda: (t := _top(d))["burner"]["cpu_pct"] > 30 and t, 20, "a busy burner")
+    child = max(top["burner"]["processes"], key=lambda r: r["cpu_pct"] or 0)
+    assert child["pid"] != top["burner"]["pid"], "the CPU is the child's, counted for its program"
     assert top["idle"]["cpu_pct"] < 5
     assert top["writer"]["write_bps"] > 1_000_000
     assert (top["idle"]["write_bps"] or 0) == 0

@@ -38,6 +38,13 @@ def percentile(values: Sequence[float], pct: float) -> float:
     return vals[lo] + (vals[hi] - vals[lo]) * (k - lo)
 
 
+def nearest_rank(values: Sequence[float], pct: float) -> float:
+    """The value at rank round(pct % of n), counting from 1, without interpolation: with few
+    samples (20 connections) the figure is one that was measured, not one between two."""
+    vals = sorted(values)
+    return vals[max(0, round(pct / 100.0 * len(vals)) - 1)]
+
+
 def install_peers(packages: Sequence[str], *, probe: str | None = None) -> None:
     """Install ``packages`` into benchmarks/.venv-peers, creating it on first use, unless the
     Python code ``probe`` already runs there. Raises OSError or subprocess.SubprocessError."""

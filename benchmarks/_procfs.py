@@ -108,6 +108,31 @@ def thread_count(pid: int) -> int:
         return 0
 
 
+def ctxt_switches(pid: int, tids: Iterable[int] | None = None) -> dict[int, tuple[int, int]]:
+    """(voluntary, involuntary) context switches of each thread of ``pid`` (or of ``tids``
+    only); a thread that ended meanwhile is left out. A thread that never wakes up keeps both
+    figures still."""
+    if tids is None:
+        try:
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            return {}
+    out = {}
+    for tid in tids:
+        vol = invol = 0
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("voluntary_ctxt_switches:"):
+                        vol = int(line.split()[1])
+                    elif line.startswith("nonvoluntary_ctxt_switches:"):
+                        invol = int(line.split()[1])
+        except OSError:
+            continue
+        out[tid] = (vol, invol)
+    return out
+
+
 def descendants(root_pids: Iterable[int]) -> list[int]:
     """All live descendants of ``root_pids`` (by ppid links)."""
     children: dict[int, list[int]] = {}

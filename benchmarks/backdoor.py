@@ -32,6 +32,9 @@ import sys
 import tempfile
 import time
 
+from _common import nearest_rank
+from _procfs import ctxt_switches, thread_count
+
 SRC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src")
 
 CHILD = """
@@ -72,23 +75,8 @@ def first_prompt_ms(path: str) -> float:
 
 def switches(pid: int, tid: int | None = None) -> tuple[int, int]:
     """(voluntary, involuntary) context switches of one thread, or summed over all of them."""
-    tids = [tid] if tid is not None else [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    vol = invol = 0
-    for t in tids:
-        try:
-            with open(f"/proc/{pid}/task/{t}/status") as f:
-                for line in f:
-                    if line.startswith("voluntary_ctxt_switches:"):
-                        vol += int(line.split()[1])
-                    elif line.startswith("nonvoluntary_ctxt_switches:"):
-                        invol += int(line.split()[1])
-        except FileNotFoundError:  # a thread that ended meanwhile
-            continue
-    return vol, invol
-
-
-def count_tasks(pid: int) -> int:
-    return len(os.listdir(f"/proc/{pid}/task"))
+    per_thread = ctxt_switches(pid, None if tid is None else [tid]).values()
+    return sum(v for v, _ in per_thread), sum(i for _, i in per_thread)
 
 
 def measure(connections: int, threads: int, idle: float) -> dict[str, object]:
@@ -103,12 +91,12 @@ def measure(connections: int, threads: int, idle: float) -> dict[str, object]:
     try:
         assert child.stdout is not None
         accept_tid, active = (int(x) for x in child.stdout.readline().split())
-        baseline_tasks = count_tasks(child.pid)
+        baseline_tasks = thread_count(child.pid)
         latencies = [first_prompt_ms(path) for _ in range(connections)]
         # Session threads end once their client has gone: wait (with a deadline) until the
         # process is back to its thread count before the idle window.
         deadline = time.monotonic() + 10
-        while count_tasks(child.pid) > baseline_tasks and time.monotonic() < deadline:
+        while thread_count(child.pid) > baseline_tasks and time.monotonic() < deadline:
             time.sleep(0.01)
         before_accept, before_all = switches(child.pid, accept_tid), switches(child.pid)
         time.sleep(idle)  # the idle window itself is what is measured
@@ -126,7 +114,7 @@ def measure(connections: int, threads: int, idle: float) -> dict[str, object]:
         "connections": connections,
         "connect_to_prompt_ms": {
             "p50": statistics.median(latencies),
-            "p90": latencies[max(0, round(0.9 * len(latencies)) - 1)],
+            "p90": nearest_rank(latencies, 90),
             "max": latencies[-1],
             "min": latencies[0],
         },

@@ -15,25 +15,11 @@ import subprocess
 import sys
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from liveness import RESULTS_MD, VENV_PY, write_section
+from _common import BENCH_DIR, VENV_PY, install_peers
+from _sections import RESULTS_MD, write_section
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-
-
-PEERS_VENV = os.path.join(BENCH_DIR, ".venv-peers")
+# In the peers' own venv, beside supervisor and circus.
 PEERS = ["oslo.reports==3.9.0", "manhole==1.8.1"]
-
-
-def ensure_peers() -> None:
-    """oslo.reports and manhole in the peers' own venv (beside supervisor and circus)."""
-    py = os.path.join(PEERS_VENV, "bin", "python")
-    if not os.path.exists(py):
-        subprocess.run([sys.executable, "-m", "venv", PEERS_VENV], check=True)
-    probe = subprocess.run(
-        [py, "-c", "import oslo_reports, manhole"], capture_output=True, check=False
-    )
-    if probe.returncode != 0:
-        subprocess.run([py, "-m", "pip", "install", "-q", *PEERS], check=True)
 
 
 def run(script: str) -> dict | str:
@@ -117,9 +103,9 @@ def render(rep: dict | str, bd: dict | str, peers: dict | str) -> str:
 
 def main() -> int:
     try:
-        ensure_peers()
+        install_peers(PEERS, probe="import oslo_reports, manhole")
         peers: dict | str = run("peers_inside.py")
-    except (OSError, subprocess.CalledProcessError) as e:
+    except (OSError, subprocess.SubprocessError) as e:
         peers = f"{type(e).__name__}: {e}"
     rep, bd = run("reports.py"), run("backdoor.py")
     write_section(render(rep, bd, peers), name="inside")

@@ -14,20 +14,19 @@ import contextlib
 import datetime
 import json
 import os
-import re
 import signal
 import subprocess
 import sys
 import time
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_DIR = os.path.dirname(BENCH_DIR)
-WORK_DIR = os.path.join(BENCH_DIR, "work", "liveness")
-RESULTS_MD = os.path.join(BENCH_DIR, "RESULTS.md")
-HEARTLINE = os.environ.get("HEARTLINE_BIN", os.path.join(REPO_DIR, ".venv", "bin", "heartline"))
-VENV_PY = os.path.join(REPO_DIR, ".venv", "bin", "python")
+import _common
+from _common import BENCH_DIR, BIN_DIR, HEARTLINE_BIN, REPO_DIR, VENV_PY, percentile
+from _procfs import cpu_ticks
+from _sections import RESULTS_MD, write_section
+
+WORK_DIR = os.path.join(_common.WORK_DIR, "liveness")
 CHILD_SRC = os.path.join(BENCH_DIR, "hangchild.c")
-CHILD_BIN = os.path.join(BENCH_DIR, "work", "bin", "hangchild")
+CHILD_BIN = os.path.join(BIN_DIR, "hangchild")
 WATCHDOG = 0.5  # seconds, for the hang benchmark
 TICK = os.sysconf("SC_CLK_TCK")
 
@@ -42,14 +41,6 @@ def build_child() -> None:
         subprocess.run(["gcc", "-O2", "-o", CHILD_BIN, CHILD_SRC], check=True)
 
 
-def pct(values: list[float], p: float) -> float:
-    v = sorted(values)
-    k = (len(v) - 1) * p / 100
-    lo = int(k)
-    hi = min(lo + 1, len(v) - 1)
-    return v[lo] + (v[hi] - v[lo]) * (k - lo)
-
-
 class Daemon:
     """`heartline up` in the foreground in its own session; always stopped with its group."""
 
@@ -60,7 +51,7 @@ class Daemon:
             f.write(f'[daemon]\nrun_dir = "run"\nlog_dir = "logs"\n{programs}')
         self.log = open(os.path.join(root, "daemon.log"), "wb")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [HEARTLINE, "up", "-c", self.config],
+            [HEARTLINE_BIN, "up", "-c", self.config],
             stdout=self.log,
             stderr=self.log,
             start_new_session=True,
@@ -68,7 +59,7 @@ class Daemon:
 
     def status(self) -> dict:
         out = subprocess.run(
-            [HEARTLINE, "-c", self.config, "status", "--json"],
+            [HEARTLINE_BIN, "-c", self.config, "status", "--json"],
             capture_output=True,
             text=True,
             timeout=30,
@@ -86,9 +77,10 @@ class Daemon:
         raise RuntimeError(f"not all {n} programs running within {timeout}s")
 
     def cpu_ticks(self) -> int:
-        with open(f"/proc/{self.proc.pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return int(fields[11]) + int(fields[12])
+        ticks = cpu_ticks(self.proc.pid)
+        if ticks is None:
+            raise RuntimeError(f"daemon pid {self.proc.pid} vanished")
+        return ticks
 
     def stop(self) -> None:
         with contextlib.suppress(ProcessLookupError):
@@ -138,8 +130,8 @@ crash_loop = {{ max_starts = 0 }}
         raise RuntimeError("no restart observed")
     return {
         "samples": len(gaps),
-        "p50_ms": pct(gaps, 50),
-        "p99_ms": pct(gaps, 99),
+        "p50_ms": percentile(gaps, 50),
+        "p99_ms": percentile(gaps, 99),
         "max_ms": max(gaps),
         "watchdog_ms": WATCHDOG * 1000,
     }
@@ -260,19 +252,6 @@ def render(res: dict, quick: bool) -> str:
     return "\n".join(L) + "\n"
 
 
-def write_section(text: str, name: str = "liveness") -> None:
-    """Replace (or append) the section ``name`` of RESULTS.md with ``text``."""
-    try:
-        with open(RESULTS_MD) as f:
-            old = f.read()
-    except OSError:
-        old = "# heartline benchmark results\n"
-    pattern = re.compile(rf"<!-- section: {name} -->.*?<!-- /section -->\n?", re.S)
-    new = pattern.sub(lambda _m: text, old) if pattern.search(old) else old.rstrip() + "\n\n" + text
-    with open(RESULTS_MD, "w") as f:
-        f.write(new)
-
-
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true")
@@ -290,7 +269,7 @@ def main() -> int:
         except Exception as e:  # one failed benchmark must not lose the others
             res[name] = f"{type(e).__name__}: {e}"
         log(f"   -> {res[name]}")
-    write_section(render(res, args.quick))
+    write_section(render(res, args.quick), name="liveness")
     log(f"wrote {os.path.relpath(RESULTS_MD, REPO_DIR)}")
     return 0
 

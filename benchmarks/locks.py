@@ -32,15 +32,22 @@ import threading
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from liveness import HEARTLINE, RESULTS_MD, VENV_PY, pct, write_section
+from _common import (
+    BENCH_DIR,
+    HEARTLINE_BIN,
+    PEERS_PY,
+    REPO_DIR,
+    VENV_PY,
+    WORK_DIR,
+    install_peers,
+    one_line,
+    percentile,
+)
+from _sections import RESULTS_MD, write_section
 
-BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
-REPO_DIR = os.path.dirname(BENCH_DIR)
-WORK_DIR = os.path.join(BENCH_DIR, "work")
 RESULTS_JSON = os.path.join(WORK_DIR, "locks.json")
 CHILD = os.path.join(BENCH_DIR, "lockchild.py")
-PEERS_VENV = os.path.join(BENCH_DIR, ".venv-peers")
-PEERS_PY = os.path.join(PEERS_VENV, "bin", "python")
+# In the peers' own venv, beside supervisor, circus, oslo.reports and manhole.
 PEERS = ["grpcio==1.85.1"]
 ETCD = shutil.which("etcd") or "/usr/bin/etcd"
 ETCDCTL = shutil.which("etcdctl") or "/usr/bin/etcdctl"
@@ -70,11 +77,6 @@ STARTED: list[subprocess.Popen] = []  # every process this script started, for t
 
 def log(msg: str) -> None:
     print(f"[locks {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
-
-
-def one_line(text: object, limit: int = 160) -> str:
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def spawn(cmd: list[str], **kw) -> subprocess.Popen:
@@ -114,20 +116,6 @@ def tail(path: str, limit: int = 200) -> str:
     except OSError:
         return ""
     return one_line(lines[-1] if lines else "", limit)
-
-
-def ensure_peers() -> None:
-    """grpcio in the peers' own venv (beside supervisor, circus, oslo.reports, manhole)."""
-    py = PEERS_PY
-    if not os.path.exists(py):
-        subprocess.run([sys.executable, "-m", "venv", PEERS_VENV], check=True, timeout=120)
-    probe = subprocess.run([py, "-c", "import grpc"], capture_output=True, check=False)
-    if probe.returncode != 0:
-        subprocess.run(
-            [py, "-m", "pip", "install", "-q", "--disable-pip-version-check", *PEERS],
-            check=True,
-            timeout=600,
-        )
 
 
 def versions() -> dict:
@@ -202,7 +190,7 @@ class Lockd:
         self.logpath = os.path.join(root, "lockd.log")
         self.log = open(self.logpath, "ab")  # noqa: SIM115
         self.proc = spawn(
-            [HEARTLINE, "lockd", "--listen", self.target, "--data", self.data],
+            [HEARTLINE_BIN, "lockd", "--listen", self.target, "--data", self.data],
             stdout=self.log,
             stderr=self.log,
         )
@@ -307,8 +295,8 @@ def bench_uncontended(env: Env, tool: str, n: int) -> dict:
     lat = r["lat_ms"]
     return {
         "samples": len(lat),
-        "p50_ms": pct(lat, 50),
-        "p99_ms": pct(lat, 99),
+        "p50_ms": percentile(lat, 50),
+        "p99_ms": percentile(lat, 99),
         "mean_ms": sum(lat) / len(lat),
     }
 
@@ -400,11 +388,11 @@ def bench_contend(env: Env, tool: str, seconds: float) -> dict:
         "fifo_slack_pct": 100 * fifo_slack,
         "inversion_max_ms": inversion * 1000,
         "handoffs": handoffs,
-        "gap_p50_ms": pct(gaps, 50) if gaps else float("nan"),
-        "gap_p99_ms": pct(gaps, 99) if gaps else float("nan"),
+        "gap_p50_ms": percentile(gaps, 50) if gaps else float("nan"),
+        "gap_p99_ms": percentile(gaps, 99) if gaps else float("nan"),
         "gap_over_10ms_pct": 100 * sum(x > 10 for x in gaps) / len(gaps) if gaps else 0.0,
         "wait_max_ms": max(waits),
-        "wait_p50_ms": pct(waits, 50),
+        "wait_p50_ms": percentile(waits, 50),
         "hold_mean_ms": sum(holds) / len(holds),
         "self_regrant_pct": 100 * self_regrants / handoffs if handoffs else 0.0,
         "per_proc_min": min(counts),
@@ -453,7 +441,7 @@ def bench_kill(env: Env, tool: str, trials: int) -> dict:
         raise RuntimeError("; ".join(errors) or "no sample")
     return {
         "trials": len(samples),
-        "p50_ms": pct(samples, 50),
+        "p50_ms": percentile(samples, 50),
         "max_ms": max(samples),
         "min_ms": min(samples),
         "errors": errors,
@@ -464,7 +452,7 @@ def cli_cmds(env: Env) -> dict[str, list[str]]:
     cmds: dict[str, list[str]] = {}
     if "hl-lockd" in env.targets:
         cmds["hl-lockd"] = [
-            HEARTLINE,
+            HEARTLINE_BIN,
             "lock",
             "x",
             "--server",
@@ -474,7 +462,7 @@ def cli_cmds(env: Env) -> dict[str, list[str]]:
         ]
     if "hl-etcd" in env.targets:
         cmds["hl-etcd"] = [
-            HEARTLINE,
+            HEARTLINE_BIN,
             "lock",
             "x",
             "--server",
@@ -485,7 +473,7 @@ def cli_cmds(env: Env) -> dict[str, list[str]]:
     if "etcd-grpc" in env.targets:
         cmds["etcdctl"] = [ETCDCTL, f"--endpoints={env.targets['etcd-grpc']}", "lock", "x", "true"]
     cmds["flock"] = [FLOCK, os.path.join(env.root, "x.flock"), "true"]
-    cmds["hl-startup"] = [HEARTLINE, "--version"]
+    cmds["hl-startup"] = [HEARTLINE_BIN, "--version"]
     return cmds  # fmt: skip
 
 
@@ -554,8 +542,8 @@ def bench_cli(cmd: list[str], runs: int, seconds: float) -> dict:
         "runs": len(lat),
         "failed": len(seq_fails),
         "failed_sample": sorted(set(seq_fails))[:3],
-        "p50_ms": pct(lat, 50),
-        "p99_ms": pct(lat, 99),
+        "p50_ms": percentile(lat, 50),
+        "p99_ms": percentile(lat, 99),
         "loops": PROCS,
         "loop_runs": sum(counts),
         "loop_span_s": span,
@@ -848,7 +836,7 @@ def main() -> int:
             or "?"
         )
         try:
-            ensure_peers()
+            install_peers(PEERS, probe="import grpc")
         except (OSError, subprocess.SubprocessError) as e:
             env.broken["etcd-grpc"] = f"grpcio install failed: {one_line(e, 100)}"
         with contextlib.suppress(Exception):

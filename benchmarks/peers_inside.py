@@ -51,12 +51,12 @@ import textwrap
 import time
 from collections.abc import Callable
 
-# The same measurement as heartline's own backdoor benchmark (this directory is on sys.path
-# when the script runs).
+# The same measurements as heartline's own benchmarks (this directory is on sys.path when the
+# script runs).
+from _common import PEERS_PY, nearest_rank
+from _stalls import overlaps, spin_source, stalls
 from backdoor import first_prompt_ms
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-PEERS_PYTHON = os.path.join(HERE, ".venv-peers", "bin", "python")
 STABLE_S = 0.05  # a report file whose size has not changed for this long is complete
 REPORT_TIMEOUT_S = 20.0
 START_TIMEOUT_S = 30.0
@@ -81,24 +81,7 @@ OSLO_CHILD = textwrap.dedent("""
         threading.Thread(target=stop.wait, name=f"blocked-{i}", daemon=True).start()
     gmr.TextGuruMeditation.setup_autorun(Version(), service_name="peer", log_dir=directory)
     time.sleep(1.0)  # same warm-up pause as heartline's reports.py
-    done = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.readline(), done.set()), daemon=True).start()
-    gaps = []  # (monotonic end, gap seconds) for every gap over 0.5 ms
-    print("ready", threading.active_count(), flush=True)
-    pc, mono = time.perf_counter, time.monotonic
-    last = pc()
-    n = 0
-    while True:
-        now = pc()
-        gap = now - last
-        last = now
-        if gap > 0.0005:
-            gaps.append((mono(), gap))
-        n += 1
-        if n % 10000 == 0 and done.is_set():
-            break
-    print(json.dumps(gaps), flush=True)
-""")
+""") + spin_source('"ready", threading.active_count()')
 
 MANHOLE_CHILD = textwrap.dedent("""
     import sys, threading
@@ -115,10 +98,10 @@ MANHOLE_CHILD = textwrap.dedent("""
 
 
 def start_child(code: str, *args: str) -> subprocess.Popen[str]:
-    if not os.access(PEERS_PYTHON, os.X_OK):
-        raise RuntimeError(f"no peers interpreter at {PEERS_PYTHON}")
+    if not os.access(PEERS_PY, os.X_OK):
+        raise RuntimeError(f"no peers interpreter at {PEERS_PY}")
     return subprocess.Popen(
-        [PEERS_PYTHON, "-c", code, *args],
+        [PEERS_PY, "-c", code, *args],
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
@@ -224,19 +207,13 @@ def measure_oslo(threads: int, runs: int) -> dict[str, object]:
             kill_group(proc)
         shutil.rmtree(directory, ignore_errors=True)
     gaps = [(end, gap) for end, gap in json.loads(out.strip().splitlines()[-1])]
-
-    def overlaps(end: float, gap: float, t0: float, t1: float) -> bool:
-        return end >= t0 and end - gap <= t1
-
-    blocked, resumed = [], []
+    blocked, noise = stalls(gaps, windows)
+    resumed = []
     for t0, t1 in windows:
-        inside = [(end, gap) for end, gap in gaps if overlaps(end, gap, t0, t1)]
-        blocked.append(max((gap for _, gap in inside), default=0.0))
-        covering = [end for end, gap in inside if end - gap <= t0 + 0.001]
+        covering = [
+            end for end, gap in gaps if overlaps(end, gap, t0, t1) and end - gap <= t0 + 0.001
+        ]
         resumed.append(max(covering, default=t1) - t0)
-    outside = [
-        gap for end, gap in gaps if not any(overlaps(end, gap, t0, t1) for t0, t1 in windows)
-    ]
     return {
         "threads": active,
         "runs": runs,
@@ -246,7 +223,7 @@ def measure_oslo(threads: int, runs: int) -> dict[str, object]:
         "main_resumed_p50_ms": statistics.median(resumed) * 1000,
         "main_blocked_p50_ms": statistics.median(blocked) * 1000,
         "main_blocked_max_ms": max(blocked) * 1000,
-        "noise_max_gap_ms": max(outside, default=0.0) * 1000,
+        "noise_max_gap_ms": noise * 1000,
         "report_text_kib": statistics.median(sizes) / 1024,
     }
 
@@ -274,7 +251,7 @@ def measure_manhole(threads: int, connections: int) -> dict[str, object]:
         "threads": active,
         "connections": connections,
         "connect_to_prompt_p50_ms": statistics.median(latencies),
-        "connect_to_prompt_p90_ms": latencies[max(0, round(0.9 * len(latencies)) - 1)],
+        "connect_to_prompt_p90_ms": nearest_rank(latencies, 90),
         "connect_to_prompt_max_ms": latencies[-1],
         "connect_to_prompt_min_ms": latencies[0],
         "main_blocked_max_ms": None,
@@ -301,7 +278,7 @@ def peer_versions() -> dict[str, str]:
     )
     try:
         res = subprocess.run(
-            [PEERS_PYTHON, "-c", code], capture_output=True, text=True, timeout=30, check=True
+            [PEERS_PY, "-c", code], capture_output=True, text=True, timeout=30, check=True
         )
         versions = json.loads(res.stdout)
         return {str(k): str(v) for k, v in versions.items()}

@@ -34,6 +34,9 @@ import tempfile
 import textwrap
 import time
 
+from _procfs import ctxt_switches
+from _stalls import spin_source, stalls
+
 CHILD = textwrap.dedent("""
     import json, sys, threading, time
     from heartline.service import reports
@@ -51,24 +54,7 @@ CHILD = textwrap.dedent("""
     # The helper thread warms up right after install (imports, distributions, source lines):
     # let it finish before the main thread starts competing for the GIL.
     time.sleep(1.0)
-    done = threading.Event()
-    threading.Thread(target=lambda: (sys.stdin.readline(), done.set()), daemon=True).start()
-    gaps = []  # (monotonic end, gap seconds) for every gap over 0.5 ms
-    print("ready", flush=True)
-    pc, mono = time.perf_counter, time.monotonic
-    last = pc()
-    n = 0
-    while True:
-        now = pc()
-        gap = now - last
-        last = now
-        if gap > 0.0005:
-            gaps.append((mono(), gap))
-        n += 1
-        if n % 10000 == 0 and done.is_set():
-            break
-    print(json.dumps(gaps), flush=True)
-""")
+""") + spin_source('"ready"')
 
 
 def start_child(mode: str, directory: str, threads: int) -> subprocess.Popen[str]:
@@ -118,13 +104,7 @@ def measure_reports(threads: int, runs: int) -> dict[str, object]:
                 proc.kill()
                 proc.wait()
     gaps = [(end, gap) for end, gap in json.loads(out.strip().splitlines()[-1])]
-    blocked = []
-    for t0, t1 in windows:
-        inside = [gap for end, gap in gaps if end >= t0 and end - gap <= t1]
-        blocked.append(max(inside, default=0.0))
-    outside = [
-        gap for end, gap in gaps if not any(end >= t0 and end - gap <= t1 for t0, t1 in windows)
-    ]
+    blocked, noise = stalls(gaps, windows)
     return {
         "threads": threads,
         "runs": runs,
@@ -132,25 +112,15 @@ def measure_reports(threads: int, runs: int) -> dict[str, object]:
         "report_max_ms": max(latencies) * 1000,
         "main_blocked_p50_ms": statistics.median(blocked) * 1000,
         "main_blocked_max_ms": max(blocked) * 1000,
-        "noise_max_gap_ms": max(outside, default=0.0) * 1000,
+        "noise_max_gap_ms": noise * 1000,
         "report_text_kib": txt_size / 1024,
         "report_json_kib": json_size / 1024,
     }
 
 
-def switches(pid: int) -> dict[str, int]:
-    out = {}
-    for tid in os.listdir(f"/proc/{pid}/task"):
-        total = 0
-        try:
-            with open(f"/proc/{pid}/task/{tid}/status") as f:
-                for line in f:
-                    if line.startswith(("voluntary_ctxt_switches", "nonvoluntary_ctxt_switches")):
-                        total += int(line.split()[1])
-        except OSError:
-            continue
-        out[tid] = total
-    return out
+def switches(pid: int) -> dict[int, int]:
+    """Voluntary plus involuntary context switches of each thread of ``pid``."""
+    return {tid: vol + invol for tid, (vol, invol) in ctxt_switches(pid).items()}
 
 
 def measure_idle(threads: int, seconds: float = 2.0) -> dict[str, object]:
@@ -167,8 +137,8 @@ def measure_idle(threads: int, seconds: float = 2.0) -> dict[str, object]:
                 proc.kill()
                 proc.wait()
     woke = {tid: after[tid] - before[tid] for tid in after if tid in before}
-    main = woke.get(str(proc.pid), 0)
-    others = sum(n for tid, n in woke.items() if tid != str(proc.pid))
+    main = woke.get(proc.pid, 0)
+    others = sum(n for tid, n in woke.items() if tid != proc.pid)
     return {
         "idle_seconds": seconds,
         "idle_threads_sampled": len(woke),

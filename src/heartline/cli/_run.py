@@ -187,7 +187,7 @@ async def _run(
 
     def changed(p: Program) -> None:
         if p.state in (State.EXITED, State.STOPPED) or (
-            p.state is State.FATAL and p._timer is None
+            p.state is State.FATAL and p.retry_at is None
         ):
             done.set()
 

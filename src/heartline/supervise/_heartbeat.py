@@ -23,7 +23,7 @@ import struct
 import threading
 import time
 import zlib
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Protocol
 
 from heartline.supervise._mmsg import BatchReader
@@ -81,8 +81,7 @@ def process_group(pid: int) -> int | None:
 class Sink(Protocol):
     """Where a program's datagrams go (a Program)."""
 
-    #: time.monotonic() of the last WATCHDOG=1, stored by the receiver thread (the event
-    #: loop's clock is time.monotonic(), so the loop compares it with its deadlines).
+    #: The receiver's clock (the loop's time) at the last WATCHDOG=1, stored by its thread.
     last_beat: float
 
     def on_notify(self, fields: dict[str, str]) -> None:
@@ -112,8 +111,13 @@ class NotifyReceiver:
         loop: asyncio.AbstractEventLoop,
         address: str,
         sinks: Mapping[int, Sink],
+        *,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.loop = loop
+        #: What a heartbeat is stamped with: the event loop's clock (its ``time``), which
+        #: this thread may read; deadlines are judged on the loop against the same clock.
+        self.clock = clock
         #: Programs by main pid; read (never written) on the receiver thread.
         self.sinks = sinks
         self.received = 0
@@ -192,7 +196,7 @@ class NotifyReceiver:
             poller.register(sock.fileno(), select.POLLIN)
             by_fd[sock.fileno()] = (sock, reader)
         get = self.sinks.get
-        clock = time.monotonic
+        clock = self.clock
 
         def stamp(pid: int) -> bool:
             sink = get(pid)
@@ -271,7 +275,7 @@ class NotifyReceiver:
     def _deliver(self, sink: Sink, data: bytes) -> None:
         if data == b"WATCHDOG=1":
             self.received += 1
-            sink.last_beat = time.monotonic()
+            sink.last_beat = self.clock()
             return
         fields = parse_message(data)
         if fields is None:
@@ -279,6 +283,6 @@ class NotifyReceiver:
             return
         self.received += 1
         if fields.get("WATCHDOG") == "1":
-            sink.last_beat = time.monotonic()
+            sink.last_beat = self.clock()
         with contextlib.suppress(RuntimeError):  # the loop is closing
             self.loop.call_soon_threadsafe(sink.on_notify, fields)

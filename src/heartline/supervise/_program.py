@@ -1,43 +1,35 @@
-"""One supervised program instance: its state machine and the I/O around one process."""
+"""One supervised program instance: its state machine.
+
+The program talks to its process through a :class:`~heartline.supervise._launch.Process` and to
+its supervisor through :class:`~heartline.supervise._host.Host`; every state change goes
+through :meth:`Program._set_state`, which checks it against the transition table in _states.
+Timers are the loop's (``call_later``/``call_at`` on ``loop.time()``), so on a virtual-time loop
+(``heartline.testing``) the whole chain watchdog -> report -> stop -> kill -> policy -> back-off
+runs in milliseconds.
+"""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import logging
 import os
 import signal
-import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from heartline._util import format_duration
 from heartline.config import ProgramSpec
 from heartline.supervise._checks import run_check
+from heartline.supervise._host import Host
+from heartline.supervise._launch import Process
 from heartline.supervise._logs import LogFile
+from heartline.supervise._others import Others
+from heartline.supervise._output import Output
 from heartline.supervise._policy import Decision, ExitInfo, History, decide
-from heartline.supervise._process import (
-    Spawned,
-    SpawnFailed,
-    handles_signal,
-    reap,
-    signal_group,
-    spawn,
-    start_time,
-)
+from heartline.supervise._process import SpawnFailed
 from heartline.supervise._statefile import Record
-from heartline.supervise._states import State
-from heartline.supervise._tree import environ_of, read_stat, release_exited
-
-
-def spec_digest(spec: ProgramSpec) -> str:
-    """A short fingerprint of a spec: tells a daemon whether an adopted program's config changed."""
-    return hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
-
-
-if TYPE_CHECKING:
-    from heartline.supervise._supervisor import Supervisor
+from heartline.supervise._states import State, check_transition
 
 log = logging.getLogger(__name__)
 
@@ -46,18 +38,22 @@ log = logging.getLogger(__name__)
 SPAWN_FAILURE_FLOOR = 1.0
 
 
+def spec_digest(spec: ProgramSpec) -> str:
+    """A short fingerprint of a spec: tells a daemon whether an adopted program's config changed."""
+    return hashlib.sha256(repr(spec).encode()).hexdigest()[:16]
+
+
 class Program:
     """Runs one :class:`ProgramSpec`; every transition goes through :meth:`_set_state`."""
 
-    def __init__(self, spec: ProgramSpec, sup: Supervisor) -> None:
+    def __init__(self, spec: ProgramSpec, host: Host) -> None:
         self.spec = spec
         self.digest = spec_digest(spec)
-        self.sup = sup
-        self.loop = sup.loop
+        self.host = host
+        self.loop = host.loop
         self.state = State.STOPPED
         self.detail = ""
-        self.pid: int | None = None
-        self.pidfd = -1
+        self.proc: Process | None = None
         self.pipe_inodes: tuple[int, int] = (0, 0)
         self.started_at = 0.0
         self.started_wall = 0.0
@@ -66,7 +62,17 @@ class Program:
         self.last_stop_killed: bool | None = None
         self.history = History()
         self.adopted = False
-        self.restarts_left = sup.max_restarts
+        self.restarts_left = host.max_restarts
+        #: What is under way, kept in the state file: "stop" (an operator's), "restart".
+        self.intent: str | None = None
+        #: Set when an adopted program's NOTIFY_SOCKET is not an address this daemon holds.
+        self.unheard = ""
+        self.notify_status = ""
+        self.health: dict[str, Any] | None = None
+        self.last_beat = 0.0
+        self.output = Output(self.loop)
+        #: Processes of the program outside its main process (see _others).
+        self.others = Others(self.loop, lambda: host.others_changed(self))
         self._timer: asyncio.Handle | None = None
         self._deadline: float | None = None
         self._kill_timer: asyncio.TimerHandle | None = None
@@ -74,44 +80,44 @@ class Program:
         self._after_stop: Callable[[], None] | None = None
         self._killed = False
         self._restart_pending = False
-        self._pipes: set[int] = set()
         #: Why the daemon is stopping the program for a restart ("watchdog", "check", ...).
         self._kill_reason: tuple[str, str] | None = None
-        self.notify_status = ""
         self._wd_period = 0.0
-        self.last_beat = 0.0
         self._wd_timer: asyncio.TimerHandle | None = None
         self._wd_at = 0.0
         self._check_task: asyncio.Task[None] | None = None
-        self.health: dict[str, Any] | None = None
-        #: Processes of the program outside its main process (left in its group after the main
-        #: process exited, or escaped from it): pid -> pidfd.
-        self.others: dict[int, int] = {}
-        self._others_done: Callable[[], None] | None = None
-        self._others_signalled: set[int] = set()
-        #: What is under way, kept in the state file: "stop" (an operator's), "restart".
-        self.intent: str | None = None
         self._ticks: int | None = None
         self._ticks_of: int | None = None
-        #: Set when an adopted program's NOTIFY_SOCKET is not an address this daemon holds.
-        self.unheard = ""
         self.out: LogFile | None = None
         self.err: LogFile | None = None
-        if sup.log_dir is not None:
-            _report_directory(sup.report_dir(spec.name), spec.user)
-            base = os.path.join(sup.log_dir, spec.name)
-            self.out = LogFile(base + ".out.log", spec.log, sup.open_files)
+        if host.log_dir is not None:
+            _report_directory(host.report_dir(spec.name), spec.user)
+            base = os.path.join(host.log_dir, spec.name)
+            self.out = LogFile(base + ".out.log", spec.log, host.open_files)
             self.err = (
                 self.out
                 if spec.redirect_stderr
-                else LogFile(base + ".err.log", spec.log, sup.open_files)
+                else LogFile(base + ".err.log", spec.log, host.open_files)
             )
+
+    @property
+    def pid(self) -> int | None:
+        """The main process's pid, while there is one."""
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def retry_at(self) -> float | None:
+        """Loop time of the next automatic try (back-off, cool-down), if one is scheduled."""
+        if self.state in (State.BACKOFF, State.FATAL):
+            return self._deadline
+        return None
 
     # --- state ----------------------------------------------------------------------------
     def _set_state(self, state: State, detail: str = "") -> None:
+        check_transition(self.state, state)
         self.state = state
         self.detail = detail
-        self.sup._changed(self)
+        self.host.changed(self)
 
     def _cancel_timer(self) -> None:
         if self._timer is not None:
@@ -127,8 +133,8 @@ class Program:
     def record(self) -> Record:
         """What the state file keeps of this program (see _statefile.Record)."""
         rec = Record(restarts=self.restarts, spec=self.digest, intent=self.intent)
-        if self.pid is not None:
-            rec.pid = self.pid
+        if self.proc is not None:
+            rec.pid = self.proc.pid
             rec.start_time = self._start_ticks()
             rec.pipes = self.pipe_inodes
             rec.started = self.started_wall
@@ -139,6 +145,8 @@ class Program:
             e = self.last_exit
             rec.last_exit = {"reason": e.reason, "code": e.code, "signal": e.signal,
                              "detail": e.detail}  # fmt: skip
+        from heartline.supervise._process import start_time
+
         for pid in self.others:
             ticks = start_time(pid)
             if ticks is not None:
@@ -147,7 +155,7 @@ class Program:
 
     def _start_ticks(self) -> int | None:
         if self._ticks_of != self.pid:
-            self._ticks = start_time(self.pid) if self.pid is not None else None
+            self._ticks = self.proc.start_ticks() if self.proc is not None else None
             self._ticks_of = self.pid
         return self._ticks
 
@@ -176,14 +184,14 @@ class Program:
                 else None
             ),
             "health": self.health,
-            "others": sorted(self.others),
+            "others": list(self.others),
         }
 
     # --- start ----------------------------------------------------------------------------
     def start(self, *, manual: bool = True) -> None:
         """Ask for the program to run (no-op when it already does)."""
         if self.prepare_start(manual=manual):
-            self._spawn()
+            self.spawn()
 
     def prepare_start(self, *, manual: bool = True) -> bool:
         """The bookkeeping of :meth:`start`; True when the caller must now spawn it."""
@@ -196,50 +204,49 @@ class Program:
         if manual:
             self._restart_pending = False
             self.history.reset()
-            self.restarts_left = self.sup.max_restarts
+            self.restarts_left = self.host.max_restarts
             self.intent = None
-        return self._prepare_spawn()
+        return self._may_spawn()
 
-    def _try_spawn(self) -> None:
+    def try_spawn(self) -> None:
         """Spawn now if the programs this one needs allow it, else wait in STARTING."""
-        if self._prepare_spawn():
-            self._spawn()
+        if self._may_spawn():
+            self.spawn()
 
-    def _prepare_spawn(self) -> bool:
+    def _may_spawn(self) -> bool:
         """True when the program may be spawned now; otherwise it waits in STARTING."""
         self._timer = None
         self._deadline = None
-        missing = self.sup.blockers(self)
+        missing = self.host.gate(self)
         if missing:
-            self.pid = None
             self._set_state(State.STARTING, "waiting for " + ", ".join(missing))
-            self.sup.waiting.add(self)
             return False
-        self.sup.waiting.discard(self)
         return True
 
-    def _spawn(self) -> None:
+    def spawn(self) -> None:
+        """fork+exec now, on the loop."""
         now = self.loop.time()
-        self._after_spawn(self.spawn_blocking(), now)
+        self.spawned(self.spawn_blocking(), now)
 
-    def spawn_blocking(self) -> Spawned | SpawnFailed:
+    def spawn_blocking(self) -> Process | SpawnFailed:
         """fork+exec the program; safe to call from a worker thread (touches no loop state)."""
         spec = self.spec
         try:
-            return spawn(
+            return self.host.launcher.spawn(
                 _with_watchdog_pid(spec.argv()) if spec.watchdog > 0 else spec.argv(),
-                env=self.sup.env_for(spec),
+                env=self.host.env_for(spec),
                 cwd=spec.cwd,
                 user=spec.user,
                 group=spec.group_name,
                 umask=spec.umask,
-                capture=self.sup.capture,
+                capture=self.host.capture,
                 merge_stderr=spec.redirect_stderr,
             )
         except SpawnFailed as e:
             return e
 
-    def _after_spawn(self, sp: Spawned | SpawnFailed, now: float) -> None:
+    def spawned(self, sp: Process | SpawnFailed, now: float) -> None:
+        """Take on what :meth:`spawn_blocking` started (on the loop, after a batch too)."""
         spec = self.spec
         self.history.record_start(now)
         if self._restart_pending:
@@ -247,39 +254,41 @@ class Program:
             self._restart_pending = False
         if isinstance(sp, SpawnFailed):
             log.warning("%s: cannot start: %s", spec.name, sp)
-            self.pid = None
+            if self.state is not State.STARTING:
+                self._set_state(State.STARTING, "starting")
             self._exited(ExitInfo("spawn-failed", detail=str(sp)), uptime=0.0)
             return
         self.history.spawn_failures = 0
-        self.pid = sp.pid
-        self.pidfd = sp.pidfd
-        self.sup.by_pid[sp.pid] = self
-        self.notify_status = ""
-        self._kill_reason = None
+        self._take(sp, adopted=False)
         self.started_at = now
-        self.started_wall = time.time()
-        self.adopted = False
-        self._killed = False
-        self.loop.add_reader(sp.pidfd, self._on_pidfd)
-        inodes = [0, 0]
-        for i, (fd, logfile) in enumerate(((sp.stdout, self.out), (sp.stderr, self.err))):
-            if fd is not None:
-                inodes[i] = os.fstat(fd).st_ino
-                self._watch_pipe(fd, logfile)
-        self.pipe_inodes = (inodes[0], inodes[1])
-        self.sup.holder_add(self, sp.stdout, sp.stderr)
+        self.started_wall = self.host.wall()
         log.info("%s: started pid %d", spec.name, sp.pid)
         # A new process: whatever state the last run ended in (STOPPING after a watchdog or
-        # check restart), this one starts afresh; _begin_readiness announces its state.
-        self.state = State.STARTING
+        # check restart), this one starts afresh.
+        self._set_state(State.STARTING)
         self._begin_readiness()
-        if self.sup.waiting:
-            self.sup.dependency_moved()  # `after` only waits for the spawn
+        self.host.dependency_moved()  # `after` only waits for the spawn
+
+    def _take(self, proc: Process, *, adopted: bool) -> None:
+        """Make ``proc`` this program's main process: watch its exit and its output."""
+        self.proc = proc
+        self.adopted = adopted
+        self.notify_status = ""
+        self.unheard = ""
+        self._kill_reason = None
+        self._killed = False
+        proc.watch(self.loop, self._on_exit)
+        inodes = [0, 0]
+        for i, (fd, logfile) in enumerate(((proc.stdout, self.out), (proc.stderr, self.err))):
+            if fd is not None:
+                inodes[i] = self.output.watch(fd, logfile)
+        self.pipe_inodes = (inodes[0], inodes[1])
+        self.host.spawned(self)
 
     def _begin_readiness(self) -> None:
         spec = self.spec
         if spec.check is not None:
-            self._check_task = self.sup.background(self._check_loop())
+            self._check_task = self.host.background(self._check_loop())
         if spec.ready == "notify":
             self._set_state(State.STARTING, "waiting for READY=1")
             self._schedule(spec.start_timeout, self._start_timed_out)
@@ -296,23 +305,23 @@ class Program:
         due = self._deadline
         self._timer = None
         self._deadline = None
-        if due is not None and self.sup.note_lateness(due):
+        if due is not None and self.host.note_lateness(due):
             # The daemon itself did not run when the deadline passed: a READY=1 sent meanwhile
             # was queued, and drained just now; it is handled before the timeout is judged.
             self._timer = self.loop.call_soon(self._start_timed_out)
             return
-        if self.state is not State.STARTING or self.pid is None:
+        if self.state is not State.STARTING or self.proc is None:
             return
         what = "READY=1" if self.spec.ready == "notify" else "a passing health check"
         self._terminate("start-timeout", f"no {what} within {self.spec.start_timeout:g}s")
 
     def _became_ready(self) -> None:
         self._cancel_timer()
-        if self.state is State.STOPPING or self.pid is None:
+        if self.state is State.STOPPING or self.proc is None:
             return
         self._set_state(State.RUNNING)
         self._arm_watchdog(self.spec.watchdog)
-        self.sup.dependency_moved()
+        self.host.dependency_moved()
 
     # --- heartbeats (systemd's notify protocol) ----------------------------------------------
     def on_notify(self, fields: dict[str, str]) -> None:
@@ -328,17 +337,21 @@ class Program:
             self._terminate("watchdog", "the program asked for it (WATCHDOG=trigger)")
             return
         ready = fields.get("READY") == "1" and self.spec.ready == "notify"
-        if ready and self.state is State.STARTING and self.pid is not None:
+        if ready and self.state is State.STARTING and self.proc is not None:
             self._became_ready()
         if fields.get("STOPPING") == "1" and self.state is State.RUNNING:
-            self.detail = "stopping (said the program)"
+            self._set_state(State.RUNNING, "stopping (said the program)")
         extend = fields.get("EXTEND_TIMEOUT_USEC", "")
         if extend.isdigit() and self._timer is not None and self.state is State.STARTING:
             self._schedule(int(extend) / 1e6, self._start_timed_out)
 
+    def beat(self) -> None:
+        """A heartbeat (the notify receiver stamps ``last_beat`` itself, off the loop)."""
+        self.last_beat = self.loop.time()
+
     def _arm_watchdog(self, period: float) -> None:
         self._disarm_watchdog()
-        if period <= 0 or self.pid is None or self.unheard:
+        if period <= 0 or self.proc is None or self.unheard:
             return
         self._wd_period = period
         self.last_beat = self.loop.time()
@@ -353,18 +366,18 @@ class Program:
     def _watchdog_due(self) -> None:
         # One timer per program, moved only when it comes due: a heartbeat just notes the
         # time, so a thousand beats a second cost a thousand float stores, not timer churn.
-        self.sup.note_lateness(self._wd_at)
+        self.host.note_lateness(self._wd_at)
         now = self.loop.time()
         due = self.last_beat + self._wd_period
         if now >= due:
             # Beats queued in the socket but not read yet (the receiver thread runs on its
             # own schedule) still count.
-            self.sup.notify.drain()
+            self.host.notify.drain()
             due = self.last_beat + self._wd_period
-        if now >= due and self.sup.recently_stalled(self._wd_period):
+        if now >= due and self.host.recently_stalled(self._wd_period):
             # The daemon itself stopped (SIGSTOP, a VM pause) or starved: the time it lost is
             # not the program's. It gets a full period from the moment the daemon came back.
-            due = self.sup.resumed_at + self._wd_period
+            due = self.host.resumed_at + self._wd_period
         if now < due:
             self._wd_at = due
             self._wd_timer = self.loop.call_at(due, self._watchdog_due)
@@ -376,22 +389,23 @@ class Program:
     async def _check_loop(self) -> None:
         spec = self.spec.check
         assert spec is not None
-        env = {**self.sup.base_env, **self.spec.env}
+        env = self.host.check_env(self.spec)
         self.health = {"ok": None, "failures": 0, "last": "", "checked": None}
         if spec.grace > 0:
             await asyncio.sleep(spec.grace)
         failures = 0
-        while self.pid is not None and self.state in (State.STARTING, State.RUNNING):
+        while self.proc is not None and self.state in (State.STARTING, State.RUNNING):
             began = self.loop.time()
             ok, what = await run_check(spec, env)
-            if self.pid is None or self.state not in (State.STARTING, State.RUNNING):
+            if self.proc is None or self.state not in (State.STARTING, State.RUNNING):
                 return
-            if not ok and self.sup.note_lateness(began + spec.timeout):
+            if not ok and self.host.note_lateness(began + spec.timeout):
                 # A check that timed out while the daemon itself was stopped measured the
                 # daemon, not the program: try again rather than count it.
                 continue
             failures = 0 if ok else failures + 1
-            self.health = {"ok": ok, "failures": failures, "last": what, "checked": time.time()}
+            self.health = {"ok": ok, "failures": failures, "last": what,
+                           "checked": self.host.wall()}  # fmt: skip
             if ok and self.state is State.STARTING and self.spec.ready == "check":
                 self._became_ready()
             elif not ok and failures >= spec.failures and self.state is State.RUNNING:
@@ -412,7 +426,7 @@ class Program:
         given ``report_wait`` to write it into its log; then the usual stop path runs: stop
         signal to the group, SIGKILL after ``stop_timeout``.
         """
-        if self.pid is None or self.state is State.STOPPING:
+        if self.proc is None or self.state is State.STOPPING:
             return
         log.warning("%s: %s: %s; stopping it", self.spec.name, reason, detail)
         self._kill_reason = (reason, detail)
@@ -428,76 +442,45 @@ class Program:
         if (
             report is not None
             and reason in ("watchdog", "start-timeout")
-            and handles_signal(self.pid, report)
+            and self.proc.catches(report)
         ):
-            self.send_signal(report)
+            self.proc.send(report)
             self._kill_timer = self.loop.call_later(self.spec.report_wait, self._send_stop_signal)
         else:
             self._send_stop_signal()
 
     def _send_stop_signal(self) -> None:
         self._kill_timer = None
-        if self.pid is None or self.state is not State.STOPPING:
+        if self.proc is None or self.state is not State.STOPPING:
             return
         self._send_stop(self.spec.stop_signal)
         self._kill_timer = self.loop.call_later(self.spec.stop_timeout, self._kill)
 
     def _send_stop(self, sig: int) -> None:
         """``sig`` to the main process's group and to each process of the program outside it."""
-        self.sup.track_processes()  # escapees found now are stopped with the rest
-        self._others_signalled.clear()
-        if self.pid is not None:
-            signal_group(self.pid, sig)
-        for pid in list(self.others):
-            if pid not in self._others_signalled:
-                self._signal_other(pid, sig)
-
-    def _signal_other(self, pid: int, sig: int) -> None:
-        fd = self.others.get(pid)
-        if fd is None:
-            return
-        self._others_signalled.add(pid)
-        info = read_stat(pid)
-        if info is not None and info.pgrp == pid and info.pgrp != self.pid:
-            # A group of its own (it called setsid): whatever it started goes with it.
-            signal_group(pid, sig)
-            return
-        with contextlib.suppress(OSError):
-            signal.pidfd_send_signal(fd, sig)
+        self.host.look_for_escapees()  # escapees found now are stopped with the rest
+        self.others.new_stop()
+        if self.proc is not None:
+            self.proc.signal_group(sig)
+        self.others.signal(sig, skip_group=self.pid)
 
     def adopt(self, pid: int, record: Record) -> bool:
         """Take over a process left by a previous daemon; False when it is not ours any more."""
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError:
+        want_out = self.host.capture
+        want_err = self.host.capture and not self.spec.redirect_stderr
+        pipes = (record.pipes[0] if want_out else 0, record.pipes[1] if want_err else 0)
+        proc = self.host.launcher.adopt(pid, record.start_time, pipes)
+        if proc is None:
             return False
-        # Check identity only after the pidfd pins the process: a pid checked first could be
-        # recycled between the check and the open.
-        if start_time(pid) != record.start_time:
-            os.close(pidfd)
-            return False
-        self.pid = pid
-        self.pidfd = pidfd
-        self.sup.by_pid[pid] = self
-        self.adopted = True
         self.restarts = record.restarts
-        self.started_wall = record.started or time.time()
-        self.started_at = self.loop.time() - max(0.0, time.time() - self.started_wall)
-        self.loop.add_reader(pidfd, self._on_pidfd)
-        inodes = record.pipes
-        fds: list[int | None] = [None, None]
-        for i, (num, logfile) in enumerate(((1, self.out), (2, self.err))):
-            if self.sup.capture and inodes[i] and (i == 0 or not self.spec.redirect_stderr):
-                fd = _reopen_pipe(pid, num, inodes[i])
-                if fd is not None:
-                    self._watch_pipe(fd, logfile)
-                    fds[i] = fd
-        self.pipe_inodes = inodes
-        self.sup.holder_add(self, fds[0], fds[1])
+        self.started_wall = record.started or self.host.wall()
+        self.started_at = self.loop.time() - max(0.0, self.host.wall() - self.started_wall)
+        self._take(proc, adopted=True)
+        self.pipe_inodes = record.pipes
         for other, ticks in record.others:
-            self.add_other(other, ticks)
-        address = environ_of(pid, (b"NOTIFY_SOCKET",)).get("NOTIFY_SOCKET")
-        if address is not None and not self.sup.notify.owns(address):
+            self.others.add(other, ticks)
+        address = proc.environ("NOTIFY_SOCKET")
+        if address is not None and not self.host.notify.owns(address):
             self.unheard = address
             log.error(
                 "%s: its heartbeats go to %s, which another process holds now; its watchdog is "
@@ -511,7 +494,7 @@ class Program:
         self._set_state(State.RUNNING, detail)
         self._arm_watchdog(self.spec.watchdog)
         if self.spec.check is not None:
-            self._check_task = self.sup.background(self._check_loop())
+            self._check_task = self.host.background(self._check_loop())
         log.info("%s: adopted pid %d", self.spec.name, pid)
         return True
 
@@ -532,79 +515,24 @@ class Program:
             self._schedule(self.spec.crash_loop.cooldown, self._retry_after_fatal)
         return True
 
-    # --- processes outside the main one -------------------------------------------------------
-    def add_other(self, pid: int, ticks: int | None) -> bool:
-        """Follow ``pid`` as part of this program (stopped with it, shown by status and top)."""
-        if pid in self.others or pid == self.pid:
-            return False
-        try:
-            fd = os.pidfd_open(pid)
-        except OSError:
-            return False
-        if ticks is not None and start_time(pid) != ticks:
-            os.close(fd)
-            return False
-        self.others[pid] = fd
-        self.loop.add_reader(fd, self._other_exited, pid)
-        self.sup.holder_others(self)
-        self.sup._changed(self)
-        return True
-
-    def _other_exited(self, pid: int) -> None:
-        fd = self.others.pop(pid, None)
-        if fd is None:
-            return
-        release_exited(self.loop, fd)
-        self._others_signalled.discard(pid)
-        self.sup.holder_others(self)
-        self.sup._changed(self)
-        if not self.others and self._others_done is not None:
-            done, self._others_done = self._others_done, None
-            done()
-
-    # --- output ---------------------------------------------------------------------------
-    def _watch_pipe(self, fd: int, logfile: LogFile | None) -> None:
-        self._pipes.add(fd)
-        self.loop.add_reader(fd, self._on_output, fd, logfile)
-
-    def _on_output(self, fd: int, logfile: LogFile | None) -> None:
-        try:
-            data = os.read(fd, 65536)
-        except BlockingIOError:
-            return
-        except OSError:
-            data = b""
-        if data:
-            if logfile is not None:
-                logfile.write(data)
-            return
-        self._close_pipe(fd)
-
-    def _close_pipe(self, fd: int) -> None:
-        self.loop.remove_reader(fd)
-        self._pipes.discard(fd)
-        os.close(fd)
-
     # --- exit -----------------------------------------------------------------------------
-    def _on_pidfd(self) -> None:
-        pid = self.pid
-        assert pid is not None
+    def _on_exit(self) -> None:
+        proc = self.proc
+        assert proc is not None
+        pid = proc.pid
 
         def before_reap() -> None:
             # The main process is a zombie: its pid, which is also the id of its process
             # group and session, cannot be recycled yet, so what is found in them now is
             # this program's.
-            self.sup.collect_leftovers(self, pid)
+            self.host.collect_leftovers(self, pid)
 
-        info = reap(self.pidfd, before_reap)
+        info = proc.reap(before_reap)
         if info is None:
             return
-        self.loop.remove_reader(self.pidfd)
-        os.close(self.pidfd)
-        self.pidfd = -1
-        self.sup.holder_drop(self)
-        self.sup.by_pid.pop(pid, None)
-        self.pid = None
+        proc.close()
+        self.proc = None
+        self.host.reaped(self, pid)
         self.unheard = ""
         self._disarm_watchdog()
         self._stop_checks()
@@ -616,38 +544,30 @@ class Program:
         stopping = self.state is State.STOPPING
         if self.others:
             self._stop_others(pid, info, stopping=stopping)
-            self._others_done = lambda: self._main_gone(info, uptime, reason, stopping)
+            self.others.when_gone(lambda: self._main_gone(info, uptime, reason, stopping))
             return
         self._main_gone(info, uptime, reason, stopping)
 
     def _stop_others(self, main_pid: int, info: ExitInfo, *, stopping: bool) -> None:
         """The main process exited and left processes behind: stop them before anything else
         (a restart beside them would run the program twice)."""
-        pids = sorted(self.others)
-        listing = ", ".join(
-            f"{p} ({i.name})" if (i := read_stat(p)) is not None else str(p) for p in pids[:8]
-        )
-        more = f" and {len(pids) - 8} more" if len(pids) > 8 else ""
-        n = f"{len(pids)} process" + ("es" if len(pids) > 1 else "")
+        n = len(self.others)
+        what = f"{n} process" + ("es" if n > 1 else "")
         if stopping:
             log.info(
-                "%s: pid %d %s; waiting for %s more: %s%s",
-                self.spec.name, main_pid, info.describe(), n, listing, more,
+                "%s: pid %d %s; waiting for %s more: %s",
+                self.spec.name, main_pid, info.describe(), what, self.others.describe(),
             )  # fmt: skip
-            group_signalled = True
         else:
             log.warning(
-                "%s: main process %d %s, leaving %s behind: %s%s; stopping %s (heartline "
+                "%s: main process %d %s, leaving %s behind: %s; stopping %s (heartline "
                 "follows a program through its main process: run it in the foreground)",
-                self.spec.name, main_pid, info.describe(), n, listing, more,
-                "it" if len(pids) == 1 else "them",
+                self.spec.name, main_pid, info.describe(), what, self.others.describe(),
+                "it" if n == 1 else "them",
             )  # fmt: skip
-            self._set_state(State.STOPPING, f"stopping {n} left behind by pid {main_pid}")
-            group_signalled = False
-        for pid in pids:
-            in_group = (i := read_stat(pid)) is not None and i.pgrp == main_pid
-            if not (group_signalled and in_group):
-                self._signal_other(pid, self.spec.stop_signal)
+            self._set_state(State.STOPPING, f"stopping {what} left behind by pid {main_pid}")
+        # In a stop, the main process's group got the stop signal with it already.
+        self.others.signal(self.spec.stop_signal, skip_group=main_pid if stopping else None)
         if self._kill_timer is None:
             self._kill_timer = self.loop.call_later(self.spec.stop_timeout, self._kill)
 
@@ -701,12 +621,12 @@ class Program:
             uptime=uptime,
             history=self.history,
             now=self.loop.time(),
-            rng=self.sup.rng,
+            rng=self.host.rng,
             restarts_left=self.restarts_left,
         )
         if d.action == "exit":
             self._set_state(State.EXITED, d.why)  # how it exited is in last_exit
-            self.sup.dependency_moved()
+            self.host.dependency_moved()
             return
         if d.action == "fatal":
             if d.delay is None:
@@ -718,8 +638,9 @@ class Program:
                 self._set_state(State.FATAL, f"{d.why}; cooldown = never: start it by hand")
             else:
                 log.error("%s: %s; retry in %s", self.spec.name, d.why, format_duration(d.delay))
-                self._set_state(State.FATAL, d.why)
+                self._restart_pending = True  # the try after the cool-down is a restart
                 self._schedule(d.delay, self._retry_after_fatal)
+                self._set_state(State.FATAL, d.why)
             return
         delay = d.delay or 0.0
         if info.reason == "spawn-failed":
@@ -728,14 +649,14 @@ class Program:
         if self.restarts_left is not None:
             self.restarts_left -= 1
         if delay <= 0:
-            self._try_spawn()
+            self.try_spawn()
         else:
-            self._schedule(delay, self._try_spawn)  # first, so listeners see when it retries
+            self._schedule(delay, self.try_spawn)  # first, so listeners see when it retries
             self._set_state(State.BACKOFF)
 
     def _retry_after_fatal(self) -> None:
         self.history.reset()
-        self._try_spawn()
+        self.try_spawn()
 
     # --- stop -----------------------------------------------------------------------------
     async def stop(self) -> dict[str, Any]:
@@ -748,13 +669,13 @@ class Program:
             fut: asyncio.Future[dict[str, Any]] = self.loop.create_future()
             self._stop_waiters.append(fut)
             return await fut
-        if self.pid is None:
+        if self.proc is None:
             self._cancel_timer()
-            self.sup.waiting.discard(self)
             if self.state is not State.STOPPED:
                 self._set_state(State.STOPPED)
             else:
-                self.sup._changed(self)  # the operator's intent goes into the state file
+                self.host.changed(self)  # the operator's intent goes into the state file
+            self.host.dependency_moved()
             return {"name": self.spec.name, "stopped": True, "killed": False, "exit": None}
         self._cancel_timer()
         self._disarm_watchdog()
@@ -769,9 +690,9 @@ class Program:
 
     def _kill(self) -> None:
         self._kill_timer = None
-        if self.state is not State.STOPPING or (self.pid is None and not self.others):
+        if self.state is not State.STOPPING or (self.proc is None and not self.others):
             return
-        left = ([self.pid] if self.pid is not None else []) + sorted(self.others)
+        left = ([self.proc.pid] if self.proc is not None else []) + list(self.others)
         log.warning(
             "%s: still running %gs after the stop signal (pid %s); sending SIGKILL",
             self.spec.name,
@@ -779,41 +700,25 @@ class Program:
             ", ".join(map(str, left)),
         )
         self._killed = True
-        if self.pid is not None:
-            signal_group(self.pid, signal.SIGKILL)
-        self._others_signalled.clear()
-        for pid in list(self.others):
-            self._signal_other(pid, signal.SIGKILL)
+        if self.proc is not None:
+            self.proc.signal_group(signal.SIGKILL)
+        self.others.signal(signal.SIGKILL, once=False)
 
     def send_signal(self, sig: int) -> bool:
-        """Send ``sig`` to the program's main process (through its pidfd)."""
-        if self.pidfd < 0:
-            return False
-        try:
-            signal.pidfd_send_signal(self.pidfd, sig)
-        except ProcessLookupError:
-            return False
-        return True
+        """Send ``sig`` to the program's main process."""
+        return self.proc.send(sig) if self.proc is not None else False
 
     def close(self) -> None:
         """Release every descriptor (the program must be stopped, or left to a successor)."""
         self._cancel_timer()
         self._disarm_watchdog()
         self._stop_checks()
-        if self.pid is not None:
-            self.sup.by_pid.pop(self.pid, None)
         if self._kill_timer is not None:
             self._kill_timer.cancel()
-        for fd in list(self._pipes):
-            self._close_pipe(fd)
-        for fd in self.others.values():
-            self.loop.remove_reader(fd)
-            os.close(fd)
-        self.others.clear()
-        if self.pidfd >= 0:
-            self.loop.remove_reader(self.pidfd)
-            os.close(self.pidfd)
-            self.pidfd = -1
+        self.output.close()
+        self.others.close()
+        if self.proc is not None:
+            self.proc.close()
         for f in {self.out, self.err}:
             if f is not None:
                 f.close()
@@ -821,8 +726,7 @@ class Program:
     def reopen_logs(self) -> None:
         for f in {self.out, self.err}:
             if f is not None:
-                with contextlib.suppress(OSError):
-                    f.reopen()
+                f.reopen()
 
 
 def _report_directory(path: str, user: str | None) -> None:
@@ -846,17 +750,3 @@ def _with_watchdog_pid(argv: list[str]) -> list[str]:
     shell never parses the program's arguments: they pass through "$@" untouched.
     """
     return ["/bin/sh", "-c", 'WATCHDOG_PID=$$; export WATCHDOG_PID; exec "$@"', "heartline", *argv]
-
-
-def _reopen_pipe(pid: int, fdnum: int, inode: int) -> int | None:
-    """Open a new read end onto the pipe behind ``/proc/PID/fd/N`` if it is the recorded one.
-
-    Linux lets /proc/PID/fd/N of a pipe be opened like a FIFO, in either direction.
-    """
-    path = f"/proc/{pid}/fd/{fdnum}"
-    try:
-        if os.readlink(path) != f"pipe:[{inode}]":
-            return None
-        return os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
-    except OSError:
-        return None

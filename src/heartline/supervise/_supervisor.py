@@ -8,16 +8,16 @@ import logging
 import os
 import random
 import signal
-import time
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from heartline._util import atomic_write, format_duration
+from heartline._util import SYSTEM_CLOCK, Clock, atomic_write, format_duration
 from heartline.config import Config, ProgramSpec
 from heartline.errors import UnknownProgram
 from heartline.supervise import _statefile
 from heartline.supervise._heartbeat import NotifyReceiver, notify_address
+from heartline.supervise._launch import Launcher, OsLauncher
 from heartline.supervise._logs import OpenFiles
 from heartline.supervise._process import OWN_CHILDREN, boot_id, identity_env, start_time
 from heartline.supervise._program import Program
@@ -81,8 +81,14 @@ class Supervisor:
         holder: FdHolder | None = None,
         notify_prefix: str | None = None,
         subreaper: bool = False,
+        launcher: Launcher | None = None,
+        clock: Clock = SYSTEM_CLOCK,
     ) -> None:
         self.loop = loop
+        #: Starts and adopts the programs' processes (a fake in virtual-time tests).
+        self.launcher: Launcher = launcher if launcher is not None else OsLauncher()
+        #: Its monotonic reading is the loop's time (a virtual loop's in tests).
+        self.clock = clock
         self.log_dir = log_dir
         self.state_path = state_path
         self.capture = capture
@@ -101,7 +107,11 @@ class Supervisor:
         self.base_env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
         #: Live programs by main pid (the notify socket attributes datagrams with it).
         self.by_pid: dict[int, Program] = {}
-        self.notify = NotifyReceiver(loop, notify_prefix or notify_address(), self.by_pid)
+        # The receiver stamps heartbeats with the clock, from its thread: the deadlines they
+        # are compared with are the loop's, on the same clock.
+        self.notify = NotifyReceiver(
+            loop, notify_prefix or notify_address(), self.by_pid, clock=clock.monotonic
+        )
         #: Whether this process is a child subreaper: orphans among the programs' descendants
         #: become its children, and are found, attributed and reaped here.
         self.subreaper = subreaper
@@ -181,6 +191,13 @@ class Supervisor:
         """Whether a stall of the daemon ended after loop time ``start``."""
         return self.resumed_at >= start
 
+    def wall(self) -> float:
+        return self.clock.wall()
+
+    def check_env(self, spec: ProgramSpec) -> dict[str, str]:
+        """The environment an exec health check runs with."""
+        return {**self.base_env, **spec.env}
+
     def env_for(self, spec: ProgramSpec) -> dict[str, str]:
         env = dict(self.base_env)
         env.update(identity_env(spec.user))
@@ -251,11 +268,22 @@ class Supervisor:
                     break
         return missing
 
+    def gate(self, prog: Program) -> list[str]:
+        """What ``prog`` must still wait for (see Host.gate)."""
+        missing = self.blockers(prog)
+        if missing:
+            self.waiting.add(prog)
+        else:
+            self.waiting.discard(prog)
+        return missing
+
     def dependency_moved(self) -> None:
         """Start the programs that were waiting, if what they wait for is there now."""
         for p in list(self.waiting):
-            if p in self.waiting and p.state is State.STARTING and not self.blockers(p):
-                p._try_spawn()
+            if p.state is not State.STARTING or p.pid is not None:
+                self.waiting.discard(p)  # stopped or started meanwhile: not waiting any more
+            elif p in self.waiting and not self.blockers(p):
+                p.try_spawn()
 
     def _start_order(self, progs: list[Program]) -> list[Program]:
         return sorted(progs, key=lambda p: self._depth.get(p.spec.group, 0))
@@ -288,13 +316,13 @@ class Supervisor:
         """
         if len(batch) <= 2:
             for p in batch:
-                p._spawn()
+                p.spawn()
             return
         now = self.loop.time()
         with ThreadPoolExecutor(min(_SPAWN_THREADS, len(batch)), "heartline-spawn") as pool:
             results = list(pool.map(Program.spawn_blocking, batch))
         for p, r in zip(batch, results, strict=True):
-            p._after_spawn(r, now)
+            p.spawned(r, now)
 
     async def stop(self, names: Iterable[str] = ("all",)) -> list[dict[str, Any]]:
         """Stop programs, dependents before what they depend on; wait for every exit."""
@@ -351,7 +379,7 @@ class Supervisor:
         for p in self._start_order(fresh):
             if p.spec.autostart:
                 p.start()
-        self._changed(None)
+        self._save_soon()
         return {"added": added, "removed": removed, "changed": changed}
 
     async def shutdown(self) -> list[dict[str, Any]]:
@@ -379,19 +407,28 @@ class Supervisor:
         if self._save_timer is not None:
             self._save_timer.cancel()
 
-    # --- fd holder ------------------------------------------------------------------------
-    def holder_add(self, prog: Program, out: int | None, err: int | None) -> None:
-        if self.holder is not None and prog.pid is not None:
-            fds = [fd for fd in (out, err) if fd is not None]
-            self.holder.add(prog.spec.name, prog.pid, fds, prog.spec.stop_signal)
-
-    def holder_others(self, prog: Program) -> None:
+    # --- what programs tell the supervisor (the Host protocol) ------------------------------
+    def spawned(self, prog: Program) -> None:
+        """A new main process: index it for the notify socket, hand it to the holder."""
+        proc = prog.proc
+        assert proc is not None
+        self.by_pid[proc.pid] = prog
         if self.holder is not None:
-            self.holder.others(prog.spec.name, sorted(prog.others))
+            fds = [fd for fd in (proc.stdout, proc.stderr) if fd is not None]
+            self.holder.add(prog.spec.name, proc.pid, fds, prog.spec.stop_signal)
 
-    def holder_drop(self, prog: Program) -> None:
+    def reaped(self, prog: Program, pid: int) -> None:
+        self.by_pid.pop(pid, None)
         if self.holder is not None:
             self.holder.drop(prog.spec.name)
+
+    def others_changed(self, prog: Program) -> None:
+        if self.holder is not None:
+            self.holder.others(prog.spec.name, list(prog.others))
+        self.changed(prog)
+
+    def look_for_escapees(self) -> None:
+        self.track_processes()
 
     # --- processes beyond the main ones (see _tree) -----------------------------------------
     def track_processes(self, *, max_age: float = 0.0) -> dict[int, ProcInfo] | None:
@@ -455,7 +492,7 @@ class Supervisor:
                 if info.ppid == me:
                     self._add_stray(info)
                 continue
-            if prog.add_other(pid, info.start_time):
+            if prog.others.add(pid, info.start_time):
                 owners[pid] = prog
                 log.warning(
                     "%s: pid %d (%s) runs outside the program's process group; it is followed "
@@ -503,7 +540,7 @@ class Supervisor:
             if info.pid == main_pid or info.state == "Z" or info.pid in OWN_CHILDREN:
                 continue
             if main_pid in (info.pgrp, info.session):
-                prog.add_other(info.pid, info.start_time)
+                prog.others.add(info.pid, info.start_time)
 
     def _by_env(self, pid: int) -> Program | None:
         env = environ_of(pid, _ENV_KEYS)
@@ -614,10 +651,13 @@ class Supervisor:
             self.dependency_moved()
 
     # --- change notification and the state file ---------------------------------------------
-    def _changed(self, prog: Program | None) -> None:
-        if prog is not None:
-            for fn in self.listeners:
-                fn(prog)
+    def changed(self, prog: Program) -> None:
+        """``prog`` changed: tell the listeners, save the state file soon."""
+        for fn in self.listeners:
+            fn(prog)
+        self._save_soon()
+
+    def _save_soon(self) -> None:
         if self.state_path and not self._save_pending and self._save_timer is None:
             self._save_pending = True
             self.loop.call_soon(self._save)
@@ -650,7 +690,7 @@ class Supervisor:
                     self.state_path,
                     reason,
                 )
-                self.state_error = {"error": reason, "since": time.time()}
+                self.state_error = {"error": reason, "since": self.clock.wall()}
             self.state_error["error"] = reason
             self.state_error["retry_in"] = self._save_delay
             self._save_timer = self.loop.call_later(self._save_delay, self._save)

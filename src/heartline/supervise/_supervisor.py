@@ -7,7 +7,6 @@ import contextlib
 import logging
 import os
 import random
-import signal
 from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
@@ -16,21 +15,13 @@ from heartline._util import SYSTEM_CLOCK, Clock, atomic_write, format_duration
 from heartline.config import Config, ProgramSpec
 from heartline.errors import UnknownProgram
 from heartline.supervise import _statefile
+from heartline.supervise._escapes import Escapes
 from heartline.supervise._heartbeat import NotifyReceiver, notify_address
 from heartline.supervise._launch import Launcher, OsLauncher
 from heartline.supervise._logs import OpenFiles
-from heartline.supervise._process import OWN_CHILDREN, boot_id, identity_env, start_time
+from heartline.supervise._process import boot_id, identity_env
 from heartline.supervise._program import Program
 from heartline.supervise._states import State
-from heartline.supervise._tree import (
-    ProcInfo,
-    children_of,
-    descendants,
-    environ_of,
-    reap_zombie,
-    release_exited,
-    scan,
-)
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +35,8 @@ _SPAWN_THREADS = 4
 #: A timer that fires this much later than asked means the daemon itself did not run (SIGSTOP,
 #: a VM pause, a frozen cgroup, a starved CPU): see Supervisor.note_lateness.
 STALL = 0.25
-#: Status answers reuse a pass over /proc this recent (see Supervisor.track_processes).
-_SCAN_TTL = 1.0
 #: A state file that cannot be written is tried again after this long, doubling up to the max.
 _SAVE_RETRY = (0.5, 30.0)
-_ENV_KEYS = (b"HEARTLINE_PROGRAM", b"NOTIFY_SOCKET")
 
 
 class FdHolder(Protocol):
@@ -115,17 +103,11 @@ class Supervisor:
         #: Whether this process is a child subreaper: orphans among the programs' descendants
         #: become its children, and are found, attributed and reaped here.
         self.subreaper = subreaper
-        #: Children of ours that escaped a program but cannot be told whose: pid -> pidfd.
-        self.strays: dict[int, int] = {}
-        self._strays_gone: asyncio.Future[None] | None = None
-        self._last_scan = -_SCAN_TTL
-        self._scan_soon: asyncio.TimerHandle | None = None
+        #: Escaped processes, strays and a previous daemon's leftovers (see _escapes).
+        self.escapes = Escapes(self)
         #: When the daemon last came back from a stall of its own (loop time), and its length.
         self.resumed_at = -1e9
         self.stall = 0.0
-        #: Processes a previous daemon left that must be gone before a new copy starts:
-        #: pid -> the program it belongs to (None: unknown, so it holds back every program).
-        self.leftovers: dict[int, str | None] = {}
         if log_dir is not None:
             os.makedirs(log_dir, mode=0o750, exist_ok=True)
         self.programs: dict[str, Program] = {}
@@ -247,7 +229,7 @@ class Supervisor:
         """Names of the programs ``prog`` must still wait for."""
         missing: list[str] = [
             f"pid {pid} left by the previous daemon to exit"
-            for pid, owner in self.leftovers.items()
+            for pid, owner in self.escapes.leftovers.items()
             if owner is None or owner == prog.spec.name
         ]
         for group in prog.spec.after:
@@ -384,7 +366,7 @@ class Supervisor:
 
     async def shutdown(self) -> list[dict[str, Any]]:
         result = await self.stop(["all"]) if self.programs else []
-        await self._stop_strays()
+        await self.escapes.stop_strays()
         for p in self.programs.values():
             p.close()
         self.notify.close()
@@ -399,10 +381,7 @@ class Supervisor:
         """Release descriptors without stopping anything (the processes stay for adoption)."""
         for p in self.programs.values():
             p.close()
-        for fd in self.strays.values():
-            self.loop.remove_reader(fd)
-            os.close(fd)
-        self.strays.clear()
+        self.escapes.close()
         self.notify.close()
         if self._save_timer is not None:
             self._save_timer.cancel()
@@ -428,227 +407,21 @@ class Supervisor:
         self.changed(prog)
 
     def look_for_escapees(self) -> None:
-        self.track_processes()
-
-    # --- processes beyond the main ones (see _tree) -----------------------------------------
-    def track_processes(self, *, max_age: float = 0.0) -> dict[int, ProcInfo] | None:
-        """One pass over /proc: attribute, follow and reap the processes that escaped programs.
-
-        A process outside every program's process group is a program's when its parent chain
-        leads to a program's main process (a ``setsid()`` child of a live program), or, once
-        orphaned and reparented to this subreaper, when its group or session is a program's or
-        its environment names the program. Zombie children nobody else reaps are reaped.
-        Skipped (None) when a pass is at most ``max_age`` old.
-        """
-        if not self.subreaper:
-            return None
-        now = self.loop.time()
-        if max_age and now - self._last_scan < max_age:
-            return None
-        self._last_scan = now
-        me = os.getpid()
-        procs = self._family(me)
-        owners: dict[int, Program] = dict(self.by_pid)
-        for program in self.programs.values():
-            for pid in program.others:
-                owners[pid] = program
-        memo: dict[int, Program | None] = {}
-
-        def ancestor_owner(pid: int) -> Program | None:
-            chain: list[int] = []
-            owner: Program | None = None
-            while pid > 1 and len(chain) < 64:
-                if pid in memo:
-                    owner = memo[pid]
-                    break
-                if pid in owners:
-                    owner = owners[pid]
-                    break
-                chain.append(pid)
-                info = procs.get(pid)
-                if info is None or info.ppid == me:
-                    break
-                pid = info.ppid
-            for c in chain:
-                memo[c] = owner
-            return owner
-
-        for info in procs.values():
-            pid = info.pid
-            if pid == me or pid in owners or pid in OWN_CHILDREN or pid in self.strays:
-                continue
-            if info.state == "Z":
-                if info.ppid == me and reap_zombie(pid):
-                    log.info("reaped pid %d (%s), a process that escaped its program", pid,
-                             info.name)  # fmt: skip
-                continue
-            group_owner = owners.get(info.pgrp)
-            if group_owner is not None and group_owner.pid == info.pgrp:
-                continue  # in its program's process group: signalled with it
-            prog = ancestor_owner(info.ppid) if info.ppid != me else None
-            if prog is None and info.ppid == me:
-                prog = owners.get(info.pgrp) or owners.get(info.session) or self._by_env(pid)
-            if prog is None:
-                if info.ppid == me:
-                    self._add_stray(info)
-                continue
-            if prog.others.add(pid, info.start_time):
-                owners[pid] = prog
-                log.warning(
-                    "%s: pid %d (%s) runs outside the program's process group; it is followed "
-                    "and stopped as part of %s",
-                    prog.spec.name,
-                    pid,
-                    info.name,
-                    prog.spec.name,
-                )
-        return procs
-
-    @staticmethod
-    def _family(me: int) -> dict[int, ProcInfo]:
-        """This process's descendants (all of /proc where children files are not offered)."""
-        kids = children_of(me)
-        procs = descendants(kids) if kids is not None else None
-        return procs if procs is not None else scan()
-
-    def _unknown_children(self) -> set[int] | None:
-        """Children of ours that are neither spawned by us nor followed already (orphans that
-        came to this subreaper); None when the kernel cannot tell without a scan."""
-        kids = children_of(os.getpid())
-        if kids is None:
-            return None
-        known = OWN_CHILDREN | self.by_pid.keys() | self.strays.keys()
-        for prog in self.programs.values():
-            known |= prog.others.keys()
-        return kids - known
+        self.escapes.track()
 
     def collect_leftovers(self, prog: Program, main_pid: int) -> None:
-        """Everything left of ``prog`` now that its main process exited (it is a zombie, so its
-        pid cannot be recycled and names its group and session exactly)."""
-        procs: dict[int, ProcInfo] | None = None
-        if self.subreaper:
-            # The exiting process's live children were handed to us before its exit could be
-            # seen, as was any orphan that escaped meanwhile: no unknown child of ours means
-            # nothing was left behind and nothing needs a look (the common, fast case).
-            unknown = self._unknown_children()
-            if unknown is not None and not unknown:
-                return
-            procs = self.track_processes()
-        if procs is None:
-            procs = scan()
-        for info in procs.values():
-            if info.pid == main_pid or info.state == "Z" or info.pid in OWN_CHILDREN:
-                continue
-            if main_pid in (info.pgrp, info.session):
-                prog.others.add(info.pid, info.start_time)
+        self.escapes.collect_leftovers(prog, main_pid)
 
-    def _by_env(self, pid: int) -> Program | None:
-        env = environ_of(pid, _ENV_KEYS)
-        prog = self.programs.get(env.get("HEARTLINE_PROGRAM", ""))
-        if prog is not None and self.notify.owns(env.get("NOTIFY_SOCKET", "")):
-            return prog
-        return None
-
-    def _add_stray(self, info: ProcInfo) -> None:
-        try:
-            fd = os.pidfd_open(info.pid)
-        except OSError:
-            return
-        if start_time(info.pid) != info.start_time:
-            os.close(fd)
-            return
-        self.strays[info.pid] = fd
-        self.loop.add_reader(fd, self._stray_exited, info.pid)
-        log.warning(
-            "pid %d (%s) escaped a program and cannot be told whose; it is stopped with the daemon",
-            info.pid,
-            info.name,
-        )
-
-    def _stray_exited(self, pid: int) -> None:
-        fd = self.strays.pop(pid, None)
-        if fd is None:
-            return
-        release_exited(self.loop, fd)
-        if not self.strays and self._strays_gone is not None and not self._strays_gone.done():
-            self._strays_gone.set_result(None)
-
-    async def _stop_strays(self) -> None:
-        """TERM to every stray, KILL to those left after the default stop timeout."""
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if not self.strays:
-                return
-            self._strays_gone = self.loop.create_future()
-            for fd in self.strays.values():
-                with contextlib.suppress(OSError):
-                    signal.pidfd_send_signal(fd, sig)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(ProgramSpec.stop_timeout):
-                    await self._strays_gone
+    def track_processes(self, *, max_age: float = 0.0) -> None:
+        """Find escaped processes now (or reuse a pass at most ``max_age`` old)."""
+        self.escapes.track(max_age=max_age)
 
     def on_sigchld(self) -> None:
-        """SIGCHLD: an orphan that came to us may have died; reap it soon (coalesced)."""
-        if self._scan_soon is None:
-            self._scan_soon = self.loop.call_later(0.05, self._scan_after_sigchld)
+        self.escapes.on_sigchld()
 
-    def _scan_after_sigchld(self) -> None:
-        self._scan_soon = None
-        # Most SIGCHLDs are a program's own exit, handled through its pidfd: look further only
-        # when a child of ours is one nobody follows.
-        if self._unknown_children() != set():
-            self.track_processes()
-
-    # --- leftovers of a previous daemon ------------------------------------------------------
     def add_leftover(self, pid: int, expected_start: int | None, owner: str | None) -> None:
-        """Stop a process a previous daemon left and this one does not adopt, and hold back a
-        new copy of its program (every program, when ``owner`` is unknown) until it is gone."""
-        try:
-            pidfd = os.pidfd_open(pid)
-        except OSError:
-            return
-        if expected_start is not None and start_time(pid) != expected_start:
-            os.close(pidfd)
-            return
-        if owner is None:
-            # Whose it is decides which program waits for it; only an environment that also
-            # names this daemon's notify address is trusted for that. The name alone still
-            # picks the stop signal and timeout.
-            prog = self._by_env(pid)
-            owner = prog.spec.name if prog is not None else None
-            if prog is None:
-                env = environ_of(pid, _ENV_KEYS)
-                prog = self.programs.get(env.get("HEARTLINE_PROGRAM", ""))
-        else:
-            prog = self.programs.get(owner)
-        self.leftovers[pid] = owner
-        self.background(self._stop_leftover(pid, pidfd, prog))
-
-    async def _stop_leftover(self, pid: int, pidfd: int, prog: Program | None) -> None:
-        sig = prog.spec.stop_signal if prog is not None else signal.SIGTERM
-        grace = prog.spec.stop_timeout if prog is not None else ProgramSpec.stop_timeout
-        gone = self.loop.create_future()
-        self.loop.add_reader(pidfd, lambda: None if gone.done() else gone.set_result(None))
-        try:
-            whose = f"of {prog.spec.name}" if prog is not None else "of an unknown program"
-            log.warning(
-                "stopping pid %d %s, left by the previous daemon and not adopted; a new copy "
-                "starts once it is gone",
-                pid,
-                whose,
-            )
-            _signal_process_group(pid, pidfd, sig)
-            try:
-                async with asyncio.timeout(grace):
-                    await gone
-            except TimeoutError:
-                log.warning("pid %d still runs %gs after the stop signal; SIGKILL", pid, grace)
-                _signal_process_group(pid, pidfd, signal.SIGKILL)
-                await gone
-        finally:
-            self.loop.remove_reader(pidfd)
-            os.close(pidfd)
-            self.leftovers.pop(pid, None)
-            self.dependency_moved()
+        """See Escapes.add_leftover."""
+        self.escapes.add_leftover(pid, expected_start, owner)
 
     # --- change notification and the state file ---------------------------------------------
     def changed(self, prog: Program) -> None:
@@ -719,19 +492,3 @@ def load_state(path: str | None) -> _statefile.Saved:
         log.error("cannot read the state file %s: %s", path, e.strerror)
         return _statefile.Saved()
     return _statefile.parse(data, boot_id=boot_id(), path=path)
-
-
-def _signal_process_group(pid: int, pidfd: int, sig: int) -> None:
-    """``sig`` to the group ``pid`` leads, else to ``pid`` alone (through its pidfd).
-
-    The group is looked up and signalled microseconds apart; a pid is not handed out again
-    that fast (the kernel allocates them in a cycle).
-    """
-    try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-            return
-    except OSError:
-        pass
-    with contextlib.suppress(OSError):
-        signal.pidfd_send_signal(pidfd, sig)

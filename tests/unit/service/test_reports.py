@@ -16,7 +16,7 @@ import pytest
 from tests.helpers import wait_until as wait_for
 
 from heartline.errors import HeartlineError
-from heartline.service import reports
+from heartline.service import _report_collect, reports
 
 SECTIONS_TEXT = [
     "== Threads (",
@@ -53,9 +53,9 @@ def clean_reports() -> Iterator[None]:
     yield
     reports.uninstall()
     signal.signal(signal.SIGUSR2, previous)
-    for name in list(reports._providers):
+    for name in list(_report_collect._providers):
         reports.unregister(name)
-    reports._loops.clear()
+    _report_collect._loops.clear()
 
 
 def helper_running() -> bool:
@@ -457,7 +457,7 @@ def test_process_section_from_proc_without_psutil(
 ) -> None:
     """Without psutil the process section comes from /proc: pid, parent, command line, CPU
     times, RSS, open files, I/O counters and children."""
-    monkeypatch.setattr(reports, "_use_psutil", False)
+    monkeypatch.setattr(_report_collect, "_use_psutil", False)
     path = tmp_path / "held-open.txt"
     with open(path, "w") as held:
         process = json.loads(reports.generate("json"))["process"]
@@ -478,7 +478,7 @@ def test_process_section_from_psutil() -> None:
     """Where there is no /proc, the process section comes from psutil (when installed) and
     says so; the fields are those of the /proc reader."""
     psutil = pytest.importorskip("psutil")
-    process = reports._process_psutil(psutil)
+    process = _report_collect._process_psutil(psutil)
     assert process["source"] == "psutil"
     assert process["pid"] == os.getpid()
     assert process["ppid"] == os.getppid()

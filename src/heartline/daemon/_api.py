@@ -276,18 +276,19 @@ class Api:
         directory = self.sup.report_dir(prog.spec.name)
         before = {r.path for r in reports.list(directory)}
         prog.send_signal(sig)
-        deadline = time.monotonic() + float(timeout)
-        while time.monotonic() < deadline:
-            fresh = [r for r in reports.list(directory) if r.path not in before]
-            if fresh and (fmt == "text" or fresh[0].json_path is not None):
-                report = fresh[0]
-                if fmt == "json":
-                    return Response.json(report.read_json())
-                return Response(200, report.read_text().encode(), "text/plain")
-            await asyncio.sleep(0.02)  # bounded by the deadline above
-        return Response.error(
-            409, "no_report", f"no report from {prog.spec.name} within {float(timeout):g}s"
+        # The wait is an inotify watch that this loop serves (loop.add_reader), not a blocking
+        # wait in a thread: a thread held for up to the timeout per request would come from
+        # the loop's small default executor. The daemon answers other requests meanwhile.
+        report = await reports.wait_for_report(
+            directory, known=before, timeout=float(timeout), with_json=fmt == "json"
         )
+        if report is None:
+            return Response.error(
+                409, "no_report", f"no report from {prog.spec.name} within {float(timeout):g}s"
+            )
+        if fmt == "json":
+            return Response.json(report.read_json())
+        return Response(200, report.read_text().encode(), "text/plain")
 
     async def openapi(self, req: Request) -> Response:
         return Response(200, openapi_bytes())

@@ -1,9 +1,10 @@
 """Linux inotify through ctypes (the standard library has no binding to it), and the draining
 of descriptors that woke a sleeper.
 
-The reports' helper thread sleeps until faulthandler writes to the raw dump file
-(:data:`IN_MODIFY`). ctypes is loaded on first use only: a program that imports reports and
-never installs them does not pay for it.
+Reports use it twice: the helper thread sleeps until faulthandler writes to the raw dump file
+(:data:`IN_MODIFY`), and :func:`heartline.service.reports.wait_for_report` sleeps until a report
+arrives in its directory (:data:`IN_MOVED_TO`, :data:`IN_CLOSE_WRITE`). ctypes is loaded on
+first use only: a program that imports reports and never installs them does not pay for it.
 """
 
 from __future__ import annotations
@@ -17,6 +18,12 @@ if TYPE_CHECKING:
 
 #: A watched file was written to.
 IN_MODIFY = 0x2
+#: A file written in a watched directory was closed.
+IN_CLOSE_WRITE = 0x8
+#: A file was renamed into a watched directory (how reports arrive: written, then renamed).
+IN_MOVED_TO = 0x80
+#: A file or directory was created in a watched directory.
+IN_CREATE = 0x100
 
 _libc: list[CDLL] = []  # the C library, once loaded
 

@@ -1,24 +1,27 @@
 """Reports on disk: where they go, how they are named, written, rotated, listed and awaited.
 
 Part of :mod:`heartline.service.reports`, which re-exports :func:`default_directory`,
-:class:`StoredReport`, :func:`list_reports` (also as ``list``) and :func:`latest`. Names sort
-by time, then pid: ``report-20261121T152233.123456Z-4242.txt`` and ``.json``.
+:class:`StoredReport`, :func:`list_reports` (also as ``list``), :func:`latest` and
+:func:`wait_for_report`. Names sort by time, then pid:
+``report-20261121T152233.123456Z-4242.txt`` and ``.json``.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import sys
 import time
 
 from heartline._util import atomic_write
+from heartline.service import _inotify
 from heartline.service._report_render import render_json, render_text
 
 #: Not typing.TYPE_CHECKING: importing typing would add ~10 ms to every user's start-up.
 TYPE_CHECKING = False
 if TYPE_CHECKING:
-    from collections.abc import Mapping
+    from collections.abc import Collection, Mapping
 
 _REPORT_NAME = re.compile(r"^report-(\d{8}T\d{6}\.\d{6}Z)-(\d+)\.txt$")
 
@@ -151,3 +154,74 @@ def _rotate(directory: str, keep: int) -> None:
                     os.unlink(path)
                 except FileNotFoundError:
                     continue
+
+
+#: Seconds between two looks at a directory that inotify cannot watch (see wait_for_report).
+_UNWATCHED_STEP = 0.02
+
+
+async def wait_for_report(
+    directory: str | os.PathLike[str],
+    *,
+    known: Collection[str],
+    timeout: float,
+    with_json: bool = False,
+) -> StoredReport | None:
+    """The newest report in ``directory`` whose text is not among ``known`` (paths, as
+    :attr:`StoredReport.path` gives them), once one is there; None when none came within
+    ``timeout`` seconds. With ``with_json``, only a newest report whose JSON is there counts.
+
+    For code on an asyncio event loop: the loop goes on serving while this waits.
+    """
+    import asyncio
+    import contextlib
+
+    path = os.fspath(directory)
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    # Woken by inotify through the loop's own selector (loop.add_reader), not by a blocking
+    # wait in a thread: the loop waits on descriptors already, and a thread would come from
+    # the loop's default executor, a small shared pool, and sit in it for the whole timeout.
+    fd = _inotify.open_inotify()
+    woken = asyncio.Event()
+    if fd is not None:
+        loop.add_reader(fd, woken.set)
+    try:
+        while True:
+            # Watched before each look, so that a report renamed in after the look wakes us.
+            watched = fd is not None and _watch_directory(fd, path)
+            new = [r for r in list_reports(path) if r.path not in known]
+            if new and (not with_json or new[0].json_path is not None):
+                return new[0]
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            if not watched:
+                # No inotify instance or watch to be had (a per-user limit is spent): look
+                # again shortly rather than miss a report that came.
+                left = min(left, _UNWATCHED_STEP)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(left):
+                    await woken.wait()
+            woken.clear()
+            if fd is not None:
+                _inotify.drain(fd)
+    finally:
+        if fd is not None:
+            loop.remove_reader(fd)
+            os.close(fd)
+
+
+def _watch_directory(fd: int, path: str) -> bool:
+    """Watch ``path`` for files renamed into it (how reports arrive) or written in place (how a
+    writer other than ours may make them); while it is missing (a program makes it again at its
+    next report), watch its deepest existing parent for what is created there, which wakes the
+    waiter to look one level down. False when nothing could be watched."""
+    head = os.path.abspath(path)
+    mask = _inotify.IN_MOVED_TO | _inotify.IN_CLOSE_WRITE
+    while (error := _inotify.add_watch(fd, head, mask)) == errno.ENOENT:
+        parent = os.path.dirname(head)
+        if parent == head:
+            return False
+        head, mask = parent, _inotify.IN_CREATE | _inotify.IN_MOVED_TO
+    return error == 0

@@ -40,7 +40,8 @@ restarted program finds its earlier reports). Names sort by time, then pid:
 ``report-20261121T152233.123456Z-4242.txt`` and ``.json``; each is written to a temporary file
 and renamed, mode 0600 (directories we create: 0700). The newest ``keep`` reports stay, older
 ones are deleted. :func:`list` (also :func:`list_reports`) and :func:`latest` read them back,
-from any process.
+from any process, and :func:`wait_for_report` waits for the next one on an asyncio loop (the
+daemon does, for ``heartline report``).
 
 **Limits.** The application's signal handlers are its own: :func:`install` refuses a signal
 that already has a handler (other than the default or "ignore") unless ``force=True``, and
@@ -58,7 +59,7 @@ files for changes, and with more than 32 threads only the main thread's children
 
 **Where the code is.** This module is the public face; collection and the registries of
 providers and loops are in ``_report_collect``, the secret rules in ``_report_redact``, text
-and JSON in ``_report_render``, files (naming, rotation, listing) in
+and JSON in ``_report_render``, files (naming, rotation, listing, waiting for a new one) in
 ``_report_store``, and the helper thread a signal wakes in ``_report_signal`` (inotify itself in
 ``_inotify``). :func:`install` and :func:`uninstall` stay here: they own the process-wide state
 (the signal handlers, faulthandler, the one installation per process).
@@ -85,6 +86,7 @@ from heartline.service._report_store import (
     latest,
     list_reports,
     make_directory,
+    wait_for_report,
 )
 
 # Defined in a private module and imported from this one: repr(), help() and pickles say so.
@@ -117,6 +119,7 @@ __all__ = [
     "register_loop",
     "uninstall",
     "unregister",
+    "wait_for_report",
 ]
 
 

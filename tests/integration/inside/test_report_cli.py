@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 
 import pytest
 from tests.integration.conftest import HEARTLINE, py, wait_until
@@ -51,6 +52,52 @@ def test_report_refused_for_a_program_without_reports(make_daemon):
     assert res.returncode != 0 and "does not handle SIGUSR2" in res.stderr
     assert res.stderr.count("\n") == 1
     assert d.program("plain")["pid"] == pid
+
+
+#: Handles the report signal, but writes its reports to a directory of its own choosing: the
+#: daemon, which looks in the program's report directory, never sees one.
+ELSEWHERE = py("""
+import time
+from heartline.service import reports
+reports.install(directory="elsewhere")
+open("armed", "w").close()
+while True:
+    time.sleep(1)
+""")
+
+
+def test_a_report_that_never_comes_ends_at_the_timeout_and_the_daemon_serves_meanwhile(
+    make_daemon,
+):
+    """When no report lands in the program's report directory, `report -t 3` fails with one
+    line after the 3 s, not before; while it waits, the daemon answers other requests."""
+    d = make_daemon(f"""
+        [programs.app]
+        command = {ELSEWHERE}
+        cwd = "."
+    """)
+    wait_until((d.root / "armed").exists, 15, "reports installed")
+    started = time.monotonic()
+    waiting = subprocess.Popen(
+        [*HEARTLINE, "-c", str(d.config), "report", "app", "-t", "3"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=d.env,
+    )
+    try:
+        wait_until(lambda: list((d.root / "elsewhere").glob("report-*.txt")), 10, "the report")
+        assert d.program("app")["state"] == "running"
+        answered_while_waiting = waiting.poll() is None
+        _, err = waiting.communicate(timeout=30)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+            waiting.wait()
+    assert answered_while_waiting
+    assert time.monotonic() - started >= 3
+    assert waiting.returncode == 1
+    assert err == "heartline: no report from app within 3s\n"
 
 
 #: A program that catches SIGUSR2 for its own purpose (as nginx and unicorn do) and writes down

@@ -9,7 +9,8 @@ import os
 import signal
 import stat
 import threading
-from collections.abc import Iterator
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -699,3 +700,99 @@ def test_greenlets_are_listed_only_when_a_green_library_is_imported(
     assert [[f["function"] for f in g["stack"]] for g in greenlets] == [["green_task_body"]]
     assert "== Greenlets (1 suspended) ==" in reports.generate()
     assert parked.gr_frame is not None
+
+
+# --- waiting for a new report -------------------------------------------------------------------
+
+
+def wait_while(
+    directory: Path,
+    known: set[str],
+    then: Callable[[], None],
+    *,
+    timeout: float = 20.0,
+    with_json: bool = False,
+) -> tuple[reports.StoredReport | None, float, int]:
+    """Run wait_for_report() on a fresh loop, call ``then`` once it is waiting; give what it
+    returned, the seconds it took and how often a 10 ms ticker on the same loop ran meanwhile."""
+    ticks = 0
+
+    async def ticker() -> None:
+        nonlocal ticks
+        while True:
+            await asyncio.sleep(0.01)
+            ticks += 1
+
+    async def main() -> tuple[reports.StoredReport | None, float, int]:
+        tick = asyncio.create_task(ticker())
+        started = time.monotonic()
+        waiting = asyncio.create_task(
+            reports.wait_for_report(directory, known=known, timeout=timeout, with_json=with_json)
+        )
+        await asyncio.sleep(0)  # the waiter has looked once and sleeps on its watch
+        then()
+        found = await waiting
+        elapsed = time.monotonic() - started
+        tick.cancel()
+        return found, elapsed, ticks
+
+    return asyncio.run(main())
+
+
+def test_wait_for_report_gives_the_report_the_signal_writes(tmp_path: Path) -> None:
+    """A report written while wait_for_report() waits is given back at once (not at the
+    deadline), text and JSON; the reports that were there before are not."""
+    reports.install(directory=tmp_path)
+    old = send_and_wait(tmp_path, 0)
+    found, elapsed, _ = wait_while(
+        tmp_path, {old.path}, lambda: os.kill(os.getpid(), signal.SIGUSR2), with_json=True
+    )
+    assert found is not None and found.path != old.path
+    assert found.json_path is not None and "report on SIGUSR2" in found.read_text()
+    assert elapsed < 10
+
+
+def test_wait_for_report_gives_up_at_its_deadline_and_leaves_the_loop_running(
+    tmp_path: Path,
+) -> None:
+    """With no new report, wait_for_report() gives None once the timeout has passed, not
+    before; an old report does not count, and the loop runs other tasks all the while."""
+    (tmp_path / "report-20261121T152233.000001Z-9.txt").write_text("old")
+    known = {r.path for r in reports.list(tmp_path)}
+    found, elapsed, ticks = wait_while(tmp_path, known, lambda: None, timeout=0.5)
+    assert found is None
+    assert elapsed >= 0.5
+    assert ticks >= 10
+
+
+def test_wait_for_report_with_json_waits_for_the_json(tmp_path: Path) -> None:
+    """with_json: a text report alone is not taken; it is once its JSON is there too, even
+    when a writer makes the files in place rather than by rename."""
+    name = "report-20261121T152233.000001Z-9"
+
+    async def main() -> reports.StoredReport | None:
+        waiting = asyncio.create_task(
+            reports.wait_for_report(tmp_path, known=set(), timeout=20, with_json=True)
+        )
+        await asyncio.sleep(0)  # the waiter has looked once and sleeps on its watch
+        (tmp_path / f"{name}.txt").write_text("text")
+        await asyncio.sleep(0.2)  # time enough to see the text, which it must not take
+        assert not waiting.done()
+        (tmp_path / f"{name}.json").write_text("{}")
+        return await asyncio.wait_for(waiting, 10)
+
+    found = asyncio.run(main())
+    assert found is not None and found.json_path == str(tmp_path / f"{name}.json")
+
+
+def test_wait_for_report_follows_a_directory_made_while_it_waits(tmp_path: Path) -> None:
+    """A directory that does not exist yet is waited for: once it is made, with parents, and
+    a report lands in it, the report is given back."""
+    directory = tmp_path / "a" / "b"
+    found, elapsed, _ = wait_while(
+        directory,
+        set(),
+        lambda: (reports.install(directory=directory), os.kill(os.getpid(), signal.SIGUSR2)),
+    )
+    assert found is not None and Path(found.path).parent == directory
+    assert elapsed < 10

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from tests.helpers import wait_until as wait_for
 
-from heartline.service import backdoor
+from heartline.service import _backdoor_paths, _backdoor_session, backdoor
 from heartline.service.backdoor import BackdoorInUse, UnsafePath
 
 IS_ROOT = os.getuid() == 0
@@ -67,12 +67,12 @@ def test_private_dir_is_created_0700_with_its_missing_parents(short_dir: Path) -
     target = short_dir / "heartline" / "backdoor"
     old = os.umask(0)
     try:
-        backdoor.ensure_private_dir(str(target))
+        _backdoor_paths.ensure_private_dir(str(target))
     finally:
         os.umask(old)
     assert mode(short_dir / "heartline") == 0o700
     assert mode(target) == 0o700
-    backdoor.ensure_private_dir(str(target))  # existing and safe: accepted again
+    _backdoor_paths.ensure_private_dir(str(target))  # existing and safe: accepted again
 
 
 @pytest.mark.parametrize("bits", [0o750, 0o705, 0o711, 0o777])
@@ -82,7 +82,7 @@ def test_an_existing_directory_open_to_others_is_refused(short_dir: Path, bits: 
     target.mkdir()
     target.chmod(bits)
     with pytest.raises(UnsafePath, match="open to group or other"):
-        backdoor.ensure_private_dir(str(target))
+        _backdoor_paths.ensure_private_dir(str(target))
     assert mode(target) == bits
 
 
@@ -93,7 +93,7 @@ def test_a_directory_owned_by_someone_else_is_refused(short_dir: Path) -> None:
     target.mkdir(mode=0o700)
     os.chown(target, 65534, 65534)
     with pytest.raises(UnsafePath, match="belongs to uid 65534"):
-        backdoor.ensure_private_dir(str(target))
+        _backdoor_paths.ensure_private_dir(str(target))
 
 
 def test_a_symlink_in_place_of_the_directory_is_refused(short_dir: Path) -> None:
@@ -102,7 +102,7 @@ def test_a_symlink_in_place_of_the_directory_is_refused(short_dir: Path) -> None
     real.mkdir(mode=0o700)
     (short_dir / "backdoor").symlink_to(real)
     with pytest.raises(UnsafePath, match="not a directory"):
-        backdoor.ensure_private_dir(str(short_dir / "backdoor"))
+        _backdoor_paths.ensure_private_dir(str(short_dir / "backdoor"))
 
 
 def test_a_socket_dir_writable_by_others_is_refused(short_dir: Path) -> None:
@@ -125,7 +125,7 @@ def test_default_path_lives_under_the_runtime_dir(
     assert path.endswith(f"-{os.getpid()}.sock")
     monkeypatch.delenv("XDG_RUNTIME_DIR")
     expected = "/run/heartline/backdoor" if IS_ROOT else f"/tmp/heartline-{os.getuid()}/backdoor"
-    assert backdoor.default_dir() == expected
+    assert _backdoor_paths.default_dir() == expected
 
 
 def test_install_without_path_makes_the_private_dir(
@@ -219,13 +219,13 @@ def test_the_same_path_twice_in_one_process_is_refused(short_dir: Path) -> None:
 )
 def test_completeness_of_commands(source: str, incomplete: bool) -> None:
     """A block needs a blank line to end, open brackets need more, top-level await compiles."""
-    assert backdoor._incomplete(source) is incomplete
+    assert _backdoor_session._incomplete(source) is incomplete
 
 
 def test_invalid_source_is_a_syntax_error() -> None:
     """Source that can never compile raises SyntaxError instead of waiting for more."""
     with pytest.raises(SyntaxError):
-        backdoor._incomplete("1 +* 2")
+        _backdoor_session._incomplete("1 +* 2")
 
 
 def test_a_session_evaluates_and_keeps_its_output_to_itself(

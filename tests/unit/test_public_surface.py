@@ -100,6 +100,40 @@ def test_every_error_is_in_the_tree() -> None:
         assert cls.__doc__, f"{name} has no docstring"
 
 
+def service_exceptions() -> list[type[BaseException]]:
+    """Every exception class the modules of heartline.service define, the private ones too."""
+    import heartline.service
+
+    found: dict[int, type[BaseException]] = {}
+    for info in pkgutil.iter_modules(heartline.service.__path__, "heartline.service."):
+        for obj in vars(importlib.import_module(info.name)).values():
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, BaseException)
+                and obj.__module__.startswith("heartline.service")
+            ):
+                found[id(obj)] = obj
+    return sorted(found.values(), key=lambda cls: cls.__qualname__)
+
+
+def test_service_errors_are_in_the_tree_with_exit_codes_of_their_own() -> None:
+    """Every exception class of heartline.service (private modules included) derives from
+    HeartlineError, and an exit code it carries besides 1 (failed) and 2 (you did it) is not
+    the code heartline.errors gives an error of another meaning (one it does not derive
+    from): the CLI's exit code says which error ended it."""
+    tree = [getattr(heartline.errors, name) for name in heartline.errors.__all__]
+    found = service_exceptions()
+    assert {"ReportsError", "SignalInUse", "BackdoorError", "BackdoorInUse", "UnsafePath",
+            "WatchdogTimeout"} <= {cls.__qualname__ for cls in found}  # fmt: skip
+    for cls in found:
+        assert issubclass(cls, heartline.errors.HeartlineError), cls.__qualname__
+        code = cls.exit_code  # type: ignore[attr-defined]
+        if code in (1, 2):
+            continue
+        clash = [e.__name__ for e in tree if e.exit_code == code and not issubclass(cls, e)]
+        assert clash == [], f"{cls.__qualname__} exits {code}, as {clash} do"
+
+
 def test_error_exit_codes() -> None:
     """The CLI's exit codes per error class are stable."""
     e = heartline.errors

@@ -32,7 +32,8 @@ class UnsafePath(BackdoorError):
 class BackdoorInUse(BackdoorError):
     """Something already answers on the socket path."""
 
-    exit_code = 6
+    # Not 6, which says that a daemon already runs (DaemonAlreadyRunning).
+    exit_code = 9
 
 
 def default_dir() -> str:

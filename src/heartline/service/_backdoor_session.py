@@ -18,6 +18,7 @@ import sys
 import threading
 import traceback
 
+from heartline.errors import HeartlineError
 from heartline.service._backdoor_paths import log, prog_name
 
 #: Not typing.TYPE_CHECKING: importing typing would add ~10 ms to every user's start-up.
@@ -43,8 +44,9 @@ _TOP_LEVEL_AWAIT: int = ast.PyCF_ALLOW_TOP_LEVEL_AWAIT
 _INCOMPLETE_FLAGS = 0x4000 | 0x200  # PyCF_ALLOW_INCOMPLETE_INPUT | PyCF_DONT_IMPLY_DEDENT
 
 
-class _EndSession(Exception):
-    pass
+class _EndSession(HeartlineError):
+    """exit() at the prompt: ends the session, not the program. A function defined at the
+    prompt that calls exit() raises it in the program's own thread too, as a HeartlineError."""
 
 
 class _Quit:

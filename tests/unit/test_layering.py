@@ -4,11 +4,16 @@ Every module under src/heartline is parsed with ``ast``; each ``heartline.*`` im
 relative ones and those under ``if TYPE_CHECKING:``) is mapped to the top-level part it reaches,
 and checked against the table below. A package missing from the table fails the test, so a new
 package has to take its place in the layering on purpose.
+
+heartline.service runs inside users' programs and is held tighter: every import of its modules,
+static or by name, is the standard library, the package itself or one of the faces
+heartline.errors and heartline._util (never a private module behind them).
 """
 
 from __future__ import annotations
 
 import ast
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -193,3 +198,114 @@ def test_the_checker_catches_violations(tmp_path: Path, path: str, source: str, 
     (root / path).write_text(source + "\n")
     problems = [v for e in edges(root) if (v := violation(e)) is not None]
     assert (problems == []) is ok, problems
+
+
+# --- heartline.service: the standard library, heartline.errors and heartline._util only -----
+
+#: What heartline.service may import of ours besides itself: the two faces, not their insides.
+SERVICE_MAY_IMPORT = {"heartline.errors", "heartline._util"}
+#: Not the standard library, used when installed and looked up by name (``import_module``).
+SERVICE_OPTIONAL = {"psutil"}
+
+
+def all_imports(source: str, module: str, is_package: bool) -> list[tuple[int, str, bool]]:
+    """(line, absolute module name, dynamic?) for every import in ``source``: statements at
+    any depth (in functions, under ``if TYPE_CHECKING:``) and ``importlib.import_module`` or
+    ``__import__`` calls with a literal name."""
+    package = module if is_package else module.rpartition(".")[0]
+    found: list[tuple[int, str, bool]] = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, ast.Import):
+            found += [(node.lineno, a.name, False) for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            if node.level:
+                base = package.split(".")
+                base = base[: len(base) - (node.level - 1)]
+                target = ".".join(base + ([node.module] if node.module else []))
+            else:
+                target = node.module or ""
+            if target == "heartline" or (node.level and not node.module):
+                # `from heartline import errors`, `from . import _stacks`: modules by name.
+                found += [(node.lineno, f"{target}.{a.name}", False) for a in node.names]
+            else:
+                found.append((node.lineno, target, False))
+        elif (
+            isinstance(node, ast.Call)
+            and (
+                (isinstance(node.func, ast.Attribute) and node.func.attr == "import_module")
+                or (isinstance(node.func, ast.Name) and node.func.id == "__import__")
+            )
+            and node.args
+            and isinstance(node.args[0], ast.Constant)
+            and isinstance(node.args[0].value, str)
+        ):
+            found.append((node.lineno, node.args[0].value, True))
+    return found
+
+
+def service_violation(imported: str, dynamic: bool) -> str | None:
+    top = imported.split(".", maxsplit=1)[0]
+    if top == "heartline":
+        if imported in SERVICE_MAY_IMPORT or imported.split(".")[:2] == ["heartline", "service"]:
+            return None
+        return f"heartline.service may import of heartline only {sorted(SERVICE_MAY_IMPORT)}"
+    if top in sys.stdlib_module_names or top == "__future__":
+        return None
+    if dynamic and top in SERVICE_OPTIONAL:
+        return None
+    return "heartline.service imports only the standard library (psutil if installed)"
+
+
+def service_violations(root: Path) -> list[str]:
+    bad = []
+    for path in sorted((root / "service").rglob("*.py")):
+        module, is_package = module_name(path, root)
+        source = path.read_text(encoding="utf-8")
+        for line, imported, dynamic in all_imports(source, module, is_package):
+            why = service_violation(imported, dynamic)
+            if why is not None:
+                bad.append(f"{path.relative_to(root)}:{line}: imports {imported}: {why}")
+    return bad
+
+
+def test_service_imports_only_the_standard_library_errors_and_util() -> None:
+    """Every module of heartline.service imports, statically or by name, nothing but the
+    standard library, the package itself, and the faces heartline.errors and heartline._util
+    (psutil only by name, when installed): it runs inside users' programs."""
+    assert len(list((ROOT / "service").rglob("*.py"))) > 5  # the scan sees the package
+    assert service_violations(ROOT) == []
+
+
+@pytest.mark.parametrize(
+    ("source", "ok"),
+    [
+        ("import json, os.path", True),
+        ("from heartline.errors import HeartlineError", True),
+        ("from heartline._util import atomic_write", True),
+        ("from heartline import errors, _util", True),
+        ("from heartline.service._stacks import format_report", True),
+        ("from . import _stacks", True),
+        ("from ._stacks import format_report", True),
+        ("import importlib\npsutil = importlib.import_module('psutil')", True),
+        ("reports = importlib.import_module('heartline.service.reports')", True),
+        ("from heartline._util._atomic import atomic_write", False),
+        ("from heartline.config import ProgramSpec", False),
+        ("from heartline import __version__", False),
+        ("import heartline.lock", False),
+        ("from .. import supervise", False),
+        ("def f():\n    from heartline.supervise import spawn", False),
+        ("if TYPE_CHECKING:\n    from heartline.api import Client", False),
+        ("importlib.import_module('heartline.config')", False),
+        ("__import__('heartline.daemon')", False),
+        ("import psutil", False),
+        ("import yaml", False),
+    ],
+)
+def test_the_service_check_catches_violations(tmp_path: Path, source: str, ok: bool) -> None:
+    """The service scan flags every import that is not the standard library, the package
+    itself, heartline.errors or heartline._util (so the service test can fail)."""
+    root = tmp_path / "heartline"
+    (root / "service").mkdir(parents=True)
+    (root / "service" / "__init__.py").write_text("")
+    (root / "service" / "_x.py").write_text(source + "\n")
+    assert (service_violations(root) == []) is ok, service_violations(root)

@@ -79,6 +79,15 @@ def subpackages(root: Path) -> set[str]:
     return {p.name for p in root.iterdir() if (p / "__init__.py").exists()}
 
 
+def from_target(node: ast.ImportFrom, package: str) -> str:
+    """The absolute module a ``from ... import`` statement in ``package`` imports from."""
+    if not node.level:
+        return node.module or ""
+    base = package.split(".")
+    base = base[: len(base) - (node.level - 1)]
+    return ".".join(base + ([node.module] if node.module else []))
+
+
 def imports_of(
     source: str, module: str, is_package: bool, packages: set[str]
 ) -> list[tuple[int, str]]:
@@ -91,12 +100,7 @@ def imports_of(
                 (node.lineno, a.name) for a in node.names if a.name.split(".")[0] == "heartline"
             ]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = from_target(node, package)
             if target.split(".")[0] != "heartline":
                 continue
             if target == "heartline":
@@ -218,12 +222,7 @@ def all_imports(source: str, module: str, is_package: bool) -> list[tuple[int, s
         if isinstance(node, ast.Import):
             found += [(node.lineno, a.name, False) for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            if node.level:
-                base = package.split(".")
-                base = base[: len(base) - (node.level - 1)]
-                target = ".".join(base + ([node.module] if node.module else []))
-            else:
-                target = node.module or ""
+            target = from_target(node, package)
             if target == "heartline" or (node.level and not node.module):
                 # `from heartline import errors`, `from . import _stacks`: modules by name.
                 found += [(node.lineno, f"{target}.{a.name}", False) for a in node.names]

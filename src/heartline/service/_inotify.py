@@ -9,6 +9,7 @@ first use only: a program that imports reports and never installs them does not 
 
 from __future__ import annotations
 
+import errno
 import os
 
 #: Not typing.TYPE_CHECKING: importing typing would add ~10 ms to every user's start-up.
@@ -68,6 +69,22 @@ def watch_file(path: str) -> int | None:
         os.close(fd)
         return None
     return fd
+
+
+def watch_directory(fd: int, path: str) -> bool:
+    """Watch ``path`` on ``fd`` for files renamed into it (how reports arrive) or written in
+    place (how a writer other than ours may make them). While it is missing (a program makes it
+    again at its next report), watch its deepest existing parent for what is created there
+    instead: call this again after each wake-up, to follow the directory down as it appears.
+    False when nothing could be watched."""
+    head = os.path.abspath(path)
+    mask = IN_MOVED_TO | IN_CLOSE_WRITE
+    while (error := add_watch(fd, head, mask)) == errno.ENOENT:
+        parent = os.path.dirname(head)
+        if parent == head:
+            return False
+        head, mask = parent, IN_CREATE | IN_MOVED_TO
+    return error == 0
 
 
 def drain(fd: int, *, stop: bytes = b"") -> bool:

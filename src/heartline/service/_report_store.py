@@ -8,14 +8,12 @@ Part of :mod:`heartline.service.reports`, which re-exports :func:`default_direct
 
 from __future__ import annotations
 
-import errno
 import os
 import re
 import sys
 import time
 
 from heartline._util import atomic_write
-from heartline.service import _inotify
 from heartline.service._report_render import render_json, render_text
 
 #: Not typing.TYPE_CHECKING: importing typing would add ~10 ms to every user's start-up.
@@ -176,6 +174,8 @@ async def wait_for_report(
     import asyncio
     import contextlib
 
+    from heartline.service import _inotify
+
     path = os.fspath(directory)
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
@@ -189,7 +189,7 @@ async def wait_for_report(
     try:
         while True:
             # Watched before each look, so that a report renamed in after the look wakes us.
-            watched = fd is not None and _watch_directory(fd, path)
+            watched = fd is not None and _inotify.watch_directory(fd, path)
             new = [r for r in list_reports(path) if r.path not in known]
             if new and (not with_json or new[0].json_path is not None):
                 return new[0]
@@ -210,18 +210,3 @@ async def wait_for_report(
         if fd is not None:
             loop.remove_reader(fd)
             os.close(fd)
-
-
-def _watch_directory(fd: int, path: str) -> bool:
-    """Watch ``path`` for files renamed into it (how reports arrive) or written in place (how a
-    writer other than ours may make them); while it is missing (a program makes it again at its
-    next report), watch its deepest existing parent for what is created there, which wakes the
-    waiter to look one level down. False when nothing could be watched."""
-    head = os.path.abspath(path)
-    mask = _inotify.IN_MOVED_TO | _inotify.IN_CLOSE_WRITE
-    while (error := _inotify.add_watch(fd, head, mask)) == errno.ENOENT:
-        parent = os.path.dirname(head)
-        if parent == head:
-            return False
-        head, mask = parent, _inotify.IN_CREATE | _inotify.IN_MOVED_TO
-    return error == 0

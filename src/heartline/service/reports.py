@@ -79,7 +79,6 @@ from heartline.errors import HeartlineError
 from heartline.service._report_collect import collect, register, register_loop, unregister
 from heartline.service._report_redact import REDACTED, redact
 from heartline.service._report_render import render_json, render_text
-from heartline.service._report_signal import Installation
 from heartline.service._report_store import (
     StoredReport,
     default_directory,
@@ -99,6 +98,7 @@ if TYPE_CHECKING:
     from typing import Literal
 
     from heartline.service._report_collect import Provider
+    from heartline.service._report_signal import Installation
 
     Format = Literal["text", "json"]
 
@@ -193,6 +193,10 @@ def install(
         path = os.path.abspath(
             os.fspath(directory) if directory is not None else default_directory()
         )
+        # The helper thread and its wake-ups are loaded here, not at import: a program that
+        # imports reports without installing them does not pay for them.
+        from heartline.service._report_signal import Installation
+
         make_directory(path)
         state = Installation(signum, previous, path, keep)
         try:

@@ -1,4 +1,5 @@
-"""The daemon's HTTP+JSON API: its OpenAPI document and a small synchronous client."""
+"""The daemon's HTTP+JSON API: its messages, its OpenAPI document and a small synchronous
+client."""
 
 from __future__ import annotations
 
@@ -7,16 +8,55 @@ from typing import TYPE_CHECKING, Any
 from heartline.api._client import Client, default_socket_path
 
 if TYPE_CHECKING:
+    from heartline.api._messages import (
+        EXIT_REASONS,
+        DaemonInfo,
+        ErrorReply,
+        ExitReason,
+        ExitRecord,
+        Figures,
+        Health,
+        ProgramState,
+        ProgramStatus,
+        StateFileError,
+        StatusReply,
+        StopReason,
+        StopResult,
+        WatchdogInfo,
+    )
     from heartline.api._spec import openapi_bytes, openapi_spec
 
-__all__ = ["Client", "default_socket_path", "openapi_bytes", "openapi_spec"]
+__all__ = [
+    "EXIT_REASONS",
+    "Client",
+    "DaemonInfo",
+    "ErrorReply",
+    "ExitReason",
+    "ExitRecord",
+    "Figures",
+    "Health",
+    "ProgramState",
+    "ProgramStatus",
+    "StateFileError",
+    "StatusReply",
+    "StopReason",
+    "StopResult",
+    "WatchdogInfo",
+    "default_socket_path",
+    "openapi_bytes",
+    "openapi_spec",
+]
+
+_LAZY = {"openapi_bytes": "_spec", "openapi_spec": "_spec"}
 
 
 def __getattr__(name: str) -> Any:
-    # The spec loader pulls in importlib.resources; only the daemon and tests need it, so a
-    # cold `heartline status` does not pay for it.
-    if name in ("openapi_bytes", "openapi_spec"):
-        from heartline.api import _spec
+    # The spec loader pulls in importlib.resources and the message types cost a few classes;
+    # only the daemon, the supervisor and tests need them, so a cold `heartline status` does
+    # not pay for them.
+    if name in __all__:
+        import importlib
 
-        return getattr(_spec, name)
+        module = importlib.import_module(f"heartline.api.{_LAZY.get(name, '_messages')}")
+        return getattr(module, name)
     raise AttributeError(name)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import os
 import socket
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
 
 from heartline.errors import (
@@ -19,6 +19,9 @@ from heartline.errors import (
     ProtocolError,
     UnknownProgram,
 )
+
+if TYPE_CHECKING:
+    from heartline.api._messages import ProgramStatus, StatusReply, StopResult
 
 MAX_RESPONSE = 64 * 1024 * 1024
 
@@ -113,6 +116,31 @@ class Client:
                 self.close()
                 return
             yield chunk
+
+    # --- typed calls (the messages are in api/_messages) --------------------------------
+    def status(self, names: Iterable[str] = (), *, resources: bool = False) -> StatusReply:
+        """The daemon and its programs (``names``: only these)."""
+        query: dict[str, Any] = {"name": list(names)} if names else {}
+        if resources:
+            query["resources"] = "true"
+        reply: StatusReply = self.get("/v1/status", **query)
+        return reply
+
+    def start(self, names: Iterable[str]) -> list[ProgramStatus]:
+        progs: list[ProgramStatus] = self.post("/v1/start", {"names": list(names)})["programs"]
+        return progs
+
+    def stop(self, names: Iterable[str]) -> list[StopResult]:
+        results: list[StopResult] = self.post("/v1/stop", {"names": list(names)})["results"]
+        return results
+
+    def restart(self, names: Iterable[str]) -> list[ProgramStatus]:
+        progs: list[ProgramStatus] = self.post("/v1/restart", {"names": list(names)})["programs"]
+        return progs
+
+    def shutdown(self) -> None:
+        """Ask the daemon to stop every program and exit (it answers first)."""
+        self.post("/v1/shutdown", {})
 
     def get(self, path: str, **query: Any) -> Any:
         return self.request("GET", self.url(path, **query))

@@ -197,12 +197,12 @@ def cmd_down(args: argparse.Namespace) -> int:
     import select
 
     with _client(args) as c:
-        pid = c.get("/v1/status")["daemon"]["pid"]
+        pid = c.status()["daemon"]["pid"]
         try:
             pidfd = os.pidfd_open(pid)
         except OSError:
             pidfd = -1
-        c.post("/v1/shutdown", {})
+        c.shutdown()
     if pidfd >= 0:
         readable, _, _ = select.select([pidfd], [], [], args.timeout)
         os.close(pidfd)
@@ -218,11 +218,9 @@ def cmd_down(args: argparse.Namespace) -> int:
 def cmd_status(args: argparse.Namespace) -> None:
     from heartline.cli._render import status_table, to_json
 
-    query: dict[str, Any] = {"name": list(args.names)} if args.names else {}
-    if args.json:
-        query["resources"] = "true"  # the figures `top` shows, for scripts
     with _client(args) as c:
-        doc = c.get("/v1/status", **query)
+        # --json carries the figures `top` shows, for scripts.
+        doc = c.status(args.names, resources=args.json)
     _echo(to_json(doc) if args.json else status_table(doc["programs"]))
 
 
@@ -333,7 +331,7 @@ def cmd_attach(args: argparse.Namespace) -> int:
     target = args.target
     try:
         with _client(args) as c:
-            progs = c.get("/v1/status", name=[target])["programs"]
+            progs = c.status([target])["programs"]
     except (UnknownProgram, DaemonNotRunning):
         if not target.isdigit():
             raise
@@ -368,8 +366,11 @@ def _control(args: argparse.Namespace, action: str) -> None:
     if not args.names:
         raise UsageError(f"name the programs to {action} (or `all`)")
     with _client(args) as c:
-        doc = c.post(f"/v1/{action}", {"names": list(args.names)})
-    _echo(control_lines(action, doc))
+        if action == "stop":
+            _echo(control_lines(stopped=c.stop(args.names)))
+        else:
+            started = c.start(args.names) if action == "start" else c.restart(args.names)
+            _echo(control_lines(started=started))
 
 
 def cmd_signal(args: argparse.Namespace) -> None:

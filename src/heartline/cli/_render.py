@@ -3,37 +3,42 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from heartline._util import format_duration
+
+if TYPE_CHECKING:
+    from heartline.api import ProgramStatus, StopResult
 
 
 def to_json(doc: Any) -> str:
     return json.dumps(doc, indent=2) + "\n"
 
 
-def _row(p: dict[str, Any]) -> list[str]:
+def _row(p: ProgramStatus) -> list[str]:
     exit_ = p.get("last_exit")
-    info = p.get("detail") or (exit_["text"] if exit_ else "")
+    exit_text = exit_["text"] if exit_ else ""
+    info = p.get("detail") or exit_text
+    uptime = p.get("uptime")
     return [
         p["name"],
         p["state"],
         _pids(p),
-        format_duration(p["uptime"]) if p.get("uptime") is not None else "-",
+        format_duration(uptime) if uptime is not None else "-",
         str(p["restarts"]),
-        (exit_["text"] if exit_ else "-"),
-        info if info != (exit_ or {}).get("text") else "",
+        exit_text or "-",
+        info if info != exit_text else "",
     ]
 
 
-def _pids(p: dict[str, Any]) -> str:
+def _pids(p: ProgramStatus) -> str:
     """The main pid, and how many of the program's processes run outside its group."""
     others = p.get("others") or []
     main = str(p["pid"]) if p.get("pid") else "-"
     return f"{main} +{len(others)}" if others else main
 
 
-def status_table(programs: list[dict[str, Any]]) -> str:
+def status_table(programs: list[ProgramStatus]) -> str:
     if not programs:
         return "no programs configured\n"
     header = ["NAME", "STATE", "PID", "UPTIME", "RESTARTS", "LAST EXIT", "INFO"]
@@ -116,17 +121,18 @@ def _tree_order(procs: list[dict[str, Any]]) -> list[tuple[int, dict[str, Any]]]
     return out
 
 
-def control_lines(action: str, doc: dict[str, Any]) -> str:
+def control_lines(
+    *, stopped: list[StopResult] | None = None, started: list[ProgramStatus] | None = None
+) -> str:
+    """What `stop` did to each program, or where `start`/`restart` left each."""
     out = []
-    if action == "stop":
-        for r in doc["results"]:
-            how = "killed with SIGKILL after the grace period" if r["killed"] else "stopped"
-            out.append(f"{r['name']}: {how}")
-    else:
-        for p in doc["programs"]:
-            pid = f" (pid {p['pid']})" if p.get("pid") else ""
-            detail = f": {p['detail']}" if p.get("detail") else ""
-            out.append(f"{p['name']}: {p['state']}{pid}{detail}")
+    for r in stopped or []:
+        how = "killed with SIGKILL after the grace period" if r["killed"] else "stopped"
+        out.append(f"{r['name']}: {how}")
+    for p in started or []:
+        pid = f" (pid {p['pid']})" if p.get("pid") else ""
+        detail = f": {p['detail']}" if p.get("detail") else ""
+        out.append(f"{p['name']}: {p['state']}{pid}{detail}")
     return "\n".join(out) + "\n"
 
 

@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from heartline import __version__
-from heartline.api import openapi_bytes
+from heartline.api import Figures, StatusReply, openapi_bytes
 from heartline.config import load_config
 from heartline.config._loader import parse_signal
 from heartline.daemon._http import Request, Response
@@ -178,29 +178,27 @@ class Api:
             groups, _window = await self._resources(min_window=0)
             for prog in progs:
                 pid = prog["pid"]
-                prog["resources"] = (
-                    {k: v for k, v in groups[pid].items() if k != "processes"}
-                    if pid in groups
-                    else None
-                )
-        return Response.json(
-            {
-                "daemon": {
-                    "pid": os.getpid(),
-                    "version": __version__,
-                    "config": self.daemon.config_path,
-                    "started": self.started,
-                    "uptime": round(time.time() - self.started, 3),
-                    "state_file": self.sup.state_error,
-                    "notify": {
-                        "socket": self.sup.notify.address,
-                        "received": self.sup.notify.received,
-                        "dropped": self.sup.notify.dropped,
-                    },
+                figures: Figures | None = None
+                if pid is not None and pid in groups:
+                    figures = {k: v for k, v in groups[pid].items() if k != "processes"}  # type: ignore[assignment]
+                prog["resources"] = figures
+        reply: StatusReply = {
+            "daemon": {
+                "pid": os.getpid(),
+                "version": __version__,
+                "config": self.daemon.config_path,
+                "started": self.started,
+                "uptime": round(time.time() - self.started, 3),
+                "state_file": self.sup.state_error,
+                "notify": {
+                    "socket": self.sup.notify.address,
+                    "received": self.sup.notify.received,
+                    "dropped": self.sup.notify.dropped,
                 },
-                "programs": progs,
-            }
-        )
+            },
+            "programs": progs,
+        }
+        return Response.json(reply)
 
     async def start(self, body: Any) -> Response:
         return Response.json({"programs": await self.sup.start(_names(body))})

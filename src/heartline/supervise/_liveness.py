@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
+from heartline.api import Health, StopReason
 from heartline.config import ProgramSpec
 from heartline.supervise._checks import run_check
 from heartline.supervise._host import Host
@@ -30,7 +30,7 @@ class LivenessMixin:
     last_beat: float
     notify_status: str
     unheard: str
-    health: dict[str, Any] | None
+    health: Health | None
     _timer: asyncio.Handle | None
     _wd_period: float
     _wd_timer: asyncio.TimerHandle | None
@@ -50,7 +50,7 @@ class LivenessMixin:
     def _became_ready(self) -> None:
         raise NotImplementedError
 
-    def _terminate(self, reason: str, detail: str) -> None:
+    def _terminate(self, reason: StopReason, detail: str) -> None:
         raise NotImplementedError
 
     # --- heartbeats (systemd's notify protocol) ----------------------------------------------

@@ -12,22 +12,25 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
+from heartline.api import EXIT_REASONS, ExitReason, ExitRecord
 from heartline.config import ProgramSpec
 
 
 @dataclass(frozen=True)
 class ExitInfo:
-    """How a run ended.
+    """How a run ended; ``reason`` is one of the closed set :data:`~heartline.api.ExitReason`
+    (``exit`` with ``code``, ``signal`` with ``signal``, ``spawn-failed`` with the reason in
+    ``detail``, ``unknown`` for an adopted process, or the daemon's own ``watchdog``,
+    ``check``, ``start-timeout``)."""
 
-    ``reason`` is one of: ``exit`` (``code`` set), ``signal`` (``signal`` set), ``spawn-failed``
-    (exec never happened; ``detail`` says why), ``unknown`` (the process was adopted after a
-    daemon restart, so its status could not be collected).
-    """
-
-    reason: str
+    reason: ExitReason
     code: int | None = None
     signal: int | None = None
     detail: str = ""
+
+    def __post_init__(self) -> None:
+        if self.reason not in EXIT_REASONS:
+            raise ValueError(f"{self.reason!r} is not an exit reason ({', '.join(EXIT_REASONS)})")
 
     def describe(self) -> str:
         if self.reason == "exit":
@@ -40,7 +43,7 @@ class ExitInfo:
             return f"killed by {name}"
         return f"{self.reason}: {self.detail}" if self.detail else self.reason
 
-    def to_json(self) -> dict[str, object]:
+    def to_json(self) -> ExitRecord:
         return {
             "reason": self.reason,
             "code": self.code,

@@ -19,9 +19,9 @@ import logging
 import os
 import signal
 from collections.abc import Callable
-from typing import Any
 
 from heartline._util import format_duration
+from heartline.api import Health, ProgramStatus, StopReason, StopResult
 from heartline.config import ProgramSpec
 from heartline.supervise._host import Host
 from heartline.supervise._launch import Process
@@ -71,7 +71,7 @@ class Program(LivenessMixin):
         #: Set when an adopted program's NOTIFY_SOCKET is not an address this daemon holds.
         self.unheard = ""
         self.notify_status = ""
-        self.health: dict[str, Any] | None = None
+        self.health: Health | None = None
         self.last_beat = 0.0
         self.output = Output(self.loop)
         #: Processes of the program outside its main process (see _others).
@@ -79,12 +79,12 @@ class Program(LivenessMixin):
         self._timer: asyncio.Handle | None = None
         self._deadline: float | None = None
         self._kill_timer: asyncio.TimerHandle | None = None
-        self._stop_waiters: list[asyncio.Future[dict[str, Any]]] = []
+        self._stop_waiters: list[asyncio.Future[StopResult]] = []
         self._after_stop: Callable[[], None] | None = None
         self._killed = False
         self._restart_pending = False
         #: Why the daemon is stopping the program for a restart ("watchdog", "check", ...).
-        self._kill_reason: tuple[str, str] | None = None
+        self._kill_reason: tuple[StopReason, str] | None = None
         self._wd_period = 0.0
         self._wd_timer: asyncio.TimerHandle | None = None
         self._wd_at = 0.0
@@ -162,7 +162,7 @@ class Program(LivenessMixin):
             self._ticks_of = self.pid
         return self._ticks
 
-    def snapshot(self) -> dict[str, Any]:
+    def snapshot(self) -> ProgramStatus:
         now = self.loop.time()
         detail = self.detail
         if self._deadline is not None and self.state in (State.BACKOFF, State.FATAL):
@@ -327,7 +327,7 @@ class Program(LivenessMixin):
         self.host.dependency_moved()
 
     # --- restart for a reason (watchdog, check, start timeout) -------------------------------
-    def _terminate(self, reason: str, detail: str) -> None:
+    def _terminate(self, reason: StopReason, detail: str) -> None:
         """Stop a live program so that the restart policy takes over, recording why.
 
         A hung program is first asked for a report (``report_signal``, default SIGUSR2) and
@@ -480,7 +480,7 @@ class Program(LivenessMixin):
             self._kill_timer = self.loop.call_later(self.spec.stop_timeout, self._kill)
 
     def _main_gone(
-        self, info: ExitInfo, uptime: float, reason: tuple[str, str] | None, stopping: bool
+        self, info: ExitInfo, uptime: float, reason: tuple[StopReason, str] | None, stopping: bool
     ) -> None:
         """Everything of the run is gone: record the exit and let the policy or the stop go on."""
         if self._kill_timer is not None:
@@ -500,7 +500,7 @@ class Program(LivenessMixin):
         if stopping:
             self.last_exit = info
             self.last_stop_killed = self._killed
-            record = {
+            record: StopResult = {
                 "name": self.spec.name,
                 "stopped": True,
                 "killed": self._killed,
@@ -567,14 +567,14 @@ class Program(LivenessMixin):
         self.try_spawn()
 
     # --- stop -----------------------------------------------------------------------------
-    async def stop(self) -> dict[str, Any]:
+    async def stop(self) -> StopResult:
         """Stop the program: stop signal to its group, SIGKILL after ``stop_timeout``."""
         self._after_stop = None
         self._kill_reason = None  # an operator's stop wins over a restart in progress
         if self.intent != "restart":
             self.intent = "stop"
         if self.state is State.STOPPING:
-            fut: asyncio.Future[dict[str, Any]] = self.loop.create_future()
+            fut: asyncio.Future[StopResult] = self.loop.create_future()
             self._stop_waiters.append(fut)
             return await fut
         if self.proc is None:

@@ -12,6 +12,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from heartline._util import SYSTEM_CLOCK, Clock, atomic_write, format_duration
+from heartline.api import ProgramStatus, StateFileError, StopResult
 from heartline.config import Config, ProgramSpec
 from heartline.errors import UnknownProgram
 from heartline.supervise import _statefile
@@ -91,7 +92,7 @@ class Supervisor:
         self._save_timer: asyncio.TimerHandle | None = None
         self._save_delay = _SAVE_RETRY[0]
         #: Why the state file could not be written (None while it can), and since when.
-        self.state_error: dict[str, Any] | None = None
+        self.state_error: StateFileError | None = None
         self.base_env = {k: v for k, v in os.environ.items() if k not in _PRIVATE_ENV}
         #: Live programs by main pid (the notify socket attributes datagrams with it).
         self.by_pid: dict[int, Program] = {}
@@ -164,7 +165,7 @@ class Supervisor:
             return [self.programs[next(iter(wanted))]]
         return [p for name, p in self.programs.items() if name in wanted]
 
-    def snapshot(self, names: Iterable[str] = ()) -> list[dict[str, Any]]:
+    def snapshot(self, names: Iterable[str] = ()) -> list[ProgramStatus]:
         names = list(names)
         progs = self.resolve(names) if names else list(self.programs.values())
         return [p.snapshot() for p in progs]
@@ -273,7 +274,7 @@ class Supervisor:
     # --- operations -----------------------------------------------------------------------
     async def start(
         self, names: Iterable[str] = ("all",), *, autostart_only: bool = False
-    ) -> list[dict[str, Any]]:
+    ) -> list[ProgramStatus]:
         progs = self._start_order(self.resolve(names))
         batch: list[Program] = []
         for p in progs:
@@ -306,10 +307,10 @@ class Supervisor:
         for p, r in zip(batch, results, strict=True):
             p.spawned(r, now)
 
-    async def stop(self, names: Iterable[str] = ("all",)) -> list[dict[str, Any]]:
+    async def stop(self, names: Iterable[str] = ("all",)) -> list[StopResult]:
         """Stop programs, dependents before what they depend on; wait for every exit."""
         progs = self.resolve(names)
-        results: dict[str, dict[str, Any]] = {}
+        results: dict[str, StopResult] = {}
         layers: dict[int, list[Program]] = {}
         for p in progs:
             layers.setdefault(self._depth.get(p.spec.group, 0), []).append(p)
@@ -319,7 +320,7 @@ class Supervisor:
                 results[r["name"]] = r
         return [results[p.spec.name] for p in progs]
 
-    async def restart(self, names: Iterable[str]) -> list[dict[str, Any]]:
+    async def restart(self, names: Iterable[str]) -> list[ProgramStatus]:
         names = list(names)
         for p in self.resolve(names):
             # Recorded in the state file while the stop is under way: a daemon that dies now
@@ -364,7 +365,7 @@ class Supervisor:
         self._save_soon()
         return {"added": added, "removed": removed, "changed": changed}
 
-    async def shutdown(self) -> list[dict[str, Any]]:
+    async def shutdown(self) -> list[StopResult]:
         result = await self.stop(["all"]) if self.programs else []
         await self.escapes.stop_strays()
         for p in self.programs.values():

@@ -74,7 +74,9 @@ async def _http(spec: CheckSpec) -> tuple[bool, str]:
             data = await reader.read(MAX_BODY)
             while len(data) < MAX_BODY and (more := await reader.read(MAX_BODY - len(data))):
                 data += more
-            _head, _, body = data.partition(b"\r\n\r\n")
+            head, _, body = data.partition(b"\r\n\r\n")
+            if _chunked(head):
+                body = _dechunk(body)
             if spec.body.encode() not in body:
                 return False, f"HTTP {status}, body lacks {spec.body!r}"
         return True, f"HTTP {status}"
@@ -82,6 +84,31 @@ async def _http(spec: CheckSpec) -> tuple[bool, str]:
         writer.close()
         with contextlib.suppress(OSError, ssl.SSLError):
             await writer.wait_closed()
+
+
+def _chunked(head: bytes) -> bool:
+    """Whether the response headers say the body is in chunks (Transfer-Encoding: chunked)."""
+    for line in head.split(b"\r\n"):
+        name, sep, value = line.partition(b":")
+        if sep and name.strip().lower() == b"transfer-encoding":
+            return b"chunked" in value.lower()
+    return False
+
+
+def _dechunk(raw: bytes) -> bytes:
+    """The payload of a chunked body, as much as arrived (a match may span chunks)."""
+    out: list[bytes] = []
+    while raw:
+        size_line, sep, rest = raw.partition(b"\r\n")
+        try:
+            size = int(size_line.split(b";")[0].strip() or b"x", 16)
+        except ValueError:
+            break
+        if not sep or size == 0:
+            break
+        out.append(rest[:size])
+        raw = rest[size + 2 :]
+    return b"".join(out)
 
 
 async def _exec(argv: tuple[str, ...], env: dict[str, str]) -> tuple[bool, str]:

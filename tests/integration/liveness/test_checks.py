@@ -24,6 +24,15 @@ class H(http.server.BaseHTTPRequestHandler):
         if mode == "hang":
             time.sleep(3600)
         status = 500 if mode == "500" else 200
+        if mode == "chunked":
+            # "all good", split across two chunks: a match must read through the framing.
+            self.protocol_version = "HTTP/1.1"
+            self.send_response(200)
+            self.send_header("Transfer-Encoding", "chunked")
+            self.send_header("Connection", "close")
+            self.end_headers()
+            self.wfile.write(b"5\\r\\nall g\\r\\n3\\r\\nood\\r\\n0\\r\\n\\r\\n")
+            return
         body = b"all good" if mode == "ok" else b"something else"
         self.send_response(status)
         self.send_header("Content-Length", str(len(body)))
@@ -183,3 +192,17 @@ def test_tcp_check_that_hangs_fails_at_its_timeout(make_daemon):
         for c in fillers:
             c.close()
         listener.close()
+
+
+def test_http_body_match_reads_through_chunks(make_daemon, tmp_path):
+    """A chunked answer whose expected text spans two chunks passes the body check."""
+    port = free_port()
+    mode = tmp_path / "mode"
+    mode.write_text("chunked")
+    d = make_daemon(f"""
+        [programs.web]
+        command = {HTTP_APP[:-1]}, "{mode}", "{port}"]
+        check = {{ url = "http://127.0.0.1:{port}/health", body = "good", interval = "100ms", timeout = "1s", failures = 1000 }}
+    """)
+    h = wait_until(_checked(d, "web", ok=True), 10, "a passing chunked check")
+    assert h["last"] == "HTTP 200"

@@ -24,7 +24,7 @@ from heartline.lock._backend import (
     check_ttl,
     parse_url,
 )
-from heartline.lock._secret import UnsafeFile, read_private
+from heartline.lock._secret import read_private
 
 T = TypeVar("T")
 
@@ -43,7 +43,7 @@ def read_token_file(path: str, *, source: str = "--token-file") -> str:
         raise UsageError(f"{where}: {e.strerror}") from None
     except UnicodeDecodeError:
         raise UsageError(f"{where}: not text; put the token on its first line") from None
-    except UnsafeFile as e:
+    except UnsafeTokenFile as e:
         raise UnsafeTokenFile(f"{where}: {e}") from None
     if not words:
         raise UsageError(f"{where}: empty; put the token on its first line")

@@ -64,17 +64,15 @@ _CONNECT_TIMEOUT = 3.0
 _RECONNECT_FOR = 10.0
 
 
-class _NoSSL(Exception):
-    """Stands in for ssl's exceptions while ssl is not imported (no TLS in use)."""
-
-
-def _ssl_errors() -> tuple[type[Exception], type[Exception]]:
+def _is_ssl_error(e: BaseException, *, want_read: bool = False) -> bool:
+    """``e`` is one of ssl's errors (its SSLWantReadError with ``want_read``); without
+    importing ssl, which a connection without TLS never needs."""
     import sys
 
     mod = sys.modules.get("ssl")
     if mod is None:
-        return _NoSSL, _NoSSL
-    return mod.SSLError, mod.SSLWantReadError
+        return False
+    return isinstance(e, mod.SSLWantReadError if want_read else mod.SSLError)
 
 
 class _Slot:
@@ -91,8 +89,11 @@ class _Slot:
         return self.done
 
 
-class _Gone(Exception):
-    """The connection dropped under a request."""
+class _Gone(LockServerUnreachable):
+    """The connection dropped under a request (the callers catch it and reconnect)."""
+
+    def __init__(self) -> None:
+        super().__init__("the connection to lockd dropped")
 
 
 class LockdBackend:
@@ -178,7 +179,7 @@ class LockdBackend:
             answer = _loads(line)
         except OSError as e:
             sock.close()
-            if self._ssl is not None and isinstance(e, _ssl_errors()[0]):
+            if self._ssl is not None and _is_ssl_error(e):
                 raise LockServerUnreachable(
                     f"TLS with {self._where()} failed: {getattr(e, 'reason', None) or e}; check "
                     "--ca-file and the server's certificate"
@@ -426,7 +427,7 @@ class LockdBackend:
             try:
                 chunk = sock.recv(65536)
             except OSError as e:
-                if self._ssl is not None and isinstance(e, _ssl_errors()[1]):
+                if self._ssl is not None and _is_ssl_error(e, want_read=True):
                     continue
                 return str(e)
             if not chunk:

@@ -24,6 +24,8 @@ import json
 import math
 from typing import Any
 
+from heartline.errors import LockError
+
 VERSION = 1
 #: The longest frame either side accepts, newline excluded.
 MAX_FRAME = 64 * 1024
@@ -31,7 +33,7 @@ MAX_NAME = 256
 MAX_TEXT = 256
 
 
-class ProtocolViolation(Exception):
+class ProtocolViolation(LockError):
     """A frame that breaks the protocol; the connection is closed after the error is sent."""
 
 

@@ -11,9 +11,7 @@ import errno
 import os
 import stat
 
-
-class UnsafeFile(Exception):
-    """The file is open to other users; the message says how, and the command that fixes it."""
+from heartline.errors import UnsafeTokenFile
 
 
 def _name(uid: int) -> str:
@@ -32,12 +30,13 @@ def _quote(path: str) -> str:
 
 
 def check_private(path: str, st: os.stat_result) -> None:
-    """Raise :class:`UnsafeFile` unless ``st`` (of ``path``) is private to us or root."""
+    """Raise :class:`~heartline.errors.UnsafeTokenFile` (saying how the file is open to
+    others, and the command that fixes it) unless ``st`` (of ``path``) is private to us or root."""
     me = os.geteuid()
     if st.st_uid not in (me, 0):
         quoted = _quote(path)
         us = f"this user ({_name(me)})" + ("" if me == 0 else " or root")
-        raise UnsafeFile(
+        raise UnsafeTokenFile(
             f"owned by {_name(st.st_uid)} (uid {st.st_uid}), not by {us}, so its owner could "
             f"change the token; use a token file of your own (`chown {_name(me)} {quoted}` as "
             "root, then `chmod 600`)"
@@ -47,14 +46,15 @@ def check_private(path: str, st: os.stat_result) -> None:
         rights = [what for bits, what in ((0o044, "read"), (0o022, "change")) if mode & bits]
         grants = " and ".join(rights) or "use"
         quoted = _quote(path)
-        raise UnsafeFile(
+        raise UnsafeTokenFile(
             f"mode {mode:04o} lets other users {grants} it; make it private: `chmod 600 {quoted}`"
         )
 
 
 def read_private(path: str) -> str:
     """The text of the token file ``path``, checked on the very file read (no swap between
-    the check and the read). Raises OSError, UnicodeDecodeError or :class:`UnsafeFile`."""
+    the check and the read). Raises OSError, UnicodeDecodeError or
+    :class:`~heartline.errors.UnsafeTokenFile`."""
     fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC | os.O_NOCTTY)
     try:
         st = os.fstat(fd)
@@ -67,3 +67,6 @@ def read_private(path: str) -> str:
     finally:
         os.close(fd)
     return b"".join(chunks).decode()
+
+
+__all__ = ["check_private", "read_private"]

@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from heartline.errors import UsageError
+from heartline.errors import UnsafeTokenFile, UsageError
 from heartline.lock import _protocol as proto
-from heartline.lock._secret import UnsafeFile, read_private
+from heartline.lock._secret import read_private
 from heartline.lock._store import Store
 from heartline.lock._table import Grant, LimitMismatch, Promoted, Table, Waiter, Who
 
@@ -58,7 +58,7 @@ def read_tokens(path: str) -> dict[str, bool]:
         raise UsageError(f"--token-file {path}: {e.strerror}") from None
     except UnicodeDecodeError:
         raise UsageError(f"--token-file {path}: not text; write one token per line") from None
-    except UnsafeFile as e:
+    except UnsafeTokenFile as e:
         raise UsageError(f"--token-file {path}: {e}") from None
     for n, raw in enumerate(lines, 1):
         words = raw.split("#", 1)[0].split()

@@ -11,11 +11,16 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
+from heartline.errors import LockError
 
-class LimitMismatch(Exception):
+
+class LimitMismatch(LockError):
+    """A request for a lock in use asks for another number of holders (you did it)."""
+
     def __init__(self, name: str, have: int, asked: int) -> None:
         super().__init__(
-            f"lock {name!r} is in use with limit {have}; this request asked for limit {asked}"
+            f"lock {name!r} is in use with limit {have}; this request asked for limit {asked}",
+            name=name,
         )
 
 

@@ -467,7 +467,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 # --- locks ---------------------------------------------------------------------------------
 def cmd_lock(args: argparse.Namespace) -> int:
-    from heartline.lock._backend import check_limit, check_name, check_ttl
+    from heartline.lock import check_limit, check_name, check_ttl, check_wait
 
     command = list(getattr(args, "command", []))
     check_name(args.name)
@@ -497,9 +497,9 @@ def cmd_lock(args: argparse.Namespace) -> int:
         args.name,
         command,
         url=args.server,
-        wait=wait,
         limit=check_limit(args.limit),
         ttl=check_ttl(_seconds("--ttl", args.ttl)),
+        wait=check_wait(wait),
         token_file=args.token_file,
         ca_file=args.ca_file,
     )

@@ -3,8 +3,24 @@
 from heartline.errors import LockError, LockLost, LockReleased, LockTimeout
 from heartline.lock._backend import ClientInfo, Holder, Lease, LockBackend, LockInfo
 from heartline.lock._lock import Lock, open_backend
+from heartline.lock._params import (
+    DEFAULT_TTL,
+    DEFAULT_URL,
+    MAX_TTL,
+    MIN_TTL,
+    check_limit,
+    check_name,
+    check_request,
+    check_ttl,
+    check_wait,
+    parse_url,
+)
 
 __all__ = [
+    "DEFAULT_TTL",
+    "DEFAULT_URL",
+    "MAX_TTL",
+    "MIN_TTL",
     "ClientInfo",
     "Holder",
     "Lease",
@@ -15,5 +31,11 @@ __all__ = [
     "LockLost",
     "LockReleased",
     "LockTimeout",
+    "check_limit",
+    "check_name",
+    "check_request",
+    "check_ttl",
+    "check_wait",
     "open_backend",
+    "parse_url",
 ]

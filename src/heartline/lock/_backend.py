@@ -14,14 +14,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
-from heartline.errors import LockError, LockLost, UsageError
-
-DEFAULT_URL = "heartline://127.0.0.1:7717"
-DEFAULT_TTL = 10.0
-#: The longest lease a server grants; a longer ``ttl`` is refused.
-MAX_TTL = 3600.0
-MIN_TTL = 0.2
-
+from heartline.errors import LockError, LockLost
 
 #: A thread that wakes this much later than it asked to was not running meanwhile: its process
 #: was frozen (SIGSTOP) or its machine paused. Far beyond any scheduling delay.
@@ -154,7 +147,8 @@ class Lease:
 
 class LockBackend(Protocol):
     """A lock service. Every method may raise :class:`heartline.errors.LockError` subclasses:
-    ``LockTimeout`` (not granted in time), ``LockServerUnreachable``, ``LockAuthError``."""
+    ``LockTimeout`` (not granted in time), ``LockServerUnreachable``, ``LockAuthError``, and
+    :class:`heartline.errors.UsageError` for a request the lock parameters refuse."""
 
     def acquire(
         self, name: str, *, limit: int, ttl: float, wait: float | None, client: ClientInfo
@@ -180,84 +174,11 @@ class LockBackend(Protocol):
         ...
 
 
-class LockURL(NamedTuple):
-    scheme: str  # "heartline", "heartlines" (TLS), "etcd" or "etcds"
-    endpoints: tuple[tuple[str, int], ...]
-
-    @property
-    def tls(self) -> bool:
-        return self.scheme in ("heartlines", "etcds")
-
-
-_DEFAULT_PORTS = {"heartline": 7717, "heartlines": 7717, "etcd": 2379, "etcds": 2379}
-
-
-def parse_url(url: str) -> LockURL:
-    """``heartline://host:port``, ``heartlines://`` (TLS), ``etcd://h1:p1,h2:p2``, ``etcds://``."""
-    scheme, sep, rest = url.partition("://")
-    if not sep or scheme not in _DEFAULT_PORTS:
-        raise UsageError(
-            f"lock server URL {url!r}: write heartline://HOST:PORT, heartlines://HOST:PORT "
-            "(TLS) or etcd://HOST:PORT[,HOST:PORT...]"
-        )
-    rest = rest.rstrip("/")
-    if not rest or any(c in rest for c in "/?#@"):
-        raise UsageError(f"lock server URL {url!r}: expected only HOST:PORT after {scheme}://")
-    endpoints = []
-    for part in rest.split(","):
-        if part.startswith("["):  # [v6 address]:port
-            host, sep, tail = part[1:].partition("]")
-            if not sep or (tail and not tail.startswith(":")):
-                raise UsageError(f"lock server URL {url!r}: {part!r}: write [ADDRESS]:PORT")
-            port_text = tail[1:]
-        else:
-            host, _, port_text = part.partition(":")
-        if not host or any(c.isspace() for c in host):
-            raise UsageError(f"lock server URL {url!r}: {part!r} has no host")
-        port = _DEFAULT_PORTS[scheme]
-        if port_text or part.endswith(":"):
-            if not (port_text.isascii() and port_text.isdigit() and 0 < int(port_text) < 65536):
-                raise UsageError(f"lock server URL {url!r}: {part!r}: the port must be a "
-                                 "number from 1 to 65535")  # fmt: skip
-            port = int(port_text)
-        endpoints.append((host, port))
-    if scheme.startswith("heartline") and len(endpoints) != 1:
-        raise UsageError(f"lock server URL {url!r}: lockd takes one HOST:PORT")
-    return LockURL(scheme, tuple(endpoints))
-
-
-def check_name(name: str) -> str:
-    if not name or not name.isprintable() or len(name.encode()) > 256:
-        raise UsageError(
-            f"lock name {name!r}: use 1 to 256 bytes of printable text (letters, digits, /-_.)"
-        )
-    return name
-
-
-def check_ttl(ttl: float) -> float:
-    if not (MIN_TTL <= ttl <= MAX_TTL):
-        raise UsageError(f"lock ttl {ttl:g}s: choose between {MIN_TTL:g}s and {MAX_TTL:g}s")
-    return ttl
-
-
-def check_limit(limit: int) -> int:
-    if not (1 <= limit <= 1_000_000):
-        raise UsageError(f"lock limit {limit}: choose a number of holders from 1 to 1000000")
-    return limit
-
-
 __all__ = [
-    "DEFAULT_TTL",
-    "DEFAULT_URL",
     "ClientInfo",
     "Holder",
     "Lease",
     "LockBackend",
     "LockError",
     "LockInfo",
-    "LockURL",
-    "check_limit",
-    "check_name",
-    "check_ttl",
-    "parse_url",
 ]

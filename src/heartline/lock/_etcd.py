@@ -46,16 +46,8 @@ from heartline.errors import (
     LockTimeout,
     UsageError,
 )
-from heartline.lock._backend import (
-    ClientInfo,
-    Holder,
-    Lease,
-    LockInfo,
-    check_limit,
-    check_name,
-    check_ttl,
-    frozen_for,
-)
+from heartline.lock._backend import ClientInfo, Holder, Lease, LockInfo, frozen_for
+from heartline.lock._params import check_name, check_request
 
 log = logging.getLogger(__name__)
 
@@ -661,9 +653,7 @@ class EtcdBackend:
     def acquire(
         self, name: str, *, limit: int, ttl: float, wait: float | None, client: ClientInfo
     ) -> Lease:
-        check_name(name)
-        check_limit(limit)
-        check_ttl(ttl)
+        check_request(name, limit=limit, ttl=ttl, wait=wait)
         deadline = None if wait is None else time.monotonic() + max(0.0, wait)
         value = json.dumps(
             {

@@ -13,15 +13,14 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 from heartline.errors import LockError, LockLost, LockReleased, UnsafeTokenFile, UsageError
-from heartline.lock._backend import (
+from heartline.lock._backend import ClientInfo, Lease, LockBackend
+from heartline.lock._params import (
     DEFAULT_TTL,
     DEFAULT_URL,
-    ClientInfo,
-    Lease,
-    LockBackend,
     check_limit,
     check_name,
     check_ttl,
+    check_wait,
     parse_url,
 )
 from heartline.lock._secret import read_private
@@ -135,9 +134,7 @@ class Lock:
         self.name = check_name(name)
         self.ttl = check_ttl(float(ttl))
         self.limit = check_limit(int(limit))
-        if wait is not None and not wait >= 0:  # (also refuses NaN)
-            raise UsageError(f"lock wait {wait:g}s: use None (for ever), 0 (try) or seconds")
-        self.wait = wait
+        self.wait = check_wait(wait)
         self.url = url
         self._token_file = token_file
         self._ca_file = ca_file

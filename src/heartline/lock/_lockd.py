@@ -36,6 +36,7 @@ from heartline.errors import (
 )
 from heartline.lock import _protocol as proto
 from heartline.lock._backend import ClientInfo, Holder, Lease, LockInfo, frozen_for
+from heartline.lock._params import check_request
 
 _log_hooks: list[Callable[[], None]] = []
 _log_hooks_lock = threading.Lock()
@@ -524,6 +525,7 @@ class LockdBackend:
     def acquire(
         self, name: str, *, limit: int, ttl: float, wait: float | None, client: ClientInfo
     ) -> Lease:
+        check_request(name, limit=limit, ttl=ttl, wait=wait)
         deadline = None if wait is None else time.monotonic() + wait
         give_up = time.monotonic() + _RECONNECT_FOR
         first = True

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from heartline.errors import UnsafeTokenFile, UsageError
 from heartline.lock import _protocol as proto
-from heartline.lock._backend import check_limit, check_name, check_ttl, parse_url
+from heartline.lock import check_limit, check_name, check_ttl, parse_url
 from heartline.lock._lock import open_backend, read_token_file
 from heartline.lock._server import parse_listen, read_tokens
 

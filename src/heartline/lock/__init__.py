@@ -1,7 +1,8 @@
 """Cluster locks: :class:`Lock`, the lockd server and client, and the etcd backend."""
 
 from heartline.errors import LockError, LockLost, LockReleased, LockTimeout
-from heartline.lock._backend import ClientInfo, Holder, Lease, LockBackend, LockInfo
+from heartline.lock._backend import ClientInfo, Holder, LockBackend, LockInfo
+from heartline.lock._lease import Lease, LeaseState
 from heartline.lock._lock import Lock, open_backend
 from heartline.lock._params import (
     DEFAULT_TTL,
@@ -24,6 +25,7 @@ __all__ = [
     "ClientInfo",
     "Holder",
     "Lease",
+    "LeaseState",
     "Lock",
     "LockBackend",
     "LockError",

@@ -1,4 +1,4 @@
-"""What every lock backend provides, and the lease a grant comes with.
+"""What every lock backend provides, and what it reports about locks.
 
 A backend is synchronous and thread-safe: :class:`heartline.Lock` calls it from the caller's
 thread (or from a worker thread for ``async with``), and the backend keeps each lease alive from
@@ -9,24 +9,10 @@ from __future__ import annotations
 
 import os
 import socket
-import threading
-import time
-from collections.abc import Callable
 from typing import NamedTuple, Protocol
 
-from heartline.errors import LockError, LockLost
-
-#: A thread that wakes this much later than it asked to was not running meanwhile: its process
-#: was frozen (SIGSTOP) or its machine paused. Far beyond any scheduling delay.
-STALL = 0.25
-
-
-def frozen_for(late: float) -> str | None:
-    """What to say of a lease that ran out while the thread keeping it woke ``late`` seconds
-    after it meant to (its wake-up was due before the lease's end); None if it was on time."""
-    if late < STALL:
-        return None
-    return f"the lease ran out while this process was frozen (for at least {late:.1f}s)"
+from heartline.errors import LockError
+from heartline.lock._lease import Lease
 
 
 # NamedTuples rather than dataclasses: importing dataclasses costs a cold `heartline lock`
@@ -67,88 +53,16 @@ class LockInfo(NamedTuple):
                 "waiters": [w._asdict() for w in self.waiters]}  # fmt: skip
 
 
-class Lease:
-    """One grant: its fencing token, and whether it is still ours.
-
-    ``valid_until`` is a ``time.monotonic()`` deadline that the backend moves forward each time
-    the server confirms a renewal. It is computed from the moment the renewal was *sent*, so it
-    always ends before the server's own deadline (which starts when the request arrived). Past
-    it, nothing proves the server still counts us as the holder, so the lease is lost even if
-    no message said so (a frozen or partitioned holder learns it this way).
-    """
-
-    def __init__(
-        self, name: str, token: int, *, limit: int, ttl: float, valid_until: float
-    ) -> None:
-        self.name = name
-        self.token = token
-        self.limit = limit
-        self.ttl = ttl
-        self.valid_until = valid_until
-        self.released = False
-        self._lost: LockLost | None = None
-        self._mutex = threading.Lock()
-        self._callbacks: list[Callable[[LockLost], None]] = []
-        self._renew_callbacks: list[Callable[[], None]] = []
-
-    @property
-    def lost(self) -> bool:
-        return self._lost is not None or (
-            not self.released and time.monotonic() >= self.valid_until
-        )
-
-    @property
-    def lost_error(self) -> LockLost | None:
-        if self._lost is None and self.lost:
-            return LockLost(
-                f"lock {self.name!r}: the lease (token {self.token}) ran out before it was renewed",
-                name=self.name,
-            )
-        return self._lost
-
-    def renewed(self, sent_at: float) -> None:
-        """The server confirmed a renewal that was sent at ``sent_at`` (monotonic)."""
-        with self._mutex:
-            if self._lost is not None or sent_at + self.ttl <= self.valid_until:
-                return
-            self.valid_until = sent_at + self.ttl
-            callbacks = list(self._renew_callbacks)
-        for cb in callbacks:
-            cb()
-
-    def on_renewed(self, callback: Callable[[], None]) -> None:
-        """Call ``callback`` (from a backend thread) each time ``valid_until`` moves on."""
-        with self._mutex:
-            self._renew_callbacks.append(callback)
-
-    def mark_lost(self, reason: str) -> None:
-        """The backend knows the lease is gone; tell every subscriber once."""
-        with self._mutex:
-            if self._lost is not None or self.released:
-                return
-            self._lost = LockLost(f"lock {self.name!r} lost (token {self.token}): {reason}",
-                                  name=self.name)  # fmt: skip
-            callbacks = list(self._callbacks)
-        for cb in callbacks:
-            cb(self._lost)
-
-    def on_lost(self, callback: Callable[[LockLost], None]) -> None:
-        """Call ``callback`` (from a backend thread) when the lease is known to be lost."""
-        with self._mutex:
-            if self._lost is None:
-                self._callbacks.append(callback)
-                return
-            lost = self._lost
-        callback(lost)
-
-    def __repr__(self) -> str:
-        return f"<Lease {self.name!r} token={self.token} lost={self.lost}>"
-
-
 class LockBackend(Protocol):
     """A lock service. Every method may raise :class:`heartline.errors.LockError` subclasses:
     ``LockTimeout`` (not granted in time), ``LockServerUnreachable``, ``LockAuthError``, and
-    :class:`heartline.errors.UsageError` for a request the lock parameters refuse."""
+    :class:`heartline.errors.UsageError` for a request the lock parameters refuse.
+
+    The backend keeps each :class:`Lease` it grants: it reports renewals
+    (:meth:`Lease.renewed`) and losses (:meth:`Lease.mark_lost`), and its lease thread calls
+    :meth:`Lease.poll` at :meth:`Lease.next_change`, so the lease's listeners hear of the
+    changes time alone makes (SUSPECT, then LOST) when they happen.
+    """
 
     def acquire(
         self, name: str, *, limit: int, ttl: float, wait: float | None, client: ClientInfo
@@ -167,6 +81,18 @@ class LockBackend(Protocol):
 
     def break_lock(self, name: str) -> int:
         """Drop every holder of ``name`` (admin only); returns how many were dropped."""
+        ...
+
+    def session_connection(self) -> socket.socket | None:
+        """The connection whose closing ends this backend's session on the server, or None
+        when no connection does (etcd: its leases run out on their own).
+
+        lockd counts a session alive while its connection is open and lets every grant of it
+        go when the last copy of that connection closes. So a process may hand a copy of its
+        descriptor to another (the `heartline lock` runner gives one to its guard): the
+        grants then outlive this process until that copy is closed, and no longer. The object
+        changes when the backend reconnects (a resumed session); compare it with ``is``.
+        """
         ...
 
     def close(self) -> None:

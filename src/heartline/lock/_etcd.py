@@ -18,9 +18,10 @@ then reconnects (bounded back-off, across the endpoints), reads the queue again 
 again, so it never stops watching silently.
 
 Keeping alive. One thread per backend renews every lease it owns (waiters' and holders') every
-``ttl / 3``, retrying quickly while etcd is unreachable. Each confirmed renewal moves the
-lease's deadline to the moment the renewal was *sent* plus ``ttl``. etcd only counts whole
-seconds, so the etcd lease is ``ceil(ttl)``: never shorter than what the holder believes.
+``ttl / 3``, retrying quickly while etcd is unreachable, and tells each held lease what time
+does to it (SUSPECT, then LOST at its proven end). Each confirmed renewal moves the lease's
+deadline to the moment the renewal was *sent* plus ``ttl``. etcd only counts whole seconds, so
+the etcd lease is ``ceil(ttl)``: never shorter than what the holder believes.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ from heartline.errors import (
     LockTimeout,
     UsageError,
 )
-from heartline.lock._backend import ClientInfo, Holder, Lease, LockInfo, frozen_for
+from heartline.lock._backend import ClientInfo, Holder, LockInfo
+from heartline.lock._lease import Lease, frozen_for
 from heartline.lock._params import check_name, check_request
 
 log = logging.getLogger(__name__)
@@ -439,11 +441,18 @@ class EtcdBackend:
                         return
                     now = time.monotonic()
                     due = [e for e in self._entries.values() if e.next_due <= now]
-                    if due:
+                    changes = [(t, lease) for lease in self._held
+                               if (t := lease.next_change()) is not None]  # fmt: skip
+                    changed = [lease for t, lease in changes if t <= now]
+                    if due or changed:
                         break
-                    soonest = min((e.next_due for e in self._entries.values()), default=now + 60)
+                    soonest = min([e.next_due for e in self._entries.values()]
+                                  + [t for t, _lease in changes], default=now + 60)  # fmt: skip
                     self._wakeup.wait(soonest - now)
                     late = time.monotonic() - soonest
+            for lease in changed:
+                # SUSPECT, or lost at its proven end (frozen, if this thread overslept it).
+                lease.poll(now, late=late)
             for entry in sorted(due, key=lambda e: e.next_due):
                 if self._stop.is_set():
                     return
@@ -780,7 +789,7 @@ class EtcdBackend:
                     return None
                 with self._mutex:
                     entry.confirmed = max(entry.confirmed, sent_at)
-        with self._mutex:
+        with self._wakeup:
             if entry.gone is not None:
                 return None
             lease = Lease(
@@ -792,11 +801,12 @@ class EtcdBackend:
             )
             entry.lease = lease
             self._held[lease] = entry
+            self._wakeup.notify_all()  # the keepalive thread now watches this lease's deadline
         log.debug("lock %r granted (token %d)", entry.name, lease.token)
         return lease
 
     def release(self, lease: Lease) -> None:
-        lease.released = True
+        lease.mark_released()
         with self._mutex:
             entry = self._held.pop(lease, None)
             if entry is not None:
@@ -806,6 +816,10 @@ class EtcdBackend:
         # Revoking the lease deletes the key in the same raft entry, which wakes the next waiter.
         self._revoke(entry, "releasing")
         log.debug("lock %r released (token %d)", lease.name, lease.token)
+
+    def session_connection(self) -> socket.socket | None:
+        """None: an etcd lease runs out on its own, whatever connections close."""
+        return None
 
     # --- admin ----------------------------------------------------------------------------------
     def _queue(self, name: str) -> list[_Kv]:

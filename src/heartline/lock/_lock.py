@@ -13,7 +13,8 @@ if TYPE_CHECKING:
     from types import TracebackType
 
 from heartline.errors import LockError, LockLost, LockReleased, UnsafeTokenFile, UsageError
-from heartline.lock._backend import ClientInfo, Lease, LockBackend
+from heartline.lock._backend import ClientInfo, LockBackend
+from heartline.lock._lease import Lease, LeaseState
 from heartline.lock._params import (
     DEFAULT_TTL,
     DEFAULT_URL,
@@ -114,6 +115,11 @@ class Lock:
     -- in ``async with`` the block's task is cancelled at once, so the body stops at its next
     ``await``.
 
+    Before it is lost, a lease turns SUSPECT when its renewals are late: ``lock.state`` is a
+    :class:`~heartline.lock.LeaseState` (HELD, SUSPECT, LOST, RELEASED; each says what the
+    holder may assume), and ``lock.on_state(callback)`` is told every change, for this grant
+    and every later one.
+
     A Lock object can be acquired again after release; it keeps its connection for that.
     """
 
@@ -143,6 +149,7 @@ class Lock:
         self._backend = backend
         self._lease: Lease | None = None
         self._mutex = threading.Lock()
+        self._listeners: list[Callable[[LeaseState], None]] = []
         self._task: asyncio.Task[object] | None = None
         self._cancelled_for_loss = False
 
@@ -176,6 +183,27 @@ class Lock:
         lease = self._lease
         return lease is not None and not lease.released and lease.lost
 
+    @property
+    def state(self) -> LeaseState | None:
+        """The state of the current (or last) grant's lease; None before the first grant."""
+        lease = self._lease
+        return None if lease is None else lease.state
+
+    def on_state(self, callback: Callable[[LeaseState], None]) -> None:
+        """Call ``callback(state)`` on each change of the lease's :class:`LeaseState`: HELD when
+        granted (and again on each renewal), SUSPECT when renewals are late, then LOST or
+        RELEASED. For the current grant (told its state at once) and every later one.
+
+        It runs in a backend thread (or in the thread that acquires or releases), one change
+        at a time and in order; it must be quick and must not wait for the lock. This is the
+        hook to stop work on: begin at SUSPECT, be done by LOST.
+        """
+        with self._mutex:
+            self._listeners.append(callback)
+            lease = self._lease
+        if lease is not None:
+            lease.on_state(callback, current=True)
+
     def check(self) -> None:
         """Raise :class:`LockLost` if the lease is gone."""
         lease = self._lease
@@ -193,9 +221,13 @@ class Lock:
         lease = self.backend.acquire(
             self.name, limit=self.limit, ttl=self.ttl, wait=w, client=self._client
         )
-        self._lease = lease
+        with self._mutex:
+            self._lease = lease
+            listeners = list(self._listeners)
         self._cancelled_for_loss = False
         lease.on_lost(self._lost_now)
+        for listener in listeners:
+            lease.on_state(listener, current=True)
         return lease
 
     def release(self) -> None:

@@ -27,6 +27,7 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable
 
+from heartline._util._retry import Retry
 from heartline.errors import (
     LockAuthError,
     LockError,
@@ -35,7 +36,8 @@ from heartline.errors import (
     UsageError,
 )
 from heartline.lock import _protocol as proto
-from heartline.lock._backend import ClientInfo, Holder, Lease, LockInfo, frozen_for
+from heartline.lock._backend import ClientInfo, Holder, LockInfo
+from heartline.lock._lease import Lease
 from heartline.lock._params import check_request
 
 _log_hooks: list[Callable[[], None]] = []
@@ -63,6 +65,9 @@ def _log() -> logging.Logger:
 _CONNECT_TIMEOUT = 3.0
 #: How long a waiting acquire keeps trying to reach a lockd that went away.
 _RECONNECT_FOR = 10.0
+#: Why a lease whose proven end passed is lost, when no freeze explains it.
+_EXPIRED = "no answer from lockd for a whole TTL; the server has let it go"
+_UNREACHED = "could not reach lockd again before the lease ran out"
 
 
 def _is_ssl_error(e: BaseException, *, want_read: bool = False) -> bool:
@@ -273,7 +278,7 @@ class LockdBackend:
                     return
                 now = time.monotonic()
                 live = self._live_leases()
-                wake = min([self._next_ping] + [le.valid_until for le in live])
+                wake = min([self._next_ping, *_changes(live)])
                 if wake > now and not live:
                     self._turn.wait(wake - now)
             if self._closed:
@@ -416,7 +421,7 @@ class LockdBackend:
             deadline = self._next_ping
             if self._leases:
                 self._expire_leases(now, late)
-                deadline = min([deadline] + [le.valid_until for le in self._live_leases()])
+                deadline = min([deadline, *_changes(self._live_leases())])
             if until is not None:
                 deadline = min(deadline, until)
             pending = sock.pending() if self._ssl is not None else 0  # type: ignore[attr-defined]
@@ -475,7 +480,7 @@ class LockdBackend:
         slot.done = True
 
     def _live_leases(self) -> list[Lease]:
-        return [le for le in self._all_leases() if not le.released and not le._lost]
+        return [le for le in self._all_leases() if not le.released and le.loss is None]
 
     def _all_leases(self) -> list[Lease]:
         # list() copies the values in one step under the GIL; a Python-level loop over the
@@ -483,27 +488,27 @@ class LockdBackend:
         return list(self._leases.values())
 
     def _expire_leases(self, now: float, late: float = 0.0) -> None:
-        """Leases whose deadline passed are lost; ``late`` is how much later than planned the
-        calling thread's last wait ended (long enough, and the process was frozen)."""
+        """Tell each lease what time did (SUSPECT, or lost once its deadline passed); ``late``
+        is how much later than planned the calling thread's last wait ended (long enough, and
+        the process was frozen)."""
         for lease in self._live_leases():
-            if now >= lease.valid_until:
-                lease.mark_lost(frozen_for(late) or "no answer from lockd for a whole TTL; "
-                                "the server has let it go")  # fmt: skip
+            lease.poll(now, late=late, expired=_EXPIRED)
 
     def _resume(self, leases: list[Lease]) -> tuple[socket.socket, bytes] | None:
         """Reconnect and resume the session before the leases run out; None if that failed."""
         assert self._client is not None
-        delay = 0.01
-        while not self._closed:
-            left = min(le.valid_until for le in leases) - time.monotonic()
-            if left <= 0:
-                break
+        # No renewal can come while disconnected: the first lease's end is fixed.
+        retry = Retry(first=0.01, cap=0.5, deadline=min(le.valid_until for le in leases))
+        while not self._closed and not retry.expired():
             try:
                 sock, answer, rest, sent_at = self._open(self._ttl, self._client, self._session)
             except LockError as e:
                 _log().debug("resume failed: %s", e)
-                time.sleep(min(delay, max(0.0, left)))
-                delay = min(delay * 2, 0.5)
+                # Their listeners hear SUSPECT while we are still trying, not after.
+                for lease in leases:
+                    lease.poll(expired=_UNREACHED)
+                soonest = min(_changes(leases), default=None)
+                retry.pause(most=None if soonest is None else soonest - time.monotonic())
                 continue
             back = {(n, t) for n, t in answer.get("resumed", [])}
             with self._mutex:
@@ -518,7 +523,7 @@ class LockdBackend:
             _log().info("session resumed with %d grant(s)", len(back))
             return sock, rest
         for lease in leases:
-            lease.mark_lost("could not reach lockd again before the lease ran out")
+            lease.mark_lost(_UNREACHED)
         return None
 
     # --- the LockBackend protocol ----------------------------------------------------------
@@ -548,16 +553,15 @@ class LockdBackend:
                 first = False
 
     def _ensure_retrying(self, ttl: float, client: ClientInfo, give_up: float) -> None:
-        delay = 0.02
+        retry = Retry(first=0.02, cap=1.0, deadline=give_up)
         while True:
             try:
                 self._ensure(ttl, client)
                 return
             except LockServerUnreachable:
-                if time.monotonic() + delay > give_up:
+                if not retry.fits():  # the next try would come after give_up
                     raise
-                time.sleep(delay)
-                delay = min(delay * 2, 1.0)
+                retry.pause()
 
     def _acquire_once(
         self, name: str, limit: int, wait: float | None, asked: float | None
@@ -586,14 +590,20 @@ class LockdBackend:
     def release(self, lease: Lease) -> None:
         if lease.released:
             return
-        lease.released = True
+        lost = lease.loss is not None
+        lease.mark_released()
         with self._mutex:
             self._leases.pop(lease.token, None)
-        if lease._lost is not None:
+        if lost:
             return
         # If the connection is gone, the server has already let the grant go.
         with contextlib.suppress(_Gone, LockError):
             self._call({"op": "release", "name": lease.name, "token": lease.token}, 10.0)
+
+    def session_connection(self) -> socket.socket | None:
+        """The connection of this backend's session (see LockBackend.session_connection):
+        lockd lets the session's grants go when the last copy of it closes."""
+        return self._sock
 
     def cancel_waits(self, name: str) -> None:
         """Give up every waiting acquire of ``name`` (from another thread)."""
@@ -637,7 +647,7 @@ class LockdBackend:
             slots = list(self._slots.values())
             self._slots.clear()
         for lease in leases:
-            lease.released = True
+            lease.mark_released()
         if sock is not None:
             with contextlib.suppress(OSError):
                 sock.shutdown(socket.SHUT_RDWR)
@@ -648,6 +658,11 @@ class LockdBackend:
             slot.done = True
         with self._turn:
             self._turn.notify_all()
+
+
+def _changes(leases: list[Lease]) -> list[float]:
+    """When each lease next changes state by time alone (see Lease.next_change)."""
+    return [t for le in leases if (t := le.next_change()) is not None]
 
 
 def _label(text: str) -> str:

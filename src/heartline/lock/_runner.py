@@ -33,7 +33,7 @@ import sys
 import time
 
 from heartline.errors import LockLost
-from heartline.lock._backend import Lease, frozen_for
+from heartline.lock._lease import HELD, Lease, frozen_for, stop_grace
 from heartline.lock._lock import Lock
 
 #: Reserved exit codes (the command's own code is passed through otherwise).
@@ -53,16 +53,6 @@ _RUN, _UNTIL, _STOP, _PID, _EXIT = b"R", b"U", b"S", b"P", b"X"
 #: lease's deadline came with no renewal news from the runner.
 _ASKED, _DEADLINE = b"A", b"D"
 _PREFIX = "heartline: "
-
-
-def _stop_lead(ttl: float, grace: float) -> float:
-    """How long before the lease ends the command must be asked to stop."""
-    return grace + min(0.5, ttl / 10)
-
-
-def grace_for(ttl: float) -> float:
-    """TERM -> KILL grace: long enough for a clean exit, short enough to fit in one lease."""
-    return max(0.05, min(5.0, ttl / 4))
 
 
 # --- the guard ----------------------------------------------------------------------------
@@ -209,7 +199,7 @@ def run_locked(
     """Hold ``name``, run ``argv``, release; returns the exit code for the runner to exit with.
     Raises the lock errors (LockTimeout, LockServerUnreachable, LockAuthError, UsageError)
     when the command never ran."""
-    grace = grace_for(ttl)
+    grace = stop_grace(ttl)
     lock = Lock(name, url=url, ttl=ttl, limit=limit, wait=wait, token_file=token_file,
                 ca_file=ca_file, label=" ".join(argv))  # fmt: skip
     # Opened now: a bad URL or token file stops us before the guard is forked.
@@ -233,7 +223,7 @@ def run_locked(
     there.close()
     guard_pidfd = os.pidfd_open(pid)
     try:
-        return _hold_and_run(lock, here, guard_pidfd, grace, ttl)
+        return _hold_and_run(lock, here, guard_pidfd)
     finally:
         here.close()
         with contextlib.suppress(ChildProcessError):
@@ -278,10 +268,9 @@ def _say(text: str) -> None:
     sys.stderr.write(f"{_PREFIX}{text}\n")
 
 
-def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float,
-                  ttl: float) -> int:  # fmt: skip
+def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int) -> int:
     lease = lock.acquire()
-    conn = _connection(lock)
+    conn = lock.backend.session_connection()
     sock_fd = _fileno(conn)
     env = f"HEARTLINE_LOCK_NAME={lock.name}\0HEARTLINE_LOCK_TOKEN={lease.token}".encode()
     socket.send_fds(ctl, [_RUN + struct.pack("!d", lease.valid_until) + env],
@@ -296,13 +285,14 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float
 
     old = {sig: signal.signal(sig, forward) for sig in _FORWARDED}
     wake_r, wake_w = os.pipe2(os.O_NONBLOCK | os.O_CLOEXEC)
-    lease.on_renewed(lambda: _poke(wake_w))
-    lease.on_lost(lambda _err: _poke(wake_w))
+    # Every change of the lease (a renewal, a loss) wakes the loop below; the changes only time
+    # makes (SUSPECT, LOST) it sees by waking at the lease's own deadline, and it measures how
+    # late that wake-up was to tell a frozen process from a lost connection.
+    lease.on_state(lambda _state: _poke(wake_w))
     poller = select.poll()
     poller.register(ctl, select.POLLIN)
     poller.register(guard_pidfd, select.POLLIN)
     poller.register(wake_r, select.POLLIN)
-    lead = _stop_lead(ttl, grace)
     told = lease.valid_until
     stop_reason: LockLost | None = None
     late = 0.0  # how much later than it asked the last wait ended: the process did not run
@@ -310,10 +300,11 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float
     try:
         while True:
             now = time.monotonic()
-            # A loss the backend reported (an admin's break, the server's word); the lease's
-            # own deadline is checked here, earlier than the backend would.
-            lost = lease._lost
-            if lost is None and now >= lease.valid_until - lead:
+            # A loss the backend reported (an admin's break, the server's word), or a lease
+            # that turned SUSPECT: its margin is the time the guard needs to stop the command
+            # (TERM, the grace, KILL) before the lease can end on the server.
+            lost = lease.loss
+            if lost is None and lease.state_at(now) is not HELD:
                 lost = LockLost(_deadline_reason(lock.name, lease, now, late), name=lock.name)
             if lost is not None and stop_reason is None:
                 # The guard stops the command (TERM, then KILL before the lease ends) and
@@ -324,7 +315,7 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float
                     ctl.send(_STOP)
             if lease.valid_until > told and stop_reason is None:
                 told = lease.valid_until
-                now_conn = _connection(lock)
+                now_conn = lock.backend.session_connection()
                 fd = _fileno(now_conn) if now_conn is not conn else -1
                 conn = now_conn
                 with contextlib.suppress(OSError):
@@ -332,7 +323,7 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float
                     # connection to hold, so a SIGKILLed runner still frees the lock last.
                     socket.send_fds(ctl, [_UNTIL + struct.pack("!d", told)],
                                     [fd] if fd >= 0 else [])  # fmt: skip
-            timeout = None if stop_reason is not None else max(0.0, lease.valid_until - lead - now)
+            timeout = None if stop_reason is not None else max(0.0, lease.suspect_at - now)
             due = None if timeout is None else now + timeout
             events = poller.poll(None if timeout is None else timeout * 1000 + 1)
             late = 0.0 if due is None else max(0.0, time.monotonic() - due)
@@ -370,7 +361,7 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int, grace: float
                             # for the shortest leases) and did not.
                             (stopped_at,) = struct.unpack("!d", data[6:14])
                             frozen = due is not None and due <= stopped_at
-                            stop_reason = lease._lost or LockLost(
+                            stop_reason = lease.loss or LockLost(
                                 _guard_reason(lock.name, lease, frozen), name=lock.name
                             )
                             _say(f"{stop_reason}; the guard stopped the command")
@@ -413,12 +404,6 @@ def _guard_reason(name: str, lease: Lease, frozen: bool) -> str:
 def _poke(fd: int) -> None:
     with contextlib.suppress(OSError):
         os.write(fd, b"x")
-
-
-def _connection(lock: Lock) -> socket.socket | None:
-    """The lockd backend's current connection (other backends hold no connection)."""
-    sock = getattr(lock.backend, "_sock", None)
-    return sock if isinstance(sock, socket.socket) else None
 
 
 def _fileno(sock: socket.socket | None) -> int:

@@ -26,7 +26,7 @@ import pytest
 from tests.helpers import wait_until
 
 from heartline.errors import LockError, LockServerUnreachable, LockTimeout, UsageError
-from heartline.lock._backend import ClientInfo, Lease
+from heartline.lock import ClientInfo, Lease
 from heartline.lock._etcd import DEFAULT_PREFIX, EtcdBackend
 from heartline.testing import EtcdServer
 

@@ -474,8 +474,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     if args.break_lock:
         if command:
             raise UsageError("--break takes no command: heartline lock --break NAME")
-        from heartline.lock import open_backend
-        from heartline.lock._runner import log_to_stderr_when_used
+        from heartline.lock import log_to_stderr_when_used, open_backend
 
         log_to_stderr_when_used()
 
@@ -491,7 +490,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     if args.try_lock and args.wait is not None:
         raise UsageError("-w/--wait and --try exclude each other; choose one")
     wait = 0.0 if args.try_lock else args.wait
-    from heartline.lock._runner import run_locked
+    from heartline.lock import run_locked
 
     code = run_locked(
         args.name,
@@ -521,8 +520,7 @@ def _seconds(option: str, text: str) -> float:
 
 def cmd_locks(args: argparse.Namespace) -> None:
     from heartline.cli._render import locks_table, to_json
-    from heartline.lock import open_backend
-    from heartline.lock._runner import log_to_stderr_when_used
+    from heartline.lock import log_to_stderr_when_used, open_backend
 
     log_to_stderr_when_used()  # a backend's warning is a `heartline: ` line like the rest
     backend = open_backend(args.server, token_file=args.token_file, ca_file=args.ca_file)

@@ -1,4 +1,12 @@
-"""Cluster locks: :class:`Lock`, the lockd server and client, and the etcd backend."""
+"""Cluster locks: :class:`Lock`, its leases, the backends it runs on (lockd's client, etcd),
+and the lockd server.
+
+Names that only a command or the server needs (the `heartline lock` runner, the wire protocol,
+the backends' classes) are imported on first use, so ``import heartline.lock`` stays cheap for
+a cold `heartline lock`.
+"""
+
+from typing import TYPE_CHECKING
 
 from heartline.errors import LockError, LockLost, LockReleased, LockTimeout
 from heartline.lock._backend import ClientInfo, Holder, LockBackend, LockInfo
@@ -16,6 +24,14 @@ from heartline.lock._params import (
     check_wait,
     parse_url,
 )
+from heartline.lock._secret import read_private
+
+if TYPE_CHECKING:
+    from heartline.lock import _protocol as protocol
+    from heartline.lock._etcd import EtcdBackend
+    from heartline.lock._etcd_gateway import EtcdGateway
+    from heartline.lock._lockd import LockdBackend
+    from heartline.lock._runner import log_to_stderr_when_used, run_locked
 
 __all__ = [
     "DEFAULT_TTL",
@@ -23,6 +39,8 @@ __all__ = [
     "MAX_TTL",
     "MIN_TTL",
     "ClientInfo",
+    "EtcdBackend",
+    "EtcdGateway",
     "Holder",
     "Lease",
     "LeaseState",
@@ -33,11 +51,41 @@ __all__ = [
     "LockLost",
     "LockReleased",
     "LockTimeout",
+    "LockdBackend",
     "check_limit",
     "check_name",
     "check_request",
     "check_ttl",
     "check_wait",
+    "log_to_stderr_when_used",
     "open_backend",
     "parse_url",
+    "protocol",
+    "read_private",
+    "run_locked",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Explicit imports, not importlib: each costs only what it loads.
+    if name == "protocol":
+        from heartline.lock import _protocol
+
+        return _protocol
+    if name in ("run_locked", "log_to_stderr_when_used"):
+        from heartline.lock import _runner
+
+        return getattr(_runner, name)
+    if name == "EtcdBackend":
+        from heartline.lock._etcd import EtcdBackend
+
+        return EtcdBackend
+    if name == "EtcdGateway":
+        from heartline.lock._etcd_gateway import EtcdGateway
+
+        return EtcdGateway
+    if name == "LockdBackend":
+        from heartline.lock._lockd import LockdBackend
+
+        return LockdBackend
+    raise AttributeError(f"module 'heartline.lock' has no attribute {name!r}")

@@ -537,7 +537,7 @@ def cmd_locks(args: argparse.Namespace) -> None:
 def cmd_lockd(args: argparse.Namespace) -> int:
     import logging
 
-    from heartline.lock._server import serve
+    from heartline.lockd import serve
 
     logging.basicConfig(level=logging.INFO, format="lockd: %(message)s")
     data = None if args.no_data else (args.data or _default_lockd_dir())

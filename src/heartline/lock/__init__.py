@@ -1,9 +1,9 @@
-"""Cluster locks: :class:`Lock`, its leases, the backends it runs on (lockd's client, etcd),
-and the lockd server.
+"""Cluster locks: :class:`Lock`, its leases, and the backends it runs on (lockd's client, etcd).
 
-Names that only a command or the server needs (the `heartline lock` runner, the wire protocol,
-the backends' classes) are imported on first use, so ``import heartline.lock`` stays cheap for
-a cold `heartline lock`.
+The lock server is a program of its own, :mod:`heartline.lockd`; the wire protocol both sides
+speak is ``heartline.lock.protocol``. Names that only a command or the server needs (the
+`heartline lock` runner, the protocol, the backends' classes) are imported on first use, so
+``import heartline.lock`` stays cheap for a cold `heartline lock`.
 """
 
 from typing import TYPE_CHECKING

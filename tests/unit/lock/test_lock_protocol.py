@@ -17,7 +17,7 @@ from heartline.errors import UnsafeTokenFile, UsageError
 from heartline.lock import _protocol as proto
 from heartline.lock import check_limit, check_name, check_ttl, parse_url
 from heartline.lock._lock import open_backend, read_token_file
-from heartline.lock._server import parse_listen, read_tokens
+from heartline.lockd import parse_listen, read_tokens
 
 ProtocolViolation = proto.ProtocolViolation
 

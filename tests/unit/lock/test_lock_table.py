@@ -1,4 +1,4 @@
-"""lockd's lock table (``heartline.lock._table.Table``): pure FIFO queues and semaphores.
+"""lockd's lock table (``heartline.lockd.Table``): pure FIFO queues and semaphores.
 
 No I/O, no clock: tokens come from an injected counter and times are plain numbers.
 """
@@ -13,7 +13,7 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from heartline.lock._table import Grant, LimitMismatch, Table, Waiter, Who
+from heartline.lockd import Grant, LimitMismatch, Table, Waiter, Who
 
 SESSIONS = ("s1", "s2", "s3", "s4")
 NAMES = ("a", "b", "c")

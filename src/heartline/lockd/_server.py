@@ -22,10 +22,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from heartline.errors import UnsafeTokenFile, UsageError
-from heartline.lock import _protocol as proto
-from heartline.lock._secret import read_private
-from heartline.lock._store import Store
-from heartline.lock._table import Grant, LimitMismatch, Promoted, Table, Waiter, Who
+from heartline.lock import protocol as proto
+from heartline.lock import read_private
+from heartline.lockd._store import Store
+from heartline.lockd._table import Grant, LimitMismatch, Promoted, Table, Waiter, Who
 
 log = logging.getLogger(__name__)
 

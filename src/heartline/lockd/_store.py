@@ -30,10 +30,11 @@ from dataclasses import dataclass
 from typing import Any
 
 from heartline.errors import HeartlineError, UsageError
-from heartline.lock._protocol import quote
-from heartline.lock._table import Grant, Who
+from heartline.lock import protocol
+from heartline.lockd._table import Grant, Who
 
 log = logging.getLogger(__name__)
+quote = protocol.quote
 
 _SEQ_BITS = 32
 _COMPACT_BYTES = 8 * 1024 * 1024

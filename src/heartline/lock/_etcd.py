@@ -30,28 +30,23 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
-import math
 import socket
 import threading
 import time
-from dataclasses import dataclass, field
-from typing import Any
-from urllib.parse import quote, unquote
 
 from heartline._util._retry import Retry
 from heartline.errors import LockError, LockServerUnreachable, LockTimeout, UsageError
-from heartline.lock._backend import ClientInfo, Holder, LockInfo
+from heartline.lock._backend import ClientInfo, LockInfo
 from heartline.lock._etcd_gateway import (
     REQUEST_TIMEOUT,
     EtcdGateway,
-    KeyValue,
-    Range,
     Watch,
     absent,
     prefix_end,
     put_op,
     range_op,
 )
+from heartline.lock._etcd_keys import Kv, etcd_ttl, lock_key, lock_name, lock_prefix, sorted_kvs
 from heartline.lock._lease import Lease, frozen_for
 from heartline.lock._params import check_name, check_request
 
@@ -65,82 +60,6 @@ _RECHECK = 30.0
 _UNREACHABLE_FOR = 30.0
 _BACKOFF_FIRST = 0.05
 _BACKOFF_MAX = 1.0
-
-
-# --- keys ---------------------------------------------------------------------------------------
-def lock_prefix(prefix: str, name: str) -> str:
-    """The directory of lock ``name``'s queue: ``prefix + quote(name) + "/"``.
-
-    Quoting turns ``/`` into ``%2F``, so no lock's directory contains another's.
-    """
-    return prefix + quote(name, safe="") + "/"
-
-
-def lock_key(prefix: str, name: str, lease_id: int) -> str:
-    """The key of one request for ``name``, named after the lease it is attached to."""
-    return lock_prefix(prefix, name) + format(lease_id, "x")
-
-
-def lock_name(prefix: str, key: str) -> str | None:
-    """The lock a key under ``prefix`` belongs to, or None for a key heartline did not write."""
-    if not key.startswith(prefix):
-        return None
-    quoted, sep, lease_hex = key[len(prefix) :].rpartition("/")
-    if not sep or not quoted or "/" in quoted or not lease_hex:
-        return None
-    return unquote(quoted)
-
-
-def etcd_ttl(ttl: float) -> int:
-    """etcd leases count whole seconds: round up, so etcd never drops us before we think."""
-    return max(1, math.ceil(ttl))
-
-
-@dataclass(frozen=True)
-class _Kv:
-    """One request in a lock's queue, as etcd returned it."""
-
-    key: str
-    create_revision: int
-    lease: int
-    value: dict[str, Any] = field(default_factory=dict)
-
-    @classmethod
-    def parse(cls, kv: KeyValue) -> _Kv:
-        value: Any = {}
-        with contextlib.suppress(ValueError, UnicodeDecodeError):
-            value = json.loads(kv.value)
-        return cls(
-            key=kv.key.decode("utf-8", "replace"),
-            create_revision=kv.create_revision,
-            lease=kv.lease,
-            value=value if isinstance(value, dict) else {},
-        )
-
-    @property
-    def limit(self) -> int | None:
-        limit = self.value.get("limit")
-        return limit if isinstance(limit, int) and not isinstance(limit, bool) else None
-
-    def holder(self, token: int) -> Holder:
-        v = self.value
-        pid, since = v.get("pid"), v.get("since")
-        return Holder(
-            host=str(v.get("host", "?")),
-            pid=pid if isinstance(pid, int) else 0,
-            since=float(since) if isinstance(since, int | float) else 0.0,
-            token=token,
-            label=str(v.get("label", "")),
-        )
-
-    def who(self) -> str:
-        h = self.holder(0)
-        label = f" ({h.label})" if h.label else ""
-        return f"{h.host} pid {h.pid}{label}"
-
-
-def _sorted_kvs(answer: Range) -> list[_Kv]:
-    return sorted((_Kv.parse(kv) for kv in answer.kvs), key=lambda k: k.create_revision)
 
 
 class _Closed(LockError):
@@ -213,7 +132,7 @@ class EtcdBackend:
                 )
                 self._thread.start()
 
-    def _enqueue(self, name: str, ttl: float, value: bytes) -> tuple[_Entry, list[_Kv], int]:
+    def _enqueue(self, name: str, ttl: float, value: bytes) -> tuple[_Entry, list[Kv], int]:
         """Grant a lease and queue our key on it; the entry, the queue (create-revision order)
         and the revision it was read at."""
         self._ensure_thread()
@@ -239,7 +158,7 @@ class EtcdBackend:
             self._abandon(entry)
             raise
         ranges = answer.ranges
-        return entry, _sorted_kvs(ranges[0]) if ranges else [], answer.revision
+        return entry, sorted_kvs(ranges[0]) if ranges else [], answer.revision
 
     def _keepalive_loop(self) -> None:
         while True:
@@ -513,13 +432,13 @@ class EtcdBackend:
                 if retry.deadline is not None:
                     log.info("lock %r: etcd answers again; still waiting", name)
                 retry.restart()
-                kvs = _sorted_kvs(answer)
+                kvs = sorted_kvs(answer)
                 revision = answer.revision
         except BaseException:
             self._abandon(entry)
             raise
 
-    def _grant(self, entry: _Entry, kv: _Kv, limit: int, ttl: float) -> Lease | None:
+    def _grant(self, entry: _Entry, kv: Kv, limit: int, ttl: float) -> Lease | None:
         """We are among the holders: the lease to hand out, or None if etcd dropped ours."""
         if time.monotonic() - entry.confirmed > ttl / 3:
             # We waited: prove the lease is still there, and start its deadline afresh.
@@ -566,8 +485,8 @@ class EtcdBackend:
     # --- admin ----------------------------------------------------------------------------------
     def locks(self) -> list[LockInfo]:
         root = self.prefix.encode()
-        queues: dict[str, list[_Kv]] = {}
-        for kv in _sorted_kvs(self.etcd.range(root, prefix_end(root))):
+        queues: dict[str, list[Kv]] = {}
+        for kv in sorted_kvs(self.etcd.range(root, prefix_end(root))):
             name = lock_name(self.prefix, kv.key)
             if name is not None:
                 queues.setdefault(name, []).append(kv)
@@ -588,7 +507,7 @@ class EtcdBackend:
     def break_lock(self, name: str) -> int:
         check_name(name)
         directory = self._queue_of(name)
-        kvs = _sorted_kvs(self.etcd.range(directory, prefix_end(directory), name=name))
+        kvs = sorted_kvs(self.etcd.range(directory, prefix_end(directory), name=name))
         if not kvs:
             return 0
         limit = kvs[0].limit or 1
@@ -620,4 +539,4 @@ class EtcdBackend:
         self.etcd.close()
 
 
-__all__ = ["DEFAULT_PREFIX", "EtcdBackend", "prefix_end"]
+__all__ = ["DEFAULT_PREFIX", "EtcdBackend"]

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from heartline.lock._etcd import etcd_ttl, lock_key, lock_name, lock_prefix, prefix_end
+from heartline.lock._etcd_gateway import prefix_end
+from heartline.lock._etcd_keys import etcd_ttl, lock_key, lock_name, lock_prefix
 
 PREFIX = "/heartline/locks/"
 

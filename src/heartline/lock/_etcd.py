@@ -47,7 +47,7 @@ from heartline.lock._etcd_gateway import (
     range_op,
 )
 from heartline.lock._etcd_keys import Kv, etcd_ttl, lock_key, lock_name, lock_prefix, sorted_kvs
-from heartline.lock._lease import Lease, frozen_for
+from heartline.lock._lease import Lease, LeaseState, frozen_for
 from heartline.lock._params import check_name, check_request
 
 log = logging.getLogger(__name__)
@@ -169,18 +169,15 @@ class EtcdBackend:
                         return
                     now = time.monotonic()
                     due = [e for e in self._entries.values() if e.next_due <= now]
-                    changes = [(t, lease) for lease in self._held
-                               if (t := lease.next_change()) is not None]  # fmt: skip
-                    changed = [lease for t, lease in changes if t <= now]
-                    if due or changed:
+                    changes = self._lease_changes()
+                    if due or (changes and min(changes) <= now):
                         break
-                    soonest = min([e.next_due for e in self._entries.values()]
-                                  + [t for t, _lease in changes], default=now + 60)  # fmt: skip
+                    soonest = min([e.next_due for e in self._entries.values()] + changes,
+                                  default=now + 60)  # fmt: skip
                     self._wakeup.wait(soonest - now)
                     late = time.monotonic() - soonest
-            for lease in changed:
-                # SUSPECT, or lost at its proven end (frozen, if this thread overslept it).
-                lease.poll(now, late=late)
+            # SUSPECT, or lost at its proven end (frozen, if this thread overslept it).
+            self._poll_leases(late)
             for entry in sorted(due, key=lambda e: e.next_due):
                 if self._stop.is_set():
                     return
@@ -193,12 +190,37 @@ class EtcdBackend:
                 except Exception:  # never let one odd answer end every renewal
                     log.exception("lock %r: renewing lease %x failed", entry.name, entry.lease_id)
                     entry.next_due = time.monotonic() + entry.ttl / 3
+                self._poll_leases(0.0)
+
+    def _lease_changes(self) -> list[float]:
+        """When each held lease next changes state by time alone (with the mutex held)."""
+        return [t for lease in self._held if (t := lease.next_change()) is not None]
+
+    def _poll_leases(self, late: float) -> None:
+        """Tell each held lease whose next change has come what time did to it. One that ran
+        out is renewed no more: etcd then lets it go within its TTL, as the holder already
+        has (and a release still revokes it at once)."""
+        now = time.monotonic()
+        with self._mutex:
+            leases = [le for le in self._held if (t := le.next_change()) is not None and t <= now]
+        for lease in leases:
+            if lease.poll(now, late=late) is LeaseState.LOST:
+                with self._mutex:
+                    entry = self._held.get(lease)
+                    if entry is not None and self._entries.get(entry.lease_id) is entry:
+                        del self._entries[entry.lease_id]
 
     def _renew(self, entry: _Entry, *, late: float = 0.0) -> None:
         """Renew ``entry``'s lease (and check a holder's key); ``late`` is how much later than
         planned the keepalive thread woke for it."""
         sent_at = time.monotonic()
         timeout = min(max(entry.ttl / 2, 0.5), REQUEST_TIMEOUT)
+        with self._mutex:
+            changes = self._lease_changes()
+        if changes:
+            # A request to an etcd that does not answer must not keep this thread from telling
+            # a held lease that it turned SUSPECT or LOST: it gives up by then (and retries).
+            timeout = max(0.05, min(timeout, min(changes) - sent_at))
         try:
             alive = self.etcd.lease_keepalive(entry.lease_id, name=entry.name, timeout=timeout) > 0
             if alive and entry.lease is not None:

@@ -398,8 +398,9 @@ class EtcdGateway:
         tls_failed = False
         for idx in self._order():
             host, port = self.endpoints[idx]
+            end = time.monotonic() + timeout  # for this member, whatever it takes
             while True:
-                conn, reused = self._checkout(idx, timeout)
+                conn, reused = self._checkout(idx, max(0.05, end - time.monotonic()))
                 try:
                     conn.request("POST", path, body=data, headers=_HEADERS)
                     resp = conn.getresponse()
@@ -407,8 +408,10 @@ class EtcdGateway:
                 except (OSError, http.client.HTTPException) as e:
                     conn.close()
                     self._drop_pool(idx)
-                    if reused:
-                        continue  # a kept-alive connection etcd had closed: try a fresh one
+                    if reused and not isinstance(e, TimeoutError):
+                        # A kept-alive connection etcd had closed: try a fresh one. (A member
+                        # that did not answer in time gets no second wait.)
+                        continue
                     failures.append(f"{host}:{port}: {describe(e)}")
                     tls_failed = tls_failed or isinstance(e, ssl.SSLError)
                     break

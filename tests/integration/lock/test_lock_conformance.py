@@ -26,7 +26,7 @@ from tests.helpers import wait_until
 
 from heartline import Lock
 from heartline.errors import LockLost, LockTimeout, UsageError
-from heartline.lock import open_backend
+from heartline.lock import LeaseState, open_backend
 from heartline.testing import LockdServer
 
 HEARTLINE = [sys.executable, "-m", "heartline"]
@@ -306,6 +306,43 @@ def test_a_frozen_holder_loses_the_lock_after_its_ttl_without_overlap(
     assert nxt.wait(10) == 0 and frozen.wait(20) == 0
     recs = check_no_overlap(log)
     assert ("lost", recs[0][1], frozen.pid) in recs
+
+
+def test_a_silent_server_makes_the_lease_suspect_then_lost_on_time(served: Served) -> None:
+    """The server freezes (SIGSTOP) under a holder, so its renewals go unanswered and no
+    message can come: on_state hears HELD at the grant, then SUSPECT at the margin before the
+    lease's proven end and LOST at that end, each on time and in that order, and lock.state
+    and on_lost say the same. Thawed, the server lets the lock go to the next holder although
+    the first never released it, and nothing brings the lost lease back."""
+    heard: list[tuple[LeaseState, float]] = []
+    lost: list[LockLost] = []
+    lock = served.lock("silent", on_lost=lost.append)
+    lock.on_state(lambda state: heard.append((state, time.monotonic())))
+    lease = lock.acquire(wait=5)
+    assert lock.state is LeaseState.HELD and heard[0][0] is LeaseState.HELD
+    pid = served.server.pid
+    os.kill(pid, signal.SIGSTOP)
+    try:
+        wait_until(lambda: lock.state is LeaseState.SUSPECT, served.ttl + 5, "SUSPECT")
+        wait_until(lambda: lost, served.ttl + 5, "LOST")
+        changes = [(state, at) for state, at in heard if state is not LeaseState.HELD]
+        assert [state for state, _ in changes] == [LeaseState.SUSPECT, LeaseState.LOST]
+        # Told when it happened (give or take scheduling), not when some answer came.
+        (_, suspect_at), (_, lost_at) = changes
+        assert abs(suspect_at - lease.suspect_at) < 0.4, suspect_at - lease.suspect_at
+        assert abs(lost_at - lease.valid_until) < 0.4, lost_at - lease.valid_until
+        assert lock.state is LeaseState.LOST and lock.lost and lost[0].name == "silent"
+    finally:
+        os.kill(pid, signal.SIGCONT)
+    nxt = served.lock("silent")
+    nxt.acquire(wait=served.ttl + 10)
+    assert nxt.token > lease.token
+    assert lock.state is LeaseState.LOST
+    assert [s for s, _ in heard if s is not LeaseState.HELD] == [LeaseState.SUSPECT,
+                                                                  LeaseState.LOST]  # fmt: skip
+    nxt.close()
+    lock.close()
+    assert lock.state is LeaseState.LOST
 
 
 def test_many_holders_never_overlap_and_tokens_grow(

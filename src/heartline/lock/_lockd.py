@@ -10,6 +10,11 @@ the waiting thread directly). The lease thread sends the pings that renew the se
 grants are held, it reconnects and resumes the session (a restarted lockd restores it from its
 journal); grants the server does not hand back, or that are not back before their lease ends,
 are lost.
+
+(Longer than the house's ~600 lines on purpose: one connection's state, its socket, the
+requests in flight and the leases, is read and written by the callers' threads and the lease
+thread under one locking discipline (``_io``, ``_mutex``, ``_send_lock``). Split across
+modules, that discipline would be harder to check.)
 """
 
 from __future__ import annotations

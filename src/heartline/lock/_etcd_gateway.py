@@ -9,7 +9,7 @@ credentials, :class:`EtcdError` with the code otherwise). The lock recipe (``_et
 to etcd only through :class:`EtcdGateway`.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: see _backend (NamedTuple fields and cold starts).
 
 import contextlib
 import http.client

@@ -5,13 +5,12 @@ to a lease of its own and holding ``{host, pid, label, since, limit}`` as JSON; 
 is every key under ``PREFIX + quote(name) + "/"``, in create-revision order.
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: see _backend (NamedTuple fields and cold starts).
 
 import contextlib
 import json
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 from urllib.parse import quote, unquote
 
 from heartline.lock._backend import Holder
@@ -46,17 +45,16 @@ def etcd_ttl(ttl: float) -> int:
     return max(1, math.ceil(ttl))
 
 
-@dataclass(frozen=True)
-class Kv:
+class Kv(NamedTuple):
     """One request in a lock's queue, as etcd returned it."""
 
     key: str
     create_revision: int
     lease: int
-    value: dict[str, Any] = field(default_factory=dict)
+    value: dict[str, Any]
 
     @classmethod
-    def parse(cls, kv: KeyValue) -> Kv:
+    def parse(cls, kv: KeyValue) -> "Kv":
         value: Any = {}
         with contextlib.suppress(ValueError, UnicodeDecodeError):
             value = json.loads(kv.value)

@@ -32,7 +32,6 @@ if TYPE_CHECKING:
     import ssl
     from collections.abc import Callable
 
-from heartline._util._retry import Retry
 from heartline.errors import (
     LockAuthError,
     LockError,
@@ -501,6 +500,8 @@ class LockdBackend:
 
     def _resume(self, leases: list[Lease]) -> tuple[socket.socket, bytes] | None:
         """Reconnect and resume the session before the leases run out; None if that failed."""
+        from heartline._util._retry import Retry  # here: a cold `heartline lock` never needs it
+
         assert self._client is not None
         # No renewal can come while disconnected: the first lease's end is fixed.
         retry = Retry(first=0.01, cap=0.5, deadline=min(le.valid_until for le in leases))
@@ -558,6 +559,8 @@ class LockdBackend:
                 first = False
 
     def _ensure_retrying(self, ttl: float, client: ClientInfo, give_up: float) -> None:
+        from heartline._util._retry import Retry  # here: a cold `heartline lock` never needs it
+
         retry = Retry(first=0.02, cap=1.0, deadline=give_up)
         while True:
             try:

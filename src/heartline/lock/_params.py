@@ -6,7 +6,7 @@ limit, a lease TTL, a wait or a server URL is refused with the same one-line
 receives on its own, in its protocol: a server cannot trust its clients to have called these.)
 """
 
-from __future__ import annotations
+# No `from __future__ import annotations`: see _backend (NamedTuple fields and cold starts).
 
 from typing import NamedTuple
 

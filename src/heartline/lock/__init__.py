@@ -24,7 +24,7 @@ from heartline.lock._params import (
     check_wait,
     parse_url,
 )
-from heartline.lock._secret import read_private
+from heartline.lock._secret import read_token_text
 
 if TYPE_CHECKING:
     from heartline.lock import _protocol as protocol
@@ -61,7 +61,7 @@ __all__ = [
     "open_backend",
     "parse_url",
     "protocol",
-    "read_private",
+    "read_token_text",
     "run_locked",
 ]
 

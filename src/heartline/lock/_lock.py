@@ -12,7 +12,7 @@ if TYPE_CHECKING:
     import asyncio
     from types import TracebackType
 
-from heartline.errors import LockError, LockLost, LockReleased, UnsafeTokenFile, UsageError
+from heartline.errors import LockError, LockLost, LockReleased, UsageError
 from heartline.lock._backend import ClientInfo, LockBackend
 from heartline.lock._lease import Lease, LeaseState
 from heartline.lock._params import (
@@ -24,7 +24,7 @@ from heartline.lock._params import (
     check_wait,
     parse_url,
 )
-from heartline.lock._secret import read_private
+from heartline.lock._secret import read_token_text
 
 T = TypeVar("T")
 
@@ -37,14 +37,8 @@ TOKEN_FILE_ENV = "HEARTLINE_LOCK_TOKEN_FILE"  # noqa: S105 - a variable name
 def read_token_file(path: str, *, source: str = "--token-file") -> str:
     """The client token in ``path`` (named by ``source``: the option or the variable)."""
     where = f"token file {path}" + ("" if source == "--token-file" else f" (from ${source})")
-    try:
-        words = read_private(path).split("#", 1)[0].split()
-    except OSError as e:
-        raise UsageError(f"{where}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"{where}: not text; put the token on its first line") from None
-    except UnsafeTokenFile as e:
-        raise UnsafeTokenFile(f"{where}: {e}") from None
+    text = read_token_text(path, where=where, layout="put the token on its first line")
+    words = text.split("#", 1)[0].split()
     if not words:
         raise UsageError(f"{where}: empty; put the token on its first line")
     return words[0]

@@ -11,7 +11,7 @@ import errno
 import os
 import stat
 
-from heartline.errors import UnsafeTokenFile
+from heartline.errors import HeartlineError, UnsafeTokenFile, UsageError
 
 
 def _name(uid: int) -> str:
@@ -69,4 +69,20 @@ def read_private(path: str) -> str:
     return b"".join(chunks).decode()
 
 
-__all__ = ["check_private", "read_private"]
+def read_token_text(
+    path: str, *, where: str, layout: str, unsafe: type[HeartlineError] = UnsafeTokenFile
+) -> str:
+    """The text of the token file ``path``, or a one-line error that starts with ``where``
+    (the option or variable that named it): UsageError for a file that cannot be read or is
+    not text (``layout`` then says what it should hold), ``unsafe`` for one open to others."""
+    try:
+        return read_private(path)
+    except OSError as e:
+        raise UsageError(f"{where}: {e.strerror}") from None
+    except UnicodeDecodeError:
+        raise UsageError(f"{where}: not text; {layout}") from None
+    except UnsafeTokenFile as e:
+        raise unsafe(f"{where}: {e}") from None
+
+
+__all__ = ["check_private", "read_private", "read_token_text"]

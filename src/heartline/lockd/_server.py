@@ -21,9 +21,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from heartline.errors import UnsafeTokenFile, UsageError
+from heartline.errors import UsageError
 from heartline.lock import protocol as proto
-from heartline.lock import read_private
+from heartline.lock import read_token_text
 from heartline.lockd._store import Store
 from heartline.lockd._table import Grant, LimitMismatch, Promoted, Table, Waiter, Who
 
@@ -52,15 +52,9 @@ def read_tokens(path: str) -> dict[str, bool]:
     """Token file: one token per line, ``TOKEN`` or ``TOKEN admin``; # starts a comment. Like
     an ssh private key, it must be private to this user or root (no group or other access)."""
     tokens: dict[str, bool] = {}
-    try:
-        lines = read_private(path).splitlines()
-    except OSError as e:
-        raise UsageError(f"--token-file {path}: {e.strerror}") from None
-    except UnicodeDecodeError:
-        raise UsageError(f"--token-file {path}: not text; write one token per line") from None
-    except UnsafeTokenFile as e:
-        raise UsageError(f"--token-file {path}: {e}") from None
-    for n, raw in enumerate(lines, 1):
+    text = read_token_text(path, where=f"--token-file {path}",
+                           layout="write one token per line", unsafe=UsageError)  # fmt: skip
+    for n, raw in enumerate(text.splitlines(), 1):
         words = raw.split("#", 1)[0].split()
         if not words:
             continue

@@ -262,7 +262,8 @@ class Lease:
         """Call ``callback(state)`` on every change of state, and with HELD again on every
         renewal that moves ``valid_until`` on. It runs in whichever thread noticed the change
         (usually a backend's), one change at a time and in order; it must be quick and must
-        not wait for the lock. ``current`` also tells it the state as of now, first."""
+        not call into the backend (its thread may be the one that would answer). ``current``
+        also tells it the state as of now, first."""
         with self._mutex:
             self._listeners.append(callback)
             if current:

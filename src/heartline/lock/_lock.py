@@ -189,8 +189,10 @@ class Lock:
         RELEASED. For the current grant (told its state at once) and every later one.
 
         It runs in a backend thread (or in the thread that acquires or releases), one change
-        at a time and in order; it must be quick and must not wait for the lock. This is the
-        hook to stop work on: begin at SUSPECT, be done by LOST.
+        at a time and in order. It must be quick and must not call acquire or release (the
+        backend's thread may be the one that would answer them): hand such work to a thread of
+        your own or to your event loop (``loop.call_soon_threadsafe``). This is the hook to
+        stop work on: begin at SUSPECT, be done by LOST.
         """
         with self._mutex:
             self._listeners.append(callback)

@@ -580,6 +580,14 @@ def _lock_client_options(p: argparse.ArgumentParser) -> None:
 
 
 # --- the parser ----------------------------------------------------------------------------
+def _max_restarts(text: str) -> str:
+    """--max-restarts: a whole number, or ``forever`` (checked here: importing heartline run's
+    module would load asyncio into every command's cold start)."""
+    if text == "forever" or (text.isascii() and text.isdigit() and len(text) < 10):
+        return text
+    raise argparse.ArgumentTypeError(f"expected a number of restarts or 'forever', got {text!r}")
+
+
 def _nonnegative(text: str) -> int:
     if not (text.isascii() and text.isdigit()):
         raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}")
@@ -701,11 +709,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
         "by signal N, 127 when it could not be started).",
         daemon=False,
     )
-    from heartline.cli._run import max_restarts
-
     p.add_argument("--restart", choices=["always", "on-failure", "never"], default="on-failure",
                    help="when to run CMD again (default: %(default)s)")  # fmt: skip
-    p.add_argument("--max-restarts", type=max_restarts, default="5", metavar="N|forever",
+    p.add_argument("--max-restarts", type=_max_restarts, default="5", metavar="N|forever",
                    help="give up after N restarts (default: %(default)s, as a retry loop "
                    "would; 'forever' for a service or a tunnel)")  # fmt: skip
     p.add_argument("--backoff", default="1s..30s", metavar="INITIAL[..MAX]",

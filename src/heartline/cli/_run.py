@@ -112,13 +112,6 @@ def _not_told_twice(record: logging.LogRecord) -> bool:
     return not (record.name.startswith("heartline.supervise") and record.msg in _TOLD)
 
 
-def max_restarts(text: str) -> str:
-    """--max-restarts: a whole number, or ``forever``."""
-    if text == "forever" or (text.isascii() and text.isdigit() and len(text) < 10):
-        return text
-    raise argparse.ArgumentTypeError(f"expected a number of restarts or 'forever', got {text!r}")
-
-
 class _Narrator:
     """One line on stderr for each exit of the command: how it ended and what comes next."""
 

@@ -34,7 +34,7 @@ import socket
 import threading
 import time
 
-from heartline._util._retry import Retry
+from heartline._util import Retry
 from heartline.errors import LockError, LockServerUnreachable, LockTimeout, UsageError
 from heartline.lock._backend import ClientInfo, LockInfo
 from heartline.lock._etcd_gateway import (

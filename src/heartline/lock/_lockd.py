@@ -500,7 +500,7 @@ class LockdBackend:
 
     def _resume(self, leases: list[Lease]) -> tuple[socket.socket, bytes] | None:
         """Reconnect and resume the session before the leases run out; None if that failed."""
-        from heartline._util._retry import Retry  # here: a cold `heartline lock` never needs it
+        from heartline._util import Retry
 
         assert self._client is not None
         # No renewal can come while disconnected: the first lease's end is fixed.
@@ -559,7 +559,7 @@ class LockdBackend:
                 first = False
 
     def _ensure_retrying(self, ttl: float, client: ClientInfo, give_up: float) -> None:
-        from heartline._util._retry import Retry  # here: a cold `heartline lock` never needs it
+        from heartline._util import Retry
 
         retry = Retry(first=0.02, cap=1.0, deadline=give_up)
         while True:

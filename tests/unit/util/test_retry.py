@@ -1,11 +1,11 @@
-"""The retry object the lock backends share (``heartline._util._retry.Retry``), in virtual time:
+"""The retry object the lock backends share (``heartline._util.Retry``), in virtual time:
 the clock is a number the test moves, and the sleep moves it."""
 
 from __future__ import annotations
 
 import pytest
 
-from heartline._util._retry import Retry
+from heartline._util import Retry
 
 
 class VirtualTime:

@@ -11,12 +11,11 @@ import signal
 import sys
 from dataclasses import replace
 
-from heartline._util import parse_duration
+from heartline._util import become_subreaper, parse_duration
 from heartline.cli._runguard import RunGuard
 from heartline.config import BackoffSpec, CrashLoopSpec, ProgramSpec, parse_config
 from heartline.errors import ConfigError, UsageError
 from heartline.supervise import Program, State, Supervisor
-from heartline.supervise._tree import become_subreaper
 
 EXIT_SPAWN_FAILED = 127
 

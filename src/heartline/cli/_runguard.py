@@ -52,7 +52,7 @@ import struct
 import sys
 import time
 
-from heartline.supervise._process import OWN_CHILDREN
+from heartline._util import OWN_CHILDREN, read_stat
 
 log = logging.getLogger(__name__)
 
@@ -329,17 +329,8 @@ def _spawned_since(marker: bytes, since: int) -> list[_Group]:
 
 def _leader_since(pid: int, since: int) -> bool:
     """``pid`` leads its own session and process group, started at clock tick ``since`` or later."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return False
-    # The command name (field 2) may hold spaces and parentheses: split after the last ')'.
-    fields = data[data.rfind(b")") + 2 :].split()
-    try:
-        return int(fields[2]) == int(fields[3]) == pid and int(fields[19]) >= since
-    except (IndexError, ValueError):
-        return False
+    info = read_stat(pid)
+    return info is not None and info.pgrp == info.session == pid and info.start_time >= since
 
 
 def _carries(pid: int, entry: bytes) -> bool:

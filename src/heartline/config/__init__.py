@@ -11,8 +11,14 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from heartline.config._loader import load_config, parse_config
-    from heartline.config._locate import default_config_path, socket_from_config
+    from heartline.config._loader import load_config, parse_config, parse_signal
+    from heartline.config._locate import (
+        default_config_path,
+        default_log_dir,
+        default_run_dir,
+        socket_from_config,
+    )
+    from heartline.config._sample import SAMPLE
     from heartline.config._specs import (
         BackoffSpec,
         CheckSpec,
@@ -32,12 +38,17 @@ _WHERE = {
     "LogSpec": "_specs",
     "ProgramSpec": "_specs",
     "default_config_path": "_locate",
+    "default_log_dir": "_locate",
+    "default_run_dir": "_locate",
     "socket_from_config": "_locate",
     "load_config": "_loader",
     "parse_config": "_loader",
+    "parse_signal": "_loader",
+    "SAMPLE": "_sample",
 }
 
 __all__ = [
+    "SAMPLE",
     "BackoffSpec",
     "CheckSpec",
     "Config",
@@ -46,8 +57,11 @@ __all__ = [
     "LogSpec",
     "ProgramSpec",
     "default_config_path",
+    "default_log_dir",
+    "default_run_dir",
     "load_config",
     "parse_config",
+    "parse_signal",
     "socket_from_config",
 ]
 

@@ -12,15 +12,20 @@ from collections.abc import AsyncIterator, Callable
 from typing import TYPE_CHECKING, Any
 
 from heartline import __version__
+from heartline._util import handles_signal
 from heartline.api import Figures, StatusReply, openapi_bytes
-from heartline.config import load_config
-from heartline.config._loader import parse_signal
+from heartline.config import load_config, parse_signal
 from heartline.daemon._http import Request, Response
 from heartline.errors import ConfigError, UnknownProgram
-from heartline.supervise import LogFile, Program, Supervisor
-from heartline.supervise._logs import FollowBuffer
-from heartline.supervise._process import handles_signal
-from heartline.supervise._resources import Reading, figures, read_groups
+from heartline.supervise import (
+    FollowBuffer,
+    LogFile,
+    Program,
+    Reading,
+    Supervisor,
+    figures,
+    read_groups,
+)
 
 if TYPE_CHECKING:
     from heartline.daemon._daemon import Daemon

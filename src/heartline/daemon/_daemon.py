@@ -14,16 +14,14 @@ import sys
 from collections.abc import Iterator
 from typing import Any
 
+from heartline._util import become_subreaper, start_time
 from heartline.config import Config, load_config
 from heartline.daemon._api import Api
 from heartline.daemon._holder import Holder, end_previous_holder, held_pids, previous_holder
 from heartline.daemon._http import serve_connection, start_unix_server
 from heartline.daemon._sdnotify import SystemdNotifier
 from heartline.errors import ConfigError, DaemonAlreadyRunning, DaemonStartError
-from heartline.supervise import State, Supervisor, _statefile
-from heartline.supervise._process import start_time
-from heartline.supervise._supervisor import load_state
-from heartline.supervise._tree import become_subreaper
+from heartline.supervise import State, Supervisor, _statefile, load_state
 
 log = logging.getLogger("heartline.daemon")
 

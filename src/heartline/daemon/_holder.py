@@ -26,8 +26,7 @@ import struct
 import time
 from dataclasses import dataclass, field
 
-from heartline._util import atomic_write
-from heartline.supervise._process import OWN_CHILDREN, start_time
+from heartline._util import OWN_CHILDREN, atomic_write, signal_leader, start_time
 
 log = logging.getLogger(__name__)
 
@@ -259,23 +258,13 @@ def _stop_all(held: dict[str, _Held], grace: float) -> None:  # pragma: no cover
             live.append((h.pid, h.pidfd, h.stop_signal))
         live += [(pid, fd, h.stop_signal) for pid, fd in h.others.items() if _alive(fd)]
     for pid, fd, sig in live:
-        _signal(pid, fd, sig)
+        signal_leader(pid, fd, sig)
     deadline = time.monotonic() + grace
     while live and time.monotonic() < deadline:
         select.select([fd for _, fd, _ in live], [], [], max(0.0, deadline - time.monotonic()))
         live = [item for item in live if _alive(item[1])]
     for pid, fd, _sig in live:
-        _signal(pid, fd, signal.SIGKILL)
-
-
-def _signal(pid: int, pidfd: int, sig: int) -> None:
-    """``sig`` to the group ``pid`` leads, else to ``pid`` itself."""
-    with contextlib.suppress(OSError):
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-            return
-    with contextlib.suppress(OSError):
-        signal.pidfd_send_signal(pidfd, sig)
+        signal_leader(pid, fd, signal.SIGKILL)
 
 
 def _release(h: _Held | None) -> None:

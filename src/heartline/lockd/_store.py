@@ -29,6 +29,7 @@ import os
 from dataclasses import dataclass
 from typing import Any
 
+from heartline._util import boot_id
 from heartline.errors import HeartlineError, UsageError
 from heartline.lock import protocol
 from heartline.lockd._table import Grant, Who
@@ -50,14 +51,6 @@ class StoreError(HeartlineError):
     """The data directory cannot be used."""
 
     exit_code = 2
-
-
-def boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:
-        return ""
 
 
 @dataclass

@@ -13,8 +13,9 @@ import os
 import re
 import socket
 import stat
-import sys
 
+from heartline._util import check_private_dir, program_name
+from heartline._util import ensure_private_dir as _ensure_private_dir
 from heartline.errors import HeartlineError
 
 #: The audit log of every backdoor module: its name is documented, so it is not the module's.
@@ -52,63 +53,18 @@ def default_path(pid: int | None = None) -> str:
 
 
 def prog_name() -> str:
-    """The program's name as socket paths show it: the script's, or its package's for
-    ``python -m``, cut to 40 safe characters."""
-    arg0 = sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c", "-m") else "python"
-    name = os.path.basename(arg0)
-    if name in ("__main__.py", "__init__.py"):
-        name = os.path.basename(os.path.dirname(arg0)) or "python"
-    name = name.removesuffix(".py")
-    return re.sub(r"[^A-Za-z0-9._-]", "_", name)[:40] or "python"
+    """The program's name as socket paths show it (see heartline._util.program_name)."""
+    return program_name()
 
 
 def check_dir(path: str, *, private: bool) -> None:
-    """Refuse ``path`` unless it is a real directory (not a symlink) owned by us or root and
-    writable by nobody else; with ``private``, owned by us and closed to group and other."""
-    st = os.lstat(path)
-    if not stat.S_ISDIR(st.st_mode):
-        raise UnsafePath(f"{path} is not a directory")
-    uid = os.getuid()
-    if private:
-        if st.st_uid != uid:
-            raise UnsafePath(f"{path} belongs to uid {st.st_uid}, not to us (uid {uid})")
-        if st.st_mode & 0o077:
-            raise UnsafePath(
-                f"{path} is open to group or other (mode {stat.S_IMODE(st.st_mode):04o}); "
-                "it must be 0700"
-            )
-        return
-    if st.st_uid not in (uid, 0):
-        raise UnsafePath(f"{path} belongs to uid {st.st_uid}, neither us (uid {uid}) nor root")
-    if st.st_mode & 0o022 and not st.st_mode & stat.S_ISVTX:
-        raise UnsafePath(
-            f"{path} is writable by group or other (mode {stat.S_IMODE(st.st_mode):04o})"
-        )
-
-
-def _make_dir(path: str, *, private: bool) -> None:
-    with contextlib.suppress(FileExistsError):
-        os.mkdir(path, 0o700)
-    check_dir(path, private=private)
+    """See heartline._util.check_private_dir; refusals are :class:`UnsafePath`."""
+    check_private_dir(path, private=private, error=UnsafePath)
 
 
 def ensure_private_dir(path: str) -> None:
-    """Create ``path`` (0700) and any missing parents below an existing ancestor, refusing any
-    existing part that others could tamper with; ``path`` itself must end up ours and 0700."""
-    path = os.path.abspath(path)
-    missing: list[str] = []
-    head = path
-    while not os.path.lexists(head):
-        missing.append(head)
-        parent = os.path.dirname(head)
-        if parent == head:
-            break
-        head = parent
-    if path not in missing:
-        check_dir(path, private=True)
-        return
-    for part in reversed(missing):
-        _make_dir(part, private=part == path)
+    """See heartline._util.ensure_private_dir; refusals are :class:`UnsafePath`."""
+    _ensure_private_dir(path, error=UnsafePath)
 
 
 def probe(path: str) -> None:

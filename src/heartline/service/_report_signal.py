@@ -16,7 +16,7 @@ import sys
 import threading
 import time
 
-from heartline.service._inotify import drain, watch_file
+from heartline._util import drain, watch_file
 from heartline.service._report_collect import collect
 from heartline.service._report_render import render_json, render_text
 from heartline.service._report_store import list_reports, make_directory, write_files

@@ -10,10 +10,9 @@ from __future__ import annotations
 
 import os
 import re
-import sys
 import time
 
-from heartline._util import atomic_write
+from heartline._util import atomic_write, ensure_private_dir, program_name
 from heartline.service._report_render import render_json, render_text
 
 #: Not typing.TYPE_CHECKING: importing typing would add ~10 ms to every user's start-up.
@@ -34,34 +33,15 @@ def default_directory() -> str:
         root = runtime
     else:
         root = os.environ.get("XDG_STATE_HOME") or os.path.expanduser("~/.local/state")
-    return os.path.join(root, "heartline", "reports", _program_name())
-
-
-def _program_name() -> str:
-    argv0 = sys.argv[0] if sys.argv and sys.argv[0] not in ("", "-c", "-m") else ""
-    name = os.path.basename(argv0)
-    if name.endswith(".py"):
-        name = name[:-3]
-    name = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".")
-    return name or "python"
+    return os.path.join(root, "heartline", "reports", program_name())
 
 
 def make_directory(path: str) -> None:
-    """Create ``path`` and its missing parents, each 0700 whatever the umask."""
-    missing = []
-    head = os.path.abspath(path)
-    while not os.path.isdir(head):
-        missing.append(head)
-        parent = os.path.dirname(head)
-        if parent == head:
-            break
-        head = parent
-    for d in reversed(missing):
-        try:
-            os.mkdir(d, 0o700)
-        except FileExistsError:
-            continue
-        os.chmod(d, 0o700)  # whatever the umask says
+    """Create ``path`` and its missing parents, each 0700 whatever the umask; refuse an existing
+    directory that others could read or change (the rule the backdoor's directory follows)."""
+    from heartline.service.reports import ReportsError
+
+    ensure_private_dir(path, error=ReportsError)
 
 
 class StoredReport:
@@ -174,7 +154,7 @@ async def wait_for_report(
     import asyncio
     import contextlib
 
-    from heartline.service import _inotify
+    from heartline._util import drain, open_inotify, watch_directory
 
     path = os.fspath(directory)
     loop = asyncio.get_running_loop()
@@ -182,14 +162,14 @@ async def wait_for_report(
     # Woken by inotify through the loop's own selector (loop.add_reader), not by a blocking
     # wait in a thread: the loop waits on descriptors already, and a thread would come from
     # the loop's default executor, a small shared pool, and sit in it for the whole timeout.
-    fd = _inotify.open_inotify()
+    fd = open_inotify()
     woken = asyncio.Event()
     if fd is not None:
         loop.add_reader(fd, woken.set)
     try:
         while True:
             # Watched before each look, so that a report renamed in after the look wakes us.
-            watched = fd is not None and _inotify.watch_directory(fd, path)
+            watched = fd is not None and watch_directory(fd, path)
             new = [r for r in list_reports(path) if r.path not in known]
             if new and (not with_json or new[0].json_path is not None):
                 return new[0]
@@ -205,7 +185,7 @@ async def wait_for_report(
                     await woken.wait()
             woken.clear()
             if fd is not None:
-                _inotify.drain(fd)
+                drain(fd)
     finally:
         if fd is not None:
             loop.remove_reader(fd)

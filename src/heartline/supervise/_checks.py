@@ -14,8 +14,9 @@ import signal
 import ssl
 from urllib.parse import urlsplit
 
+from heartline._util import signal_group
 from heartline.config import CheckSpec
-from heartline.supervise._process import SpawnFailed, reap, signal_group, spawn
+from heartline.supervise._process import SpawnFailed, reap, spawn
 
 MAX_BODY = 64 * 1024
 

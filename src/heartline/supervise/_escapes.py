@@ -18,9 +18,8 @@ import signal
 from collections.abc import Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
-from heartline.config import ProgramSpec
-from heartline.supervise._process import OWN_CHILDREN, start_time
-from heartline.supervise._tree import (
+from heartline._util import (
+    OWN_CHILDREN,
     ProcInfo,
     children_of,
     descendants,
@@ -28,7 +27,10 @@ from heartline.supervise._tree import (
     reap_zombie,
     release_exited,
     scan,
+    signal_leader,
+    start_time,
 )
+from heartline.config import ProgramSpec
 
 if TYPE_CHECKING:
     from heartline.supervise._host import NotifySource
@@ -281,32 +283,16 @@ class Escapes:
                 pid,
                 whose,
             )
-            _signal_process_group(pid, pidfd, sig)
+            signal_leader(pid, pidfd, sig)
             try:
                 async with asyncio.timeout(grace):
                     await gone
             except TimeoutError:
                 log.warning("pid %d still runs %gs after the stop signal; SIGKILL", pid, grace)
-                _signal_process_group(pid, pidfd, signal.SIGKILL)
+                signal_leader(pid, pidfd, signal.SIGKILL)
                 await gone
         finally:
             self.sup.loop.remove_reader(pidfd)
             os.close(pidfd)
             self.leftovers.pop(pid, None)
             self.sup.dependency_moved()
-
-
-def _signal_process_group(pid: int, pidfd: int, sig: int) -> None:
-    """``sig`` to the group ``pid`` leads, else to ``pid`` alone (through its pidfd).
-
-    The group is looked up and signalled microseconds apart; a pid is not handed out again
-    that fast (the kernel allocates them in a cycle).
-    """
-    try:
-        if os.getpgid(pid) == pid:
-            os.killpg(pid, sig)
-            return
-    except OSError:
-        pass
-    with contextlib.suppress(OSError):
-        signal.pidfd_send_signal(pidfd, sig)

@@ -26,7 +26,7 @@ import zlib
 from collections.abc import Callable, Mapping
 from typing import Protocol
 
-from heartline.supervise._mmsg import BatchReader
+from heartline._util import BatchReader, read_stat
 
 log = logging.getLogger(__name__)
 
@@ -70,12 +70,8 @@ def parse_message(data: bytes) -> dict[str, str] | None:
 
 
 def process_group(pid: int) -> int | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-        return int(data[data.rfind(b")") + 2 :].split()[2])
-    except (OSError, ValueError, IndexError):
-        return None
+    info = read_stat(pid)
+    return info.pgrp if info is not None else None
 
 
 class Sink(Protocol):

@@ -14,15 +14,9 @@ import signal
 from collections.abc import Callable
 from typing import Protocol
 
+from heartline._util import environ_of, handles_signal, signal_group, start_time
 from heartline.supervise._policy import ExitInfo
-from heartline.supervise._process import (
-    handles_signal,
-    reap,
-    signal_group,
-    spawn,
-    start_time,
-)
-from heartline.supervise._tree import environ_of
+from heartline.supervise._process import reap, spawn
 
 
 class Process(Protocol):

@@ -11,8 +11,7 @@ import os
 import signal
 from collections.abc import Callable, Iterator
 
-from heartline.supervise._process import signal_group, start_time
-from heartline.supervise._tree import read_stat, release_exited
+from heartline._util import read_stat, release_exited, signal_group, start_time
 
 
 class Others:

@@ -16,16 +16,12 @@ import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from heartline._util import OWN_CHILDREN
 from heartline.supervise._policy import ExitInfo
 
 _CLD_EXITED = 1
 _CLD_KILLED = 2
 _CLD_DUMPED = 3
-
-
-#: Pids this process forked itself and reaps itself (programs, checks, the fd holder). With the
-#: daemon a child subreaper, any other child of ours is a process that escaped a program.
-OWN_CHILDREN: set[int] = set()
 
 
 @dataclass
@@ -192,48 +188,3 @@ def reap(pidfd: int, before_reap: Callable[[], object] = lambda: None) -> ExitIn
     if res.si_code == _CLD_EXITED:
         return ExitInfo("exit", code=res.si_status)
     return ExitInfo("signal", signal=res.si_status)
-
-
-def start_time(pid: int) -> int | None:
-    """The kernel's start time of ``pid`` (clock ticks since boot), or None if it is gone.
-
-    Together with the pid it identifies a process across a daemon restart: a recycled pid has
-    a different start time.
-    """
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
-        return None
-    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
-    fields = data[data.rfind(b")") + 2 :].split()
-    return int(fields[19])
-
-
-def boot_id() -> str:
-    try:
-        with open("/proc/sys/kernel/random/boot_id") as f:
-            return f.read().strip()
-    except OSError:  # pragma: no cover
-        return ""
-
-
-def signal_group(pgid: int, sig: int) -> bool:
-    """Send ``sig`` to process group ``pgid``; False when the group is gone."""
-    try:
-        os.killpg(pgid, sig)
-    except ProcessLookupError:
-        return False
-    return True
-
-
-def handles_signal(pid: int, sig: int) -> bool:
-    """Whether ``pid`` catches ``sig`` (so sending it asks rather than kills)."""
-    try:
-        with open(f"/proc/{pid}/status") as f:
-            for line in f:
-                if line.startswith("SigCgt:"):
-                    return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
-    except (OSError, ValueError):
-        pass
-    return False

@@ -148,7 +148,7 @@ class Program(LivenessMixin):
             e = self.last_exit
             rec.last_exit = {"reason": e.reason, "code": e.code, "signal": e.signal,
                              "detail": e.detail}  # fmt: skip
-        from heartline.supervise._process import start_time
+        from heartline._util import start_time
 
         for pid in self.others:
             ticks = start_time(pid)

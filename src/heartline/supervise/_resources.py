@@ -13,6 +13,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
+from heartline._util import ProcInfo, scan
+
 _TICK = os.sysconf("SC_CLK_TCK")
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -36,24 +38,17 @@ class Reading:
     procs: dict[int, Proc] = field(default_factory=dict)
 
 
-def _read_proc(pid: int) -> Proc | None:
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as f:
-            data = f.read()
-    except OSError:
+def _read_proc(info: ProcInfo) -> Proc | None:
+    if info.state == "Z":
         return None
-    close = data.rfind(b")")
-    name = data[data.find(b"(") + 1 : close].decode(errors="replace")
-    fields = data[close + 2 :].split()
-    if fields[0] == b"Z":
-        return None
+    pid = info.pid
     proc = Proc(
         pid=pid,
-        ppid=int(fields[1]),
-        pgrp=int(fields[2]),
-        name=name,
-        cpu_ticks=int(fields[11]) + int(fields[12]),
-        rss=int(fields[21]) * _PAGE,
+        ppid=info.ppid,
+        pgrp=info.pgrp,
+        name=info.name,
+        cpu_ticks=info.cpu_ticks,
+        rss=info.rss_pages * _PAGE,
     )
     try:
         with open(f"/proc/{pid}/io", "rb") as f:
@@ -75,20 +70,9 @@ def read_groups(pgids: set[int]) -> Reading:
     reading = Reading(at=time.monotonic())
     if not pgids:
         return reading
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        pid = int(entry)
-        try:
-            with open(f"/proc/{pid}/stat", "rb") as f:
-                data = f.read()
-            pgrp = int(data[data.rfind(b")") + 2 :].split()[2])
-        except (OSError, ValueError, IndexError):
-            continue
-        if pgrp in pgids:
-            proc = _read_proc(pid)
-            if proc is not None:
-                reading.procs[pid] = proc
+    for info in scan().values():
+        if info.pgrp in pgids and (proc := _read_proc(info)) is not None:
+            reading.procs[info.pid] = proc
     return reading
 
 

@@ -11,7 +11,7 @@ from collections.abc import Callable, Coroutine, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
-from heartline._util import SYSTEM_CLOCK, Clock, atomic_write, format_duration
+from heartline._util import SYSTEM_CLOCK, Clock, atomic_write, boot_id, format_duration
 from heartline.api import ProgramStatus, StateFileError, StopResult
 from heartline.config import Config, ProgramSpec
 from heartline.errors import UnknownProgram
@@ -20,7 +20,7 @@ from heartline.supervise._escapes import Escapes
 from heartline.supervise._heartbeat import NotifyReceiver, notify_address
 from heartline.supervise._launch import Launcher, OsLauncher
 from heartline.supervise._logs import OpenFiles
-from heartline.supervise._process import boot_id, identity_env
+from heartline.supervise._process import identity_env
 from heartline.supervise._program import Program
 from heartline.supervise._states import State
 

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
+from heartline._util import BatchReader
 from heartline.supervise import _heartbeat
-from heartline.supervise._mmsg import BatchReader
 
 
 def _pair(tag: str) -> tuple[socket.socket, bytes]:

@@ -1,16 +1,12 @@
-"""The processes of a program beyond its main process: what is left in its group after the main
-process exits, and what escaped the group (``setsid()``, a double fork).
+"""Linux process helpers in one place: /proc/PID/stat, start times, the boot id, process-group
+signals, which signals a process catches, its environment, its children and descendants, and
+the child subreaper.
 
-Why this matters: a supervisor that only knows its main process says "exited" while a daemonized
-grandchild runs on, and starts a second copy beside it. The daemon is a child subreaper
-(PR_SET_CHILD_SUBREAPER), so an orphan among its programs' descendants becomes the daemon's own
-child instead of init's; a walk of the daemon's own process tree (the /proc/PID/task/TID/children
-files, or a pass over all of /proc where the kernel lacks them) then finds it, and the
-environment every program starts with (``HEARTLINE_PROGRAM``, ``NOTIFY_SOCKET``) says whose it is
-even after it left the process group. There is no kernel event for "a process was reparented to
-you", so the walk runs when it matters: before a stop, on SIGCHLD, for status, and when a main
-process exits, where a glance at the daemon's own children first tells whether anything came
-back at all (the common case costs one small read, not a walk).
+Why a walk of the children files: a supervisor that only knows its main process says "exited"
+while a daemonized grandchild runs on. The daemon is a child subreaper (PR_SET_CHILD_SUBREAPER),
+so an orphan among its programs' descendants becomes the daemon's own child instead of init's;
+a walk of the daemon's own process tree (the /proc/PID/task/TID/children files, or a pass over
+all of /proc where the kernel lacks them) then finds it (see supervise/_escapes for when).
 """
 
 from __future__ import annotations
@@ -18,7 +14,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 from dataclasses import dataclass
+
+#: Pids this process forked itself and reaps itself (programs, checks, the fd holder). With the
+#: daemon a child subreaper, any other child of ours is a process that escaped a program.
+OWN_CHILDREN: set[int] = set()
+
 
 _PR_SET_CHILD_SUBREAPER = 36
 
@@ -34,6 +36,10 @@ class ProcInfo:
     state: str
     start_time: int
     name: str
+    #: utime + stime, in clock ticks.
+    cpu_ticks: int = 0
+    #: Resident set size, in pages.
+    rss_pages: int = 0
 
 
 def read_stat(pid: int) -> ProcInfo | None:
@@ -61,6 +67,8 @@ def read_stat(pid: int) -> ProcInfo | None:
             state=fields[0].decode("ascii", "replace"),
             start_time=int(fields[19]),
             name=data[data.find(b"(") + 1 : close].decode(errors="replace"),
+            cpu_ticks=int(fields[11]) + int(fields[12]),
+            rss_pages=int(fields[21]),
         )
     except (IndexError, ValueError):
         return None
@@ -175,3 +183,62 @@ def release_exited(loop: asyncio.AbstractEventLoop, pidfd: int) -> None:
     with contextlib.suppress(OSError):
         os.waitid(os.P_PIDFD, pidfd, os.WEXITED | os.WNOHANG)
     os.close(pidfd)
+
+
+def start_time(pid: int) -> int | None:
+    """The kernel's start time of ``pid`` (clock ticks since boot), or None if it is gone.
+
+    Together with the pid it identifies a process across a daemon restart: a recycled pid has
+    a different start time.
+    """
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as f:
+            data = f.read()
+    except OSError:
+        return None
+    # The command name (field 2) may contain spaces and parentheses: split after the last ')'.
+    fields = data[data.rfind(b")") + 2 :].split()
+    return int(fields[19])
+
+
+def boot_id() -> str:
+    try:
+        with open("/proc/sys/kernel/random/boot_id") as f:
+            return f.read().strip()
+    except OSError:  # pragma: no cover
+        return ""
+
+
+def signal_group(pgid: int, sig: int) -> bool:
+    """Send ``sig`` to process group ``pgid``; False when the group is gone."""
+    try:
+        os.killpg(pgid, sig)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def handles_signal(pid: int, sig: int) -> bool:
+    """Whether ``pid`` catches ``sig`` (so sending it asks rather than kills)."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("SigCgt:"):
+                    return bool(int(line.split()[1], 16) >> (sig - 1) & 1)
+    except (OSError, ValueError):
+        pass
+    return False
+
+
+def signal_leader(pid: int, pidfd: int, sig: int) -> None:
+    """``sig`` to the process group ``pid`` leads, else to ``pid`` alone (through its pidfd).
+
+    The group is looked up and signalled microseconds apart; a pid is not handed out again
+    that fast (the kernel allocates them in a cycle).
+    """
+    with contextlib.suppress(OSError):
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+            return
+    with contextlib.suppress(OSError):
+        signal.pidfd_send_signal(pidfd, sig)

@@ -8,7 +8,61 @@ an exec that failed).
 
 from __future__ import annotations
 
+#: Every exit code a heartline command or library uses, and what it means: one table for all.
+#: Each error class carries its code (``exit_code``); ``heartline lock`` and ``heartline run``
+#: pass their command's own code through, so their own outcomes use codes a command rarely
+#: does (64 and up, from sysexits). README.md's table is this one; a test holds them equal.
+EXIT_CODES: dict[int, str] = {
+    0: "done",
+    1: "the operation failed",
+    2: "usage or configuration error",
+    3: "no daemon answers on the control socket",
+    4: "unknown program",
+    5: "permission denied",
+    6: "a daemon already runs with this run directory",
+    7: "the daemon answered something this client does not understand",
+    8: "the daemon cannot use its run or log directory",
+    9: "something already answers on the backdoor's socket path",
+    64: "lock, run: usage error",
+    69: "lock, locks: the lock server is unreachable",
+    70: "lock: the guard process vanished",
+    75: "lock: not granted in time, or busy with --try",
+    77: "lock, locks: not authorized",
+    78: "lock, locks: the token file is open to other users",
+    79: "lock: the lock was lost while the command ran; the command was stopped",
+    86: "a program's own watchdog found it stalled (heartline.service.watchdog)",
+    127: "lock, run: the command could not be started",
+    130: "interrupted",
+}
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+EXIT_RUNNER_USAGE = 64
+EXIT_UNREACHABLE = 69
+EXIT_GUARD_VANISHED = 70
+EXIT_NOT_GRANTED = 75
+EXIT_NOT_AUTHORIZED = 77
+EXIT_UNSAFE_TOKEN_FILE = 78
+EXIT_LOCK_LOST = 79
+EXIT_WATCHDOG = 86
+EXIT_CANNOT_START = 127
+EXIT_INTERRUPTED = 130
+
 __all__ = [
+    "EXIT_CANNOT_START",
+    "EXIT_CODES",
+    "EXIT_FAILED",
+    "EXIT_GUARD_VANISHED",
+    "EXIT_INTERRUPTED",
+    "EXIT_LOCK_LOST",
+    "EXIT_NOT_AUTHORIZED",
+    "EXIT_NOT_GRANTED",
+    "EXIT_OK",
+    "EXIT_RUNNER_USAGE",
+    "EXIT_UNREACHABLE",
+    "EXIT_UNSAFE_TOKEN_FILE",
+    "EXIT_USAGE",
+    "EXIT_WATCHDOG",
     "ConfigError",
     "ControlError",
     "DaemonAlreadyRunning",
@@ -129,7 +183,7 @@ class LockError(HeartlineError):
 class LockTimeout(LockError):
     """The lock was not granted within the wait (or at once, for a try-lock)."""
 
-    exit_code = 75  # sysexits EX_TEMPFAIL: try again later
+    exit_code = EXIT_NOT_GRANTED  # sysexits EX_TEMPFAIL: try again later
 
 
 class LockLost(LockError):
@@ -139,7 +193,7 @@ class LockLost(LockError):
     what lets a resource refuse such late writes.
     """
 
-    exit_code = 79
+    exit_code = EXIT_LOCK_LOST
 
 
 class LockReleased(LockError):
@@ -149,17 +203,17 @@ class LockReleased(LockError):
 class LockServerUnreachable(LockError):
     """No lock server answers at the URL (the world broke it)."""
 
-    exit_code = 69  # sysexits EX_UNAVAILABLE
+    exit_code = EXIT_UNREACHABLE  # sysexits EX_UNAVAILABLE
 
 
 class LockAuthError(LockError):
     """The lock server refused the credentials, or the request needs an admin token."""
 
-    exit_code = 77  # sysexits EX_NOPERM
+    exit_code = EXIT_NOT_AUTHORIZED  # sysexits EX_NOPERM
 
 
 class UnsafeTokenFile(LockError):
     """A client token file that other users could read or change: refused, as ssh refuses
     such a private key, before anything is sent (you did it: fix the file's mode)."""
 
-    exit_code = 78  # sysexits EX_CONFIG: fix the file, then try again
+    exit_code = EXIT_UNSAFE_TOKEN_FILE  # sysexits EX_CONFIG: fix the file, then try again

@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 import re
+from pathlib import Path
 from types import ModuleType
 
 import pytest
@@ -92,9 +93,13 @@ def test_public_classes_say_where_users_import_them_from(name: str) -> None:
 
 
 def test_every_error_is_in_the_tree() -> None:
-    """Every exported error derives from HeartlineError and has an integer exit code."""
+    """Every exported error derives from HeartlineError and has an integer exit code (the
+    module's other exports are the exit codes themselves)."""
     for name in heartline.errors.__all__:
         cls = getattr(heartline.errors, name)
+        if name.startswith("EXIT_"):
+            assert isinstance(cls, int | dict), name
+            continue
         assert issubclass(cls, heartline.errors.HeartlineError), name
         assert isinstance(cls.exit_code, int), name
         assert cls.__doc__, f"{name} has no docstring"
@@ -121,7 +126,11 @@ def test_service_errors_are_in_the_tree_with_exit_codes_of_their_own() -> None:
     HeartlineError, and an exit code it carries besides 1 (failed) and 2 (you did it) is not
     the code heartline.errors gives an error of another meaning (one it does not derive
     from): the CLI's exit code says which error ended it."""
-    tree = [getattr(heartline.errors, name) for name in heartline.errors.__all__]
+    tree = [
+        getattr(heartline.errors, name)
+        for name in heartline.errors.__all__
+        if not name.startswith("EXIT_")
+    ]
     found = service_exceptions()
     assert {"ReportsError", "SignalInUse", "BackdoorError", "BackdoorInUse", "UnsafePath",
             "WatchdogTimeout"} <= {cls.__qualname__ for cls in found}  # fmt: skip
@@ -161,3 +170,48 @@ def test_config_error_without_line_or_key() -> None:
     assert str(CE("bad", file="f.toml", line=3)) == "f.toml:3: bad"
     assert str(CE("bad", key="a.b")) == "<config>: a.b: bad"
     assert CE("bad", file="f", key="k", line=1).reason == "bad"
+
+
+def all_exceptions() -> list[type[BaseException]]:
+    """Every exception class any module of heartline defines (private modules included)."""
+    found: dict[int, type[BaseException]] = {}
+    for info in pkgutil.walk_packages(heartline.__path__, "heartline."):
+        if info.name.endswith("__main__"):
+            continue
+        for obj in vars(importlib.import_module(info.name)).values():
+            if (
+                isinstance(obj, type)
+                and issubclass(obj, BaseException)
+                and obj.__module__.startswith("heartline")
+            ):
+                found[id(obj)] = obj
+    return sorted(found.values(), key=lambda cls: f"{cls.__module__}.{cls.__qualname__}")
+
+
+def test_every_exception_of_every_module_is_in_the_tree_with_a_code_from_the_table() -> None:
+    """Walking every module: each exception class not private to its module derives from
+    HeartlineError, and each HeartlineError's exit code is one of heartline.errors.EXIT_CODES."""
+    found = all_exceptions()
+    assert len(found) > 30  # the walk sees the whole tree
+    outside = [
+        f"{c.__module__}.{c.__qualname__}"
+        for c in found
+        if not issubclass(c, heartline.errors.HeartlineError) and not c.__name__.startswith("_")
+    ]
+    assert outside == []
+    unlisted = {
+        f"{c.__module__}.{c.__qualname__}": c.exit_code
+        for c in found
+        if issubclass(c, heartline.errors.HeartlineError)
+        and c.exit_code not in heartline.errors.EXIT_CODES
+    }
+    assert unlisted == {}
+
+
+def test_the_readme_exit_code_table_is_the_one_in_errors() -> None:
+    """README.md's exit-code table lists exactly the codes of heartline.errors.EXIT_CODES."""
+    readme = (Path(heartline.__file__).parents[2] / "README.md").read_text()
+    section = readme[readme.index("### Exit codes") :]
+    section = section[: section.index("\n## ")]
+    codes = {int(m) for m in re.findall(r"^\| (\d+) \|", section, re.M)}
+    assert codes == set(heartline.errors.EXIT_CODES)

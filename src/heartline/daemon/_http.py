@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import parse_qs, unquote
 
+from heartline.errors import HeartlineError
+
 log = logging.getLogger(__name__)
 
 MAX_HEAD = 16 * 1024
@@ -105,7 +107,7 @@ class Response:
 Handler = Callable[[Request], Awaitable[Response]]
 
 
-class BadRequest(Exception):
+class BadRequest(HeartlineError):
     def __init__(self, status: int, message: str, *, code: str = "bad_request") -> None:
         self.status = status
         self.code = code

@@ -14,7 +14,7 @@ Three processes, so the command never runs without the lock, whatever happens to
 * The runner tells the guard how long the lease is proven for. If the runner is frozen
   (SIGSTOP) and stops renewing, the guard stops the command before that deadline on its own.
 * If the runner cannot renew the lease, it has the guard stop the command (TERM -> grace ->
-  KILL) so that it is dead before the lease can expire on the server, and exits EXIT_LOST.
+  KILL) so that it is dead before the lease can expire on the server, and exits EXIT_LOCK_LOST.
   So does a runner that was frozen while the guard stopped the command on its own.
 
 Every line the runner writes (its own and the lock backends' warnings) is one line starting
@@ -32,18 +32,21 @@ import struct
 import sys
 import time
 
-from heartline.errors import LockLost
+from heartline.errors import (
+    EXIT_CANNOT_START,
+    EXIT_GUARD_VANISHED,
+    EXIT_LOCK_LOST,
+    EXIT_RUNNER_USAGE,
+    LockLost,
+)
 from heartline.lock._lease import HELD, Lease, frozen_for, stop_grace
 from heartline.lock._lock import Lock
 
 #: Reserved exit codes (the command's own code is passed through otherwise).
-EXIT_USAGE = 64  # sysexits EX_USAGE
-EXIT_UNREACHABLE = 69  # sysexits EX_UNAVAILABLE
-EXIT_INTERNAL = 70  # sysexits EX_SOFTWARE: the guard process vanished
-EXIT_TIMEOUT = 75  # sysexits EX_TEMPFAIL: not granted within -w, or busy with --try
-EXIT_AUTH = 77  # sysexits EX_NOPERM
-EXIT_LOST = 79  # the lock was lost while the command ran; the command was stopped
-EXIT_NOT_FOUND = 127  # the command could not be started (like a shell)
+# The runner's own outcomes (heartline.errors.EXIT_CODES holds the one table).
+EXIT_USAGE = EXIT_RUNNER_USAGE
+EXIT_INTERNAL = EXIT_GUARD_VANISHED
+EXIT_NOT_FOUND = EXIT_CANNOT_START
 
 _FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 #: Messages on the runner <-> guard socket (SOCK_SEQPACKET, so each is one datagram).
@@ -365,7 +368,7 @@ def _hold_and_run(lock: Lock, ctl: socket.socket, guard_pidfd: int) -> int:
                                 _guard_reason(lock.name, lease, frozen), name=lock.name
                             )
                             _say(f"{stop_reason}; the guard stopped the command")
-                        return EXIT_LOST if stop_reason is not None else status
+                        return EXIT_LOCK_LOST if stop_reason is not None else status
                     elif not data:
                         break
                 if guard_pidfd in fds or not data:

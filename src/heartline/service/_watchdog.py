@@ -39,6 +39,7 @@ import time
 import weakref
 from collections.abc import Callable
 
+from heartline.errors import EXIT_WATCHDOG as _EXIT_WATCHDOG
 from heartline.errors import HeartlineError
 from heartline.service._stacks import format_report, write_report
 
@@ -67,7 +68,7 @@ __all__ = [
 
 #: Exit code of a process a watchdog ended: outside the shell's (126-165) and sysexits' (64-78)
 #: ranges and heartline's own CLI codes, so a supervisor can tell "stalled" from other failures.
-EXIT_WATCHDOG = 86
+EXIT_WATCHDOG = _EXIT_WATCHDOG  # heartline.errors.EXIT_CODES holds the one table
 
 _monotonic = time.monotonic
 #: Seconds the monitor gives the report (and stdio flushing) before it exits anyway.

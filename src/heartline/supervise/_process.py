@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from heartline._util import OWN_CHILDREN
+from heartline.errors import SupervisorError
 from heartline.supervise._policy import ExitInfo
 
 _CLD_EXITED = 1
@@ -32,7 +33,7 @@ class Spawned:
     stderr: int | None
 
 
-class SpawnFailed(Exception):
+class SpawnFailed(SupervisorError):
     """The program could not be started (exec failed, bad user, bad cwd)."""
 
 

@@ -5,6 +5,8 @@ from __future__ import annotations
 import enum
 import logging
 
+from heartline.errors import SupervisorError
+
 
 class State(enum.Enum):
     """States of one program instance.
@@ -64,7 +66,7 @@ TRANSITIONS: dict[State, frozenset[State]] = {
 STRICT = False
 
 
-class InvalidTransition(AssertionError):
+class InvalidTransition(SupervisorError):
     """A change of state the table does not allow: a bug in the state machine."""
 
 

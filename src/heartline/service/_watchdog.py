@@ -26,6 +26,10 @@ raises only if the loop is still stalled once the report is written.
 **Other limits.** The monitor needs the GIL to write its report: a thread that holds the GIL in
 C code without ever releasing it stops the monitor too (``faulthandler.dump_traceback_later`` is
 the tool for that case). A forked child inherits no active watchdog: start new ones in it.
+
+The module stays whole above 600 lines: the block watchdog and the loop watchdog share their
+monitor thread, report writing and the asynchronous raise, and a program that uses one imports
+one module (this package loads only what a program asks for).
 """
 
 from __future__ import annotations

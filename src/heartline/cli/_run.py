@@ -22,6 +22,15 @@ EXIT_SPAWN_FAILED = 127
 log = logging.getLogger(__name__)
 
 
+def cmd_run(args: argparse.Namespace) -> int:
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise UsageError("name the command to run: heartline run [OPTIONS] -- CMD ARGS...")
+    return run_one(command, args)
+
+
 def parse_backoff(text: str) -> BackoffSpec:
     """``"1s..30s"`` (initial..max) or ``"1s"`` (initial, default max)."""
     first, sep, second = text.partition("..")

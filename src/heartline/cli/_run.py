@@ -199,13 +199,21 @@ async def _run(
     def stop() -> None:
         sup.background(prog.stop())
 
-    for sig in (signal.SIGTERM, signal.SIGINT):
+    stops = (signal.SIGTERM, signal.SIGINT)
+    passed = (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2)
+    for sig in stops:
         loop.add_signal_handler(sig, stop)
-    for sig in (signal.SIGHUP, signal.SIGUSR1, signal.SIGUSR2):
+    for sig in passed:
         loop.add_signal_handler(sig, prog.send_signal, sig)
     await sup.start(["all"])
     await done.wait()
     sup.close()
+    # The default dispositions again before asyncio.run closes the loop: closing it shuts the
+    # pipe the signals wake it through before it drops its handlers, and a signal landing in
+    # between (SIGCHLD from the guard, which leaves on bye) made Python print "Exception
+    # ignored when trying to write to the signal wakeup fd" and a traceback on stderr.
+    for sig in (signal.SIGCHLD, *stops, *passed):
+        loop.remove_signal_handler(sig)
     if guard is not None and prog.pid is None:
         guard.bye()
     info = prog.last_exit

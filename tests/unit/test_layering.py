@@ -2,7 +2,8 @@
 
 Every module under src/heartline is parsed with ``ast``; each ``heartline.*`` import (including
 relative ones and those under ``if TYPE_CHECKING:``) is mapped to the top-level part it reaches,
-and checked against the table below. A package missing from the table fails the test, so a new
+and checked against the table below. No module imports another package's private module
+(``heartline.x._y`` from outside x): a package exports what others may use. A package missing from the table fails the test, so a new
 package has to take its place in the layering on purpose.
 
 heartline.service runs inside users' programs and is held tighter: every import of its modules,
@@ -112,6 +113,12 @@ def imports_of(
                     found.append((node.lineno, sub))
             else:
                 found.append((node.lineno, target))
+                # `from heartline.x import _y` reaches the private module (or name) _y of x.
+                found += [
+                    (node.lineno, f"{target}.{a.name}")
+                    for a in node.names
+                    if a.name.startswith("_") and not a.name.startswith("__")
+                ]
     return found
 
 
@@ -131,6 +138,12 @@ def edges(root: Path) -> list[Edge]:
 def violation(edge: Edge) -> str | None:
     if edge.importer == edge.imported:
         return None
+    private = [p for p in edge.text.split(".")[2:] if p.startswith("_") and not p.startswith("__")]
+    if private and edge.imported not in ("heartline", "__main__"):
+        return (
+            f"{edge.text} is private to heartline.{edge.imported}: import what that package "
+            "exports (add it to its __all__)"
+        )
     if edge.importer not in ALLOWED:
         return f"{edge.importer!r} is not in the layering table of {__name__}"
     reserved_for = RESERVED.get(edge.imported)
@@ -186,7 +199,13 @@ def test_errors_is_a_leaf() -> None:
         ("supervise/_x.py", "from heartline.lock import Lock", True),
         ("supervise/_x.py", "from heartline import __version__", False),
         ("cli/_x.py", "from heartline.daemon import run_daemon", True),
-        ("daemon/_x.py", "import heartline.supervise._process", True),
+        ("daemon/_x.py", "import heartline.supervise._process", False),
+        ("daemon/_x.py", "from heartline.supervise._process import spawn", False),
+        ("daemon/_x.py", "from heartline.supervise import _statefile", False),
+        ("daemon/_x.py", "from heartline.supervise import Supervisor", True),
+        ("supervise/_x.py", "from heartline.supervise._process import spawn", True),
+        ("supervise/_x.py", "from heartline._util import start_time", True),
+        ("supervise/_x.py", "from heartline._util._linux import start_time", False),
         ("__main__.py", "from heartline.cli import main", True),
         ("newpkg/_x.py", "from heartline.errors import HeartlineError", False),
         ("lockd/_x.py", "from heartline.lock import protocol", True),

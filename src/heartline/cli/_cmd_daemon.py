@@ -22,8 +22,7 @@ def cmd_up(args: argparse.Namespace) -> int | None:
     config = load_config(path)
     if args.detach:
         return _detach(path, config.daemon.log_dir)
-    from heartline.daemon import run_daemon
-    from heartline.daemon._daemon import setup_logging
+    from heartline.daemon import run_daemon, setup_logging
 
     setup_logging()
     ready_fd = os.environ.pop("HEARTLINE_READY_FD", "")
@@ -128,7 +127,7 @@ def cmd_systemd_unit(args: argparse.Namespace) -> None:
 
 def cmd_init(args: argparse.Namespace) -> int:
     """Print or write the commented sample configuration."""
-    from heartline.config._sample import SAMPLE
+    from heartline.config import SAMPLE
 
     if args.out is None:
         echo(SAMPLE)

@@ -77,7 +77,7 @@ def _report_pid(pid: int, *, as_json: bool, signum: int | None) -> int:
     import signal as signals
     import subprocess
 
-    from heartline.supervise._process import handles_signal
+    from heartline._util import handles_signal
 
     try:
         with open(f"/proc/{pid}/comm", encoding="utf-8", errors="replace") as f:

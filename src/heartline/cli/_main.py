@@ -106,7 +106,7 @@ def _handler(spec: str) -> Handler:
 # Here rather than in a module of their own: every command that talks to the daemon needs them,
 # and one module fewer to find and load is a tenth of a millisecond of each cold call.
 def config_path(args: argparse.Namespace) -> str:
-    from heartline.config._locate import default_config_path
+    from heartline.config import default_config_path
 
     return str(args.config or default_config_path())
 
@@ -116,7 +116,7 @@ def socket_path(args: argparse.Namespace) -> str:
         return str(args.socket)
     if os.environ.get("HEARTLINE_SOCKET"):
         return os.environ["HEARTLINE_SOCKET"]
-    from heartline.config._locate import default_run_dir, socket_from_config
+    from heartline.config import default_run_dir, socket_from_config
 
     path = config_path(args)
     if args.config or os.environ.get("HEARTLINE_CONFIG") or os.path.exists(path):

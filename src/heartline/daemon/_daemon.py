@@ -21,7 +21,7 @@ from heartline.daemon._holder import Holder, end_previous_holder, held_pids, pre
 from heartline.daemon._http import serve_connection, start_unix_server
 from heartline.daemon._sdnotify import SystemdNotifier
 from heartline.errors import ConfigError, DaemonAlreadyRunning, DaemonStartError
-from heartline.supervise import State, Supervisor, _statefile, load_state
+from heartline.supervise import Saved, State, Supervisor, load_state
 
 log = logging.getLogger("heartline.daemon")
 
@@ -183,7 +183,7 @@ class Daemon:
             self.notifier.close()
             os.close(lock_fd)
 
-    def _adopt(self, saved: _statefile.Saved, old_holder: dict[str, int] | None) -> set[str]:
+    def _adopt(self, saved: Saved, old_holder: dict[str, int] | None) -> set[str]:
         """Take over the processes a previous daemon left; stop those not taken over.
 
         Returns the names of the programs that are not to be started now: adopted ones, and

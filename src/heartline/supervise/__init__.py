@@ -5,6 +5,7 @@ from heartline.supervise._policy import Decision, ExitInfo, History, backoff_del
 from heartline.supervise._process import SpawnFailed, spawn
 from heartline.supervise._program import Program, spec_digest
 from heartline.supervise._resources import Reading, figures, read_groups
+from heartline.supervise._statefile import Record, Saved
 from heartline.supervise._states import State
 from heartline.supervise._supervisor import FdHolder, Supervisor, load_state
 
@@ -17,6 +18,8 @@ __all__ = [
     "LogFile",
     "Program",
     "Reading",
+    "Record",
+    "Saved",
     "SpawnFailed",
     "State",
     "Supervisor",

@@ -39,6 +39,11 @@ _EMPTY_FIGURES: dict[str, Any] = {
 }  # fmt: skip
 
 
+#: A status or top answer walks the programs' process trees at most this often (escapees that
+#: came back to the daemon are seen at once; a setsid child of a live program within this).
+_ESCAPEES_TTL = 5.0
+
+
 class _Invalid(Exception):
     pass
 
@@ -144,7 +149,7 @@ class Api:
     async def _resources(self, *, min_window: float) -> tuple[dict[int, Any], float | None]:
         """Figures per process group, with rates over at least ``min_window`` seconds when
         asked (waiting for a second reading if the last one is too recent or missing)."""
-        self.sup.track_processes(max_age=1.0)
+        self.sup.track_processes(max_age=_ESCAPEES_TTL)
         pgids = {p.pid for p in self.sup.programs.values() if p.pid is not None}
         pgids |= {g for p in self.sup.programs.values() for g in _other_groups(p)}
         before = self._reading
@@ -174,9 +179,9 @@ class Api:
         return Response.json({"sampled": time.time(), "window": window, "programs": progs})
 
     async def status(self, req: Request) -> Response:
-        # Processes that escaped their program show up under it (a pass over /proc, reused
-        # for a second so that a client polling status costs little).
-        self.sup.track_processes(max_age=1.0)
+        # Processes that escaped their program show up under it (a walk of the process tree,
+        # reused for a while so that a client polling status costs little).
+        self.sup.track_processes(max_age=_ESCAPEES_TTL)
         names = req.query.get("name", [])
         progs = self.sup.snapshot(names)
         if _flag(req, "resources"):

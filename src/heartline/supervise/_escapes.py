@@ -66,6 +66,7 @@ class Escapes:
         self.strays: dict[int, int] = {}
         self._strays_gone: asyncio.Future[None] | None = None
         self._last_scan = -1e9
+        self._last_glance = -1e9
         self._scan_soon: asyncio.TimerHandle | None = None
         #: Processes a previous daemon left that must be gone before a new copy starts:
         #: pid -> the program it belongs to (None: unknown, so it holds back every program).
@@ -78,13 +79,21 @@ class Escapes:
         leads to a program's main process (a ``setsid()`` child of a live program), or, once
         orphaned and reparented to this subreaper, when its group or session is a program's or
         its environment names the program. Zombie children nobody else reaps are reaped.
-        Skipped (None) when a pass is at most ``max_age`` old.
+        Skipped (None) when a pass is at most ``max_age`` old and no unknown child came back to
+        the daemon since (a glance at its own children files tells, without a walk).
         """
         if not self.sup.subreaper:
             return None
         now = self.sup.loop.time()
         if max_age and now - self._last_scan < max_age:
-            return None
+            # A glance at our own children: did an orphan come back since the last walk? Many
+            # calls in one turn of the loop (a stop of every program) share one glance; a
+            # process missed here is still found when its program's main process exits.
+            if now - self._last_glance < 0.05:
+                return None
+            self._last_glance = now
+            if self._unknown_children() == set():
+                return None
         self._last_scan = now
         me = os.getpid()
         procs = self._family(me)
@@ -157,10 +166,11 @@ class Escapes:
         kids = children_of(os.getpid())
         if kids is None:
             return None
-        known = OWN_CHILDREN | self.sup.by_pid.keys() | self.strays.keys()
-        for prog in self.sup.programs.values():
-            known |= prog.others.keys()
-        return kids - known
+        unknown = kids.difference(OWN_CHILDREN, self.sup.by_pid, self.strays)
+        if unknown:  # rare: only then is every program's list of followed processes read
+            for prog in self.sup.programs.values():
+                unknown -= prog.others.keys()
+        return unknown
 
     def collect_leftovers(self, prog: Program, main_pid: int) -> None:
         """Everything left of ``prog`` now that its main process exited (it is a zombie, so its

@@ -408,7 +408,9 @@ class Supervisor:
         self.changed(prog)
 
     def look_for_escapees(self) -> None:
-        self.escapes.track()
+        # Stopping many programs at once (`down`, `stop all`) walks the tree once, not once
+        # per program; a child that came back to the daemon meanwhile forces a new walk.
+        self.escapes.track(max_age=0.5)
 
     def collect_leftovers(self, prog: Program, main_pid: int) -> None:
         self.escapes.collect_leftovers(prog, main_pid)

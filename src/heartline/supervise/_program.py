@@ -20,7 +20,7 @@ import os
 import signal
 from collections.abc import Callable
 
-from heartline._util import format_duration
+from heartline._util import format_duration, start_time
 from heartline.api import Health, ProgramStatus, StopReason, StopResult
 from heartline.config import ProgramSpec
 from heartline.supervise._host import Host
@@ -148,7 +148,6 @@ class Program(LivenessMixin):
             e = self.last_exit
             rec.last_exit = {"reason": e.reason, "code": e.code, "signal": e.signal,
                              "detail": e.detail}  # fmt: skip
-        from heartline._util import start_time
 
         for pid in self.others:
             ticks = start_time(pid)

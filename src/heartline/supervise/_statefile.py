@@ -17,6 +17,8 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
+from heartline.api import EXIT_REASONS
+
 log = logging.getLogger(__name__)
 
 VERSION = 2
@@ -127,12 +129,8 @@ def _record(raw: Any) -> Record:
     return rec
 
 
-_EXIT_REASONS = ("exit", "signal", "spawn-failed", "unknown", "watchdog", "check",
-                 "start-timeout")  # fmt: skip
-
-
 def _exit(raw: Any) -> dict[str, Any]:
-    if not isinstance(raw, dict) or raw.get("reason") not in _EXIT_REASONS:
+    if not isinstance(raw, dict) or raw.get("reason") not in EXIT_REASONS:
         raise ValueError("last_exit: expected an exit record")
     code, sig, detail = raw.get("code"), raw.get("signal"), raw.get("detail", "")
     return {

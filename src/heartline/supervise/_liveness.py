@@ -75,10 +75,6 @@ class LivenessMixin:
         if extend.isdigit() and self._timer is not None and self.state is State.STARTING:
             self._schedule(int(extend) / 1e6, self._start_timed_out)
 
-    def beat(self) -> None:
-        """A heartbeat (the notify receiver stamps ``last_beat`` itself, off the loop)."""
-        self.last_beat = self.loop.time()
-
     def _arm_watchdog(self, period: float) -> None:
         self._disarm_watchdog()
         if period <= 0 or self.proc is None or self.unheard:

@@ -106,9 +106,8 @@ class Supervisor:
         self.subreaper = subreaper
         #: Escaped processes, strays and a previous daemon's leftovers (see _escapes).
         self.escapes = Escapes(self)
-        #: When the daemon last came back from a stall of its own (loop time), and its length.
+        #: When the daemon last came back from a stall of its own (loop time).
         self.resumed_at = -1e9
-        self.stall = 0.0
         if log_dir is not None:
             os.makedirs(log_dir, mode=0o750, exist_ok=True)
         self.programs: dict[str, Program] = {}
@@ -128,7 +127,6 @@ class Supervisor:
         late = now - due
         if late > STALL and now - self.resumed_at > STALL:
             self.resumed_at = now
-            self.stall = late
             log.warning(
                 "the daemon did not run for %s (stopped or starved); deadlines that fell in "
                 "that time are not held against programs",
@@ -169,10 +167,6 @@ class Supervisor:
         names = list(names)
         progs = self.resolve(names) if names else list(self.programs.values())
         return [p.snapshot() for p in progs]
-
-    def stalled_between(self, start: float) -> bool:
-        """Whether a stall of the daemon ended after loop time ``start``."""
-        return self.resumed_at >= start
 
     def wall(self) -> float:
         return self.clock.wall()

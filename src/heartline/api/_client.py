@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING, Any
 from urllib.parse import quote, urlencode
@@ -66,7 +67,7 @@ class Client:
             s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM | socket.SOCK_CLOEXEC)
             s.settimeout(self.timeout)
             try:
-                s.connect(self.path)
+                self._connect_waiting(s)
             except (FileNotFoundError, ConnectionRefusedError):
                 s.close()
                 raise DaemonNotRunning(
@@ -83,6 +84,23 @@ class Client:
             self._sock = s
             self._buf = b""
         return self._sock
+
+    def _connect_waiting(self, s: socket.socket) -> None:
+        """Connect, waiting while the daemon's listen backlog is full. A unix socket with a
+        timeout is non-blocking underneath, and Linux answers EAGAIN rather than queueing the
+        caller when the backlog is full (a burst of clients, a daemon busy for a moment); a
+        blocking client would have waited, so this one waits too, up to its own timeout."""
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
+        pause = 0.001
+        while True:
+            try:
+                s.connect(self.path)
+                return
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() + pause > deadline:
+                    raise
+                time.sleep(pause)
+                pause = min(pause * 2, 0.05)
 
     # --- requests -------------------------------------------------------------------------
     def request(self, method: str, path: str, body: object = None) -> Any:

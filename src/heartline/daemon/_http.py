@@ -50,7 +50,9 @@ READ_CHUNK = 64 * 1024
 ACCEPT_PAUSE_MIN = 0.1
 ACCEPT_PAUSE_MAX = 5.0
 ACCEPT_CALM = 10.0
-ACCEPT_BACKLOG = 128
+#: Connections the kernel queues before accept(): room for a burst of clients (a status from
+#: every shell of a big fleet at once) while the loop is busy.
+ACCEPT_BACKLOG = 1024
 #: Connections taken per wake-up of the listening socket, so that a burst cannot starve the
 #: rest of the loop.
 ACCEPT_BATCH = 64

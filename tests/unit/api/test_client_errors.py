@@ -113,3 +113,65 @@ def test_usage_errors_exit_2_in_one_line(capsys: pytest.CaptureFixture[str]) -> 
         assert exc.value.code == 2, argv
         err = capsys.readouterr().err
         assert err.count("\n") == 1 and err.startswith("heartline: "), (argv, err)
+
+
+def _fill_backlog(path: str) -> list[socket.socket]:
+    """Connect to ``path`` until the kernel refuses more (its listen backlog is full)."""
+    fillers: list[socket.socket] = []
+    for _ in range(64):
+        s = socket.socket(socket.AF_UNIX)
+        s.setblocking(False)
+        try:
+            s.connect(path)
+        except BlockingIOError:
+            s.close()
+            return fillers
+        fillers.append(s)
+    raise AssertionError("the listen backlog never filled")
+
+
+def test_a_full_listen_backlog_is_waited_out_not_reported_as_no_daemon() -> None:
+    """A burst of clients fills the daemon's listen backlog: the next client waits for room
+    (as a blocking connect would) instead of failing with 'Resource temporarily unavailable'."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "s")
+        srv = socket.socket(socket.AF_UNIX)
+        srv.bind(path)
+        srv.listen(1)
+        fillers = _fill_backlog(path)
+        freed = threading.Event()
+
+        def drain_later() -> None:
+            freed.wait(0.2)  # the client is refused at first, then room appears
+            for _ in fillers:
+                srv.accept()[0].close()
+
+        t = threading.Thread(target=drain_later, daemon=True)
+        t.start()
+        try:
+            c = Client(path, timeout=5)
+            c._connect()
+            assert c._sock is not None
+        finally:
+            c.close()
+            for s in fillers:
+                s.close()
+            t.join(5)
+            srv.close()
+
+
+def test_a_backlog_that_stays_full_fails_after_the_timeout() -> None:
+    """If no room appears within the client's timeout, the error names the socket."""
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "s")
+        srv = socket.socket(socket.AF_UNIX)
+        srv.bind(path)
+        srv.listen(1)
+        fillers = _fill_backlog(path)
+        try:
+            with pytest.raises(DaemonNotRunning, match=r"cannot connect to .*s: Resource"):
+                Client(path, timeout=0.3)._connect()
+        finally:
+            for s in fillers:
+                s.close()
+            srv.close()

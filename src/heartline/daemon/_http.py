@@ -406,14 +406,14 @@ class UnixServer(asyncio.AbstractServer):
     def _accept(self) -> None:
         sock = self._sock
         assert sock is not None
-        for _ in range(ACCEPT_BATCH):
+        for taken in range(ACCEPT_BATCH):
             try:
                 conn, _addr = sock.accept()
             except (BlockingIOError, InterruptedError):
                 return
             except OSError as e:
                 if e.errno in _NO_RESOURCES:
-                    self._pause(e)
+                    self._pause(e, progress=taken > 0)
                     return
                 # ECONNABORTED and the like: that one client is gone, the next may be waiting.
                 log.debug("accept on the control socket: %s", e)
@@ -423,9 +423,19 @@ class UnixServer(asyncio.AbstractServer):
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    def _pause(self, err: OSError) -> None:
+    def _pause(self, err: OSError, *, progress: bool) -> None:
         assert self._sock is not None
         now = self._loop.time()
+        if progress:
+            # Connections were taken before the limit was hit: their descriptors come back as
+            # soon as their tasks run, so this is a burst (a backlog full of clients that
+            # already hung up, say), not a daemon starved of descriptors. Come back after
+            # the shortest pause, without growing it: growing it here made a backlog of a
+            # thousand take minutes to drain.
+            log.debug("%s in a burst: accepting again in %.1fs", err.strerror, ACCEPT_PAUSE_MIN)
+            self._loop.remove_reader(self._sock.fileno())
+            self._resume = self._loop.call_later(ACCEPT_PAUSE_MIN, self._unpause)
+            return
         if self._pause_for and now - self._resumed_at < ACCEPT_CALM:
             self._pause_for = min(self._pause_for * 2, ACCEPT_PAUSE_MAX)
         else:

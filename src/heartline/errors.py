@@ -23,8 +23,14 @@ EXIT_CODES: dict[int, str] = {
     7: "the daemon answered something this client does not understand",
     8: "the daemon cannot use its run or log directory",
     9: "something already answers on the backdoor's socket path",
+    10: "hosts, place: the configuration has no [cluster] section",
+    11: "place: no host fits the request (labels, capacity, memory), or none answers",
+    12: "place: unknown host group or label",
+    13: "place: the host's SSH key is unknown or changed (known_hosts refuses it)",
+    14: "lab: a lab could not be made, changed or removed",
+    15: "lab: no such lab, or no such host in it",
     64: "lock, run: usage error",
-    69: "lock, locks: the lock server is unreachable",
+    69: "lock, locks, hosts, place: the lock server (the cluster's backend) is unreachable",
     70: "lock: the guard process vanished",
     75: "lock: not granted in time, or busy with --try",
     77: "lock, locks: not authorized",
@@ -32,6 +38,7 @@ EXIT_CODES: dict[int, str] = {
     79: "lock: the lock was lost while the command ran; the command was stopped",
     86: "a program's own watchdog found it stalled (heartline.service.watchdog)",
     127: "lock, run: the command could not be started",
+    255: "place: ssh could not reach the host",
     130: "interrupted",
 }
 EXIT_OK = 0
@@ -47,6 +54,7 @@ EXIT_LOCK_LOST = 79
 EXIT_WATCHDOG = 86
 EXIT_CANNOT_START = 127
 EXIT_INTERRUPTED = 130
+EXIT_SSH_FAILED = 255
 
 __all__ = [
     "EXIT_CANNOT_START",
@@ -59,25 +67,34 @@ __all__ = [
     "EXIT_NOT_GRANTED",
     "EXIT_OK",
     "EXIT_RUNNER_USAGE",
+    "EXIT_SSH_FAILED",
     "EXIT_UNREACHABLE",
     "EXIT_UNSAFE_TOKEN_FILE",
     "EXIT_USAGE",
     "EXIT_WATCHDOG",
+    "ClusterError",
     "ConfigError",
     "ControlError",
     "DaemonAlreadyRunning",
     "DaemonNotRunning",
     "DaemonStartError",
     "HeartlineError",
+    "HostKeyRefused",
+    "LabError",
+    "LabNotFound",
     "LockAuthError",
     "LockError",
     "LockLost",
     "LockReleased",
     "LockServerUnreachable",
     "LockTimeout",
+    "NoHostFits",
+    "NotInCluster",
     "PermissionDenied",
     "ProtocolError",
+    "SshFailed",
     "SupervisorError",
+    "UnknownHostSet",
     "UnknownProgram",
     "UnsafeTokenFile",
     "UsageError",
@@ -217,3 +234,50 @@ class UnsafeTokenFile(LockError):
     such a private key, before anything is sent (you did it: fix the file's mode)."""
 
     exit_code = EXIT_UNSAFE_TOKEN_FILE  # sysexits EX_CONFIG: fix the file, then try again
+
+
+class ClusterError(HeartlineError):
+    """Working with the cluster (its hosts, reports, placements or lab) failed."""
+
+
+class NotInCluster(ClusterError):
+    """The configuration has no ``[cluster]`` section (you did it: add one, or pass ``-c``)."""
+
+    exit_code = 10
+
+
+class NoHostFits(ClusterError):
+    """No host can take the request: labels, declared capacity or free memory rule every one
+    out, or none of those that could has a fresh report."""
+
+    exit_code = 11
+
+
+class UnknownHostSet(ClusterError):
+    """A host group or label that no host has (you did it)."""
+
+    exit_code = 12
+
+
+class HostKeyRefused(ClusterError):
+    """SSH refused the host's key: unknown or changed (never accepted silently)."""
+
+    exit_code = 13
+
+
+class SshFailed(ClusterError):
+    """SSH could not reach the host or log in (the world broke it); exit 255 as ssh's own."""
+
+    exit_code = EXIT_SSH_FAILED
+
+
+class LabError(ClusterError):
+    """A lab host could not be made, changed or removed; names the step that failed."""
+
+    exit_code = 14
+
+
+class LabNotFound(ClusterError):
+    """No lab in the directory, or no such host in it (you did it)."""
+
+    exit_code = 15

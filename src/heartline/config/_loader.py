@@ -20,6 +20,7 @@ from types import MappingProxyType
 from typing import Any
 
 from heartline._util import parse_duration, parse_size
+from heartline.config._cluster import build_cluster
 from heartline.config._locate import ETC_CONFIG, default_log_dir, default_run_dir
 from heartline.config._specs import (
     BackoffSpec,
@@ -171,7 +172,7 @@ class _Builder:
         return os.path.normpath(os.path.join(self.base, p))
 
     def build(self) -> Config:
-        self.check_keys(self.data, ["daemon", "defaults", "programs"], ())
+        self.check_keys(self.data, ["daemon", "defaults", "programs", "cluster"], ())
         daemon_t = self.table(self.data.get("daemon", {}), ("daemon",))
         self.check_keys(daemon_t, ["run_dir", "log_dir", "adopt_timeout"], ("daemon",))
         run_dir = self.string(daemon_t, "run_dir", ("daemon",))
@@ -230,6 +231,7 @@ class _Builder:
             daemon=daemon,
             programs=MappingProxyType(programs),
             groups=MappingProxyType(groups),
+            cluster=build_cluster(self, self.data["cluster"]) if "cluster" in self.data else None,
         )
 
     def check_cycles(

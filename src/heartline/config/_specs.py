@@ -135,3 +135,54 @@ class Config:
     daemon: DaemonSpec
     programs: Mapping[str, ProgramSpec]
     groups: Mapping[str, tuple[str, ...]]
+    #: ``[cluster]``, or None on a host that is not part of one.
+    cluster: ClusterSpec | None = None
+
+
+@dataclass(frozen=True)
+class HostSpec:
+    """What the cluster section says about one host (all optional: a host that runs its
+    daemon with the cluster's backend joins without being listed)."""
+
+    name: str
+    #: Where SSH reaches it (a name your ssh config knows, or an address); default: its name.
+    address: str = ""
+    labels: tuple[str, ...] = ()
+    #: Declared capacity; a request that needs more is never placed there.
+    cpus: float | None = None
+    mem: int | None = None
+
+    @property
+    def ssh_destination(self) -> str:
+        return self.address or self.name
+
+
+#: The lockd a cluster uses unless it names another backend.
+DEFAULT_BACKEND = "heartline://127.0.0.1:7717"
+
+
+@dataclass(frozen=True)
+class ClusterSpec:
+    """``[cluster]``: the coordination backend and what is known of the hosts. Every host
+    runs its daemon with the same section; the hosts that report are the cluster."""
+
+    backend: str = DEFAULT_BACKEND
+    token_file: str | None = None
+    ca_file: str | None = None
+    #: This host's name in the cluster (default: its hostname).
+    name: str = ""
+    #: How often a daemon publishes its load report (and at once on a big change).
+    report_interval: float = 2.0
+    #: An ``ssh -F`` file (default: the user's own ssh configuration).
+    ssh_config: str | None = None
+    #: Extra ``-o`` options for ssh, e.g. ``["ConnectTimeout=5"]``.
+    ssh_options: tuple[str, ...] = ()
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
+    hosts: Mapping[str, HostSpec] = field(default_factory=lambda: MappingProxyType({}))
+
+    def host(self, name: str) -> HostSpec:
+        """What the section says of ``name`` (an empty spec for a host it does not list)."""
+        return self.hosts.get(name) or HostSpec(name=name)
+
+    def groups_of(self, name: str) -> tuple[str, ...]:
+        return tuple(g for g, members in self.groups.items() if name in members)

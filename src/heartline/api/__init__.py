@@ -8,6 +8,14 @@ from typing import TYPE_CHECKING, Any
 from heartline.api._client import Client, default_socket_path
 
 if TYPE_CHECKING:
+    from heartline.api._cluster import (
+        CLUSTER_FORMAT,
+        Capacity,
+        HoldRecord,
+        HostInfo,
+        HostReport,
+        HostState,
+    )
     from heartline.api._messages import (
         EXIT_REASONS,
         DaemonInfo,
@@ -27,7 +35,9 @@ if TYPE_CHECKING:
     from heartline.api._spec import openapi_bytes, openapi_spec
 
 __all__ = [
+    "CLUSTER_FORMAT",
     "EXIT_REASONS",
+    "Capacity",
     "Client",
     "DaemonInfo",
     "ErrorReply",
@@ -35,6 +45,10 @@ __all__ = [
     "ExitRecord",
     "Figures",
     "Health",
+    "HoldRecord",
+    "HostInfo",
+    "HostReport",
+    "HostState",
     "ProgramState",
     "ProgramStatus",
     "StateFileError",
@@ -47,7 +61,16 @@ __all__ = [
     "openapi_spec",
 ]
 
-_LAZY = {"openapi_bytes": "_spec", "openapi_spec": "_spec"}
+_LAZY = {
+    "openapi_bytes": "_spec",
+    "openapi_spec": "_spec",
+    "CLUSTER_FORMAT": "_cluster",
+    "Capacity": "_cluster",
+    "HoldRecord": "_cluster",
+    "HostInfo": "_cluster",
+    "HostReport": "_cluster",
+    "HostState": "_cluster",
+}
 
 
 def __getattr__(name: str) -> Any:

@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 _COMMANDS = (
     "up", "down", "status", "top", "report", "attach", "start", "stop", "restart", "signal",
     "logs", "reload", "reopen-logs", "run", "systemd-unit", "init", "lock", "locks", "lockd",
+    "hosts", "place",
 )  # fmt: skip
 
 # Exit codes beyond the ones the errors carry (see heartline.errors).
@@ -59,13 +60,13 @@ def main(argv: list[str] | None = None) -> None:
         argv = sys.argv[1:] if argv is None else argv
         command = _command_in(argv)
         tail: list[str] = []
-        if command == "lock" and "--" in argv:
+        if command in ("lock", "place") and "--" in argv:
             # Everything after `--` is the command, untouched (argparse would otherwise let a
             # positional swallow the options that follow NAME).
             cut = argv.index("--")
             argv, tail = argv[:cut], argv[cut + 1 :]
         args = build_parser(command).parse_args(argv)
-        if command == "lock":
+        if command in ("lock", "place"):
             args.command = tail
         # -c/-s may come before or after the command; both parsers share the actions, so the
         # defaults are filled in here rather than by argparse (which would let one clobber
@@ -375,6 +376,26 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     _lock_client_options(p)
     p.add_argument("--json", action="store_true", help="print JSON")
+    p = add("hosts", "_cmd_cluster:cmd_hosts",
+            "List the cluster's hosts: load, memory, holds, report age, state.")  # fmt: skip
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument("--watch", action="store_true", help="keep the table updated (Ctrl-C ends)")
+    p = add(
+        "place",
+        "_cmd_cluster:cmd_place",
+        "Run a command on the best host of the cluster: heartline place [OPTIONS] -- CMD ARGS... "
+        "Exits with the command's exit code (255: ssh could not reach the host).",
+    )
+    p.add_argument("--need", metavar="cpus=N,mem=SIZE", default="",
+                   help="what the command needs (default cpus=1); charged on the host while "
+                   "it runs")  # fmt: skip
+    p.add_argument("--label", action="append", default=[], metavar="LABEL",
+                   help="only hosts with this label (repeatable)")  # fmt: skip
+    p.add_argument("--group", metavar="GROUP", default=None, help="only hosts of this group")
+    p.add_argument("--explain", action="store_true",
+                   help="print each candidate, its inputs, score, verdict (stderr)")  # fmt: skip
+    p.add_argument("--print", dest="print_only", action="store_true",
+                   help="only print the chosen host (no hold, nothing runs)")  # fmt: skip
     p = add("lockd", "_cmd_lock:cmd_lockd", "Run the lock server in the foreground.", daemon=False)
     p.add_argument("--listen", default="127.0.0.1:7717", metavar="HOST:PORT",
                    help="address to listen on (127.0.0.1:7717; beyond loopback needs "

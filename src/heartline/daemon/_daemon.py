@@ -12,7 +12,7 @@ import signal
 import stat
 import sys
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from heartline._util import become_subreaper, start_time
 from heartline.config import Config, load_config
@@ -22,6 +22,9 @@ from heartline.daemon._http import serve_connection, start_unix_server
 from heartline.daemon._sdnotify import SystemdNotifier
 from heartline.errors import ConfigError, DaemonAlreadyRunning, DaemonStartError
 from heartline.supervise import Saved, State, Supervisor, load_state
+
+if TYPE_CHECKING:
+    from heartline.cluster import Reporter
 
 log = logging.getLogger("heartline.daemon")
 
@@ -86,6 +89,7 @@ class Daemon:
         self.supervisor: Supervisor
         self.notifier = SystemdNotifier()
         self._watchdog: asyncio.TimerHandle | None = None
+        self.reporter: Reporter | None = None
 
     def request_stop(self) -> None:
         if self._stop is not None:
@@ -150,6 +154,7 @@ class Daemon:
             if pending:
                 await self.supervisor.start(pending, autostart_only=True)
             self.supervisor.listeners.append(self._on_change)
+            self._start_reporter()
             self.notifier.notify("READY=1", self._status_text())
             if self.notifier.watchdog_interval:
                 self._watchdog_ping(loop)
@@ -157,6 +162,9 @@ class Daemon:
             if ready is not None:
                 ready()
             await self._stop.wait()
+            if self.reporter is not None:
+                # Leave the cluster first: no placement should pick a host that is stopping.
+                await loop.run_in_executor(None, self.reporter.stop)
             log.info("stopping every program")
             self.notifier.notify("STOPPING=1", "STATUS=stopping programs")
             server.close()
@@ -166,6 +174,8 @@ class Daemon:
             clean = True
             log.info("heartline daemon %d stopped; every program is stopped", os.getpid())
         finally:
+            if self.reporter is not None:
+                self.reporter.stop()
             if self._watchdog is not None:
                 self._watchdog.cancel()
             if server is not None:
@@ -249,13 +259,30 @@ class Daemon:
         log.info("reloaded: %s", diff)
 
     def _status_text(self) -> str:
-        progs = self.supervisor.programs.values()
-        running = sum(1 for p in progs if p.state is State.RUNNING)
-        return f"STATUS={running} of {len(progs)} programs running"
+        return f"STATUS={self._running()} of {len(self.supervisor.programs)} programs running"
 
     def _on_change(self, _prog: object) -> None:
         if self.notifier.enabled:
             self.notifier.notify(self._status_text())
+        if self.reporter is not None:
+            self.reporter.set_programs(self._running())
+
+    def _running(self) -> int:
+        return sum(1 for p in self.supervisor.programs.values() if p.state is State.RUNNING)
+
+    def _start_reporter(self) -> None:
+        """In a cluster, publish this host's load report (from a thread of its own)."""
+        if self.config.cluster is None:
+            return
+        from heartline.cluster import Reporter
+
+        self.reporter = Reporter(self.config.cluster)
+        self.reporter.set_programs(self._running())
+        self.reporter.start()
+        log.info(
+            "reporting this host's load as %s to %s every %gs",
+            self.reporter.name, self.config.cluster.backend, self.reporter.interval,
+        )  # fmt: skip
 
     def _watchdog_ping(self, loop: asyncio.AbstractEventLoop) -> None:
         self.notifier.notify("WATCHDOG=1")

@@ -1,0 +1,151 @@
+"""`heartline hosts` and `heartline place`: the cluster's hosts, and running a command on the
+best of them."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import TYPE_CHECKING
+
+from heartline.cli._main import config_path, echo
+from heartline.errors import NotInCluster, UsageError
+
+if TYPE_CHECKING:
+    from heartline.api import HostInfo
+    from heartline.cluster import Request
+    from heartline.config import ClusterSpec
+
+
+def _cluster(args: argparse.Namespace) -> ClusterSpec:
+    from heartline.config import load_config
+
+    path = config_path(args)
+    cluster = load_config(path).cluster
+    if cluster is None:
+        raise NotInCluster(
+            f"{path} has no [cluster] section: add one (see `heartline init`), or pass the "
+            "cluster's config with -c FILE"
+        )
+    return cluster
+
+
+def _log_to_stderr() -> None:
+    from heartline.lock import log_to_stderr_when_used
+
+    log_to_stderr_when_used()
+
+
+def _size(n: int) -> str:
+    for unit, scale in (("G", 1 << 30), ("M", 1 << 20), ("K", 1 << 10)):
+        if n >= scale:
+            return f"{n / scale:.1f}{unit}"
+    return f"{n}B"
+
+
+def hosts_table(infos: list[HostInfo]) -> str:
+    head = (
+        f"{'HOST':<14} {'STATE':<13} {'AGE':>6} {'CPUS':>4} {'RUNNABLE':>8} {'BUSY':>5} "
+        f"{'MEM FREE':>8} {'PSI CPU':>7} {'PROGS':>5} {'HOLDS':>5}  LABELS"
+    )
+    lines = [head]
+    for h in infos:
+        r = h["report"]
+        age = "-" if h["age"] is None else f"{h['age']:.1f}s"
+        if r is None:
+            lines.append(f"{h['name']:<14} {h['state']:<13} {age:>6}")
+            continue
+        busy = "-" if r["cpu_busy"] is None else f"{r['cpu_busy']:.0f}%"
+        psi = "-" if not r["psi"] or "cpu" not in r["psi"] else f"{r['psi']['cpu']:.1f}"
+        held = sum(x["cpus"] for x in h["holds"])
+        labels = ",".join(r["labels"]) or "-"
+        lines.append(
+            f"{h['name']:<14} {h['state']:<13} {age:>6} {r['cpus']:>4} {r['runnable']:>8} "
+            f"{busy:>5} {_size(r['mem_available']):>8} {psi:>7} {r['programs']:>5} "
+            f"{held:>5g}  {labels}"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def cmd_hosts(args: argparse.Namespace) -> None:
+    from heartline.cluster import hosts, open_store
+    from heartline.cluster import wire as cluster_wire
+
+    spec = _cluster(args)
+    _log_to_stderr()
+    store = open_store(spec)
+    try:
+        if not args.watch:
+            infos = hosts(spec, store)
+            echo(json.dumps({"hosts": infos}, indent=2) + "\n" if args.json else hosts_table(infos))
+            return
+        mirror = store.watch(cluster_wire.PREFIX)
+        try:
+            while True:
+                infos = hosts(spec, store)
+                if args.json:
+                    echo(json.dumps({"at": time.time(), "hosts": infos}) + "\n")
+                else:
+                    echo("\x1b[H\x1b[2J" if sys.stdout.isatty() else "\n")
+                    echo(hosts_table(infos))
+                # Redraw on every change, and each second so that ages move on.
+                mirror.wait_changed(1.0)
+        finally:
+            mirror.close()
+    finally:
+        store.close()
+
+
+def parse_need(text: str) -> tuple[float, int]:
+    """``cpus=N,mem=SIZE`` (either part optional) -> (cpus, bytes)."""
+    from heartline._util import parse_size
+
+    cpus, mem = 1.0, 0
+    for part in filter(None, (p.strip() for p in text.split(","))):
+        key, eq, value = part.partition("=")
+        try:
+            if not eq:
+                raise ValueError
+            if key == "cpus":
+                cpus = float(value)
+                if not 0 <= cpus <= 65536:
+                    raise ValueError
+            elif key == "mem":
+                mem = parse_size(value)
+            else:
+                raise ValueError
+        except ValueError:
+            raise UsageError(
+                f"--need {text!r}: write cpus=N and/or mem=SIZE, e.g. --need cpus=2,mem=512M"
+            ) from None
+    return cpus, mem
+
+
+def _request(args: argparse.Namespace) -> Request:
+    from heartline.cluster import Request
+
+    cpus, mem = parse_need(args.need)
+    return Request(cpus=cpus, mem=mem, labels=tuple(args.label), group=args.group)
+
+
+def cmd_place(args: argparse.Namespace) -> int:
+    from heartline.cluster import decide, explain, open_store, run_placed
+
+    spec = _cluster(args)
+    req = _request(args)
+    command = list(args.command)
+    if not args.print_only and not command:
+        raise UsageError("place: give the command after --: heartline place -- CMD ARGS...")
+    _log_to_stderr()
+    if args.print_only:
+        store = open_store(spec)
+        try:
+            placed = decide(spec, store, req, command=command, charge=False)
+        finally:
+            store.close()
+        if args.explain:
+            explain(placed.decision, sys.stderr)
+        echo(placed.decision.host + "\n")
+        return 0
+    return run_placed(spec, req, command, explain_to=sys.stderr if args.explain else None)

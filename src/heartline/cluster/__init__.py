@@ -1,0 +1,105 @@
+"""The cluster: hosts' live load reports, load-aware placement over SSH, and lab hosts.
+
+Names load on first use, so `heartline hosts` does not pay for the lab and `heartline lab`
+does not pay for placement.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from heartline.cluster import _wire as wire
+    from heartline.cluster._load import LoadSampler, Sample, count_runnable
+    from heartline.cluster._place import decide, explain, hosts, read_cluster, run_placed
+    from heartline.cluster._reporter import Reporter, session_ttl
+    from heartline.cluster._score import (
+        Candidate,
+        Decision,
+        Hold,
+        HostView,
+        NoFit,
+        Request,
+        assess,
+        charged,
+        choose,
+    )
+    from heartline.cluster._ssh import Remote, Ssh
+    from heartline.cluster._store import EntryStore, open_store
+    from heartline.cluster._view import Snapshot, host_infos, host_views, read_snapshot
+
+# --- load reports and placement -----------------------------------------------------------
+_WHERE = {
+    "LoadSampler": "_load",
+    "Sample": "_load",
+    "count_runnable": "_load",
+    "decide": "_place",
+    "explain": "_place",
+    "hosts": "_place",
+    "read_cluster": "_place",
+    "run_placed": "_place",
+    "Reporter": "_reporter",
+    "session_ttl": "_reporter",
+    "Candidate": "_score",
+    "Decision": "_score",
+    "Hold": "_score",
+    "HostView": "_score",
+    "NoFit": "_score",
+    "Request": "_score",
+    "assess": "_score",
+    "charged": "_score",
+    "choose": "_score",
+    "Remote": "_ssh",
+    "Ssh": "_ssh",
+    "EntryStore": "_store",
+    "open_store": "_store",
+    "Snapshot": "_view",
+    "host_infos": "_view",
+    "host_views": "_view",
+    "read_snapshot": "_view",
+}
+# --- lab hosts ------------------------------------------------------------------------------
+# (the lab's names join _WHERE here)
+
+__all__ = [
+    "Candidate",
+    "Decision",
+    "EntryStore",
+    "Hold",
+    "HostView",
+    "LoadSampler",
+    "NoFit",
+    "Remote",
+    "Reporter",
+    "Request",
+    "Sample",
+    "Snapshot",
+    "Ssh",
+    "assess",
+    "charged",
+    "choose",
+    "count_runnable",
+    "decide",
+    "explain",
+    "host_infos",
+    "host_views",
+    "hosts",
+    "open_store",
+    "read_cluster",
+    "read_snapshot",
+    "run_placed",
+    "session_ttl",
+    "wire",
+]
+
+
+def __getattr__(name: str) -> Any:
+    if name == "wire":
+        return import_module("heartline.cluster._wire")
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'heartline.cluster' has no attribute {name!r}")
+    value = getattr(import_module(f"heartline.cluster.{module}"), name)
+    globals()[name] = value
+    return value

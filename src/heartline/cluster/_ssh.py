@@ -1,0 +1,175 @@
+"""Running a command on a cluster host over SSH, with the OpenSSH client.
+
+Why the OpenSSH client and not asyncssh: it already honours everything an operator has set
+up (``~/.ssh/config``, the agent, ``known_hosts``, jump hosts, certificates), it is on every
+machine that has sshd, and it adds no dependency. heartline adds only:
+
+- ``BatchMode=yes`` (never a password prompt in the middle of a placement) and
+  ``StrictHostKeyChecking=yes``: an unknown or changed host key is an error that says how to
+  fix it, never accepted silently;
+- connection sharing (``ControlMaster=auto``, a socket in a private directory,
+  ``ControlPersist=60``), so a second command to the same host skips the handshake. Options
+  in ``[cluster] ssh_options`` come first on the command line, so they win (ssh keeps the
+  first value it sees): ``["ControlMaster=no"]`` turns sharing off;
+- a remote guard, so that nothing is left running on the far host when the local side stops
+  (Ctrl-C, a timeout, a lost lock, or ``heartline place`` SIGKILLed): the command runs in a
+  session of its own there, with ``/dev/null`` as its stdin, while a watcher reads the
+  channel's stdin. Locally that stdin is a pipe only this process holds; when this process
+  ends, however it ends, the pipe closes, ssh passes the EOF on, and the watcher stops the
+  command's whole session (TERM, then KILL after 5 s). The remote side needs only a POSIX
+  ``sh`` and util-linux's ``setsid``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shlex
+import subprocess
+import sys
+import threading
+from collections.abc import Sequence
+from typing import IO
+
+from heartline.errors import HostKeyRefused, SshFailed
+
+#: Runs the command (its arguments follow as $1...) in a session of its own and stops that
+#: session when the channel's stdin closes. Exit status: the command's (128+N for signal N).
+_GUARD = (
+    'setsid "$@" </dev/null & p=$!; '
+    "( cat >/dev/null; kill -TERM -$p 2>/dev/null || exit 0; "
+    "i=0; while kill -0 -$p 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; "
+    "kill -KILL -$p 2>/dev/null ) >/dev/null 2>&1 & w=$!; "
+    "wait $p; rc=$?; kill $w 2>/dev/null; exit $rc"
+)
+
+_KEY_ERRORS = (
+    "Host key verification failed",
+    "REMOTE HOST IDENTIFICATION HAS CHANGED",
+    "host key is known for",
+)
+_SSH_ERRORS = (
+    "ssh: connect to host",
+    "ssh: Could not resolve hostname",
+    "Permission denied (",
+    "Connection closed by",
+    "Connection timed out",
+    "Connection refused",
+    "kex_exchange_identification",
+    "Bad configuration option",
+    "Can't open user config file",
+    "No route to host",
+)
+
+
+def control_dir() -> str:
+    """A private directory for shared connections' sockets (unix socket paths are short)."""
+    base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
+    path = os.path.join(base, f"heartline-ssh-{os.getuid()}")
+    try:
+        os.mkdir(path, 0o700)
+    except FileExistsError:
+        st = os.lstat(path)
+        if st.st_uid != os.getuid() or st.st_mode & 0o077 or not os.path.isdir(path):
+            raise SshFailed(
+                f"{path} is not a private directory of this user: remove it, or set "
+                "XDG_RUNTIME_DIR to one"
+            ) from None
+    return path
+
+
+class Ssh:
+    def __init__(
+        self, *, config: str | None = None, options: Sequence[str] = (), share: bool = True
+    ) -> None:
+        self.config = config
+        self.options = tuple(options)
+        self.share = share
+
+    def base(self, destination: str) -> list[str]:
+        argv = ["ssh"]
+        if self.config:
+            argv += ["-F", self.config]
+        for opt in self.options:
+            argv += ["-o", opt]
+        argv += ["-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes"]
+        if self.share:
+            argv += [
+                "-o", "ControlMaster=auto",
+                "-o", f"ControlPath={control_dir()}/%C",
+                "-o", "ControlPersist=60",
+            ]  # fmt: skip
+        return [*argv, "-T", "-e", "none", "--", destination]
+
+    def command_argv(self, destination: str, command: Sequence[str]) -> list[str]:
+        remote = shlex.join(["sh", "-c", _GUARD, "heartline-guard", *command])
+        return [*self.base(destination), remote]
+
+    def start(self, destination: str, command: Sequence[str]) -> Remote:
+        argv = self.command_argv(destination, command)
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.PIPE, stderr=subprocess.PIPE, close_fds=True
+            )
+        except OSError as e:
+            raise SshFailed(f"cannot run ssh: {e.strerror} (install openssh-client)") from None
+        return Remote(proc, destination)
+
+    def run(self, destination: str, command: Sequence[str]) -> int:
+        """Run ``command`` there, its output on ours; its exit status."""
+        return self.start(destination, command).wait()
+
+    def close_shared(self, destination: str) -> None:
+        """End the shared connection to ``destination``, if one is open."""
+        if self.share:
+            subprocess.run(
+                [*self.base(destination)[:-2], "-O", "exit", destination],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL, timeout=10, check=False,
+            )  # fmt: skip
+
+
+class Remote:
+    """A command running on a host: its ssh process, its stderr relayed and watched."""
+
+    def __init__(self, proc: subprocess.Popen[bytes], destination: str) -> None:
+        self.proc = proc
+        self.destination = destination
+        self.ssh_error: str | None = None
+        self.key_error: str | None = None
+        self._relay = threading.Thread(target=self._relay_stderr, daemon=True)
+        self._relay.start()
+
+    def _relay_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        out: IO[bytes] = sys.stderr.buffer
+        for line in self.proc.stderr:
+            text = line.decode("utf-8", "replace").strip()
+            if any(m in text for m in _KEY_ERRORS):
+                self.key_error = self.key_error or text
+            elif any(m in text for m in _SSH_ERRORS) and self.ssh_error is None:
+                self.ssh_error = text
+            try:
+                out.write(line)
+                out.flush()
+            except (OSError, ValueError):
+                pass
+
+    def stop(self) -> None:
+        """Close the channel's stdin: the far side stops the command (TERM, then KILL)."""
+        if self.proc.stdin is not None and not self.proc.stdin.closed:
+            with contextlib.suppress(OSError):
+                self.proc.stdin.close()
+
+    def wait(self, timeout: float | None = None) -> int:
+        rc = self.proc.wait(timeout)
+        self._relay.join(5)
+        if rc == 255 and self.key_error:
+            raise HostKeyRefused(
+                f"{self.destination}: ssh refused its host key ({self.key_error}); check the "
+                f"host, then add its key to known_hosts (ssh-keyscan {self.destination})"
+            )
+        if rc == 255 and self.ssh_error:
+            raise SshFailed(f"{self.destination}: {self.ssh_error}")
+        self.stop()
+        return rc

@@ -1,0 +1,66 @@
+"""Counting a host's runnable tasks from a /proc tree, and the machine-wide figures."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from heartline.cluster import count_runnable
+from heartline.cluster._load import busy_percent, cpu_times, memory, pressure
+
+
+def stat(pid: int, name: str, state: str, threads: int) -> str:
+    rest = " ".join(["1"] * 16)  # ppid .. nice: fields 4-19
+    return f"{pid} ({name}) {state} {rest} {threads} 0 0\n"
+
+
+def make_proc(root: Path, procs: dict[int, tuple[str, str, list[str]]]) -> None:
+    """``procs``: pid -> (name, state of the leader, states of every task when threaded)."""
+    for pid, (name, state, tasks) in procs.items():
+        d = root / str(pid)
+        d.mkdir()
+        (d / "stat").write_text(stat(pid, name, state, max(len(tasks), 1)))
+        if tasks:
+            (d / "task").mkdir()
+            for i, t in enumerate(tasks):
+                (d / "task" / str(pid + i)).mkdir()
+                (d / "task" / str(pid + i) / "stat").write_text(stat(pid + i, name, t, 1))
+
+
+def test_r_and_d_count_per_thread_and_odd_names_are_parsed(tmp_path: Path) -> None:
+    """R and D count, S and Z do not; a threaded process counts each thread; a name with
+    ') R (' in it cannot fool the parser; the reporter's own pid is left out."""
+    make_proc(tmp_path, {
+        10: ("busy", "R", []), 11: ("io", "D", []), 12: ("idle", "S", []),
+        13: ("zombie", "Z", []), 14: ("x) R (y", "S", []),
+        20: ("threads", "S", ["R", "R", "S", "D"]), 30: ("me", "R", []),
+    })  # fmt: skip
+    (tmp_path / "self").mkdir()
+    (tmp_path / "stat").write_text("cpu  1 2 3 4\n")
+    assert count_runnable(str(tmp_path), exclude=30) == 5
+    assert count_runnable(str(tmp_path)) == 6
+
+
+def test_a_broken_or_vanishing_entry_is_skipped(tmp_path: Path) -> None:
+    """A process that exits between listing and reading, or a garbled stat, is not counted."""
+    make_proc(tmp_path, {10: ("busy", "R", [])})
+    (tmp_path / "11").mkdir()  # no stat: it went away
+    (tmp_path / "12").mkdir()
+    (tmp_path / "12" / "stat").write_text("garbage")
+    assert count_runnable(str(tmp_path)) == 1
+    assert count_runnable(str(tmp_path / "missing")) == 0
+
+
+def test_cpu_memory_and_pressure_files(tmp_path: Path) -> None:
+    """/proc/stat, meminfo and pressure/* are read as the kernel writes them."""
+    (tmp_path / "stat").write_text("cpu  100 0 100 700 100 0 0 0 0 0\ncpu0 1 1 1 1\n")
+    before = cpu_times(str(tmp_path))
+    (tmp_path / "stat").write_text("cpu  150 0 150 750 150 0 0 0 0 0\n")
+    assert busy_percent(before, cpu_times(str(tmp_path))) == 50.0
+    (tmp_path / "meminfo").write_text("MemTotal: 2048 kB\nMemFree: 5 kB\nMemAvailable: 1024 kB\n")
+    assert memory(str(tmp_path)) == (1024 * 1024, 2048 * 1024)
+    (tmp_path / "pressure").mkdir()
+    (tmp_path / "pressure" / "cpu").write_text(
+        "some avg10=1.50 avg60=0.00 avg300=0.00 total=1\nfull avg10=0.00 avg60=0 avg300=0 total=0\n"
+    )
+    assert pressure(str(tmp_path)) == {"cpu": 1.5}
+    assert pressure(str(tmp_path / "none")) is None

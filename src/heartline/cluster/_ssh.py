@@ -35,9 +35,12 @@ from heartline.errors import HostKeyRefused, SshFailed
 
 #: Runs the command (its arguments follow as $1...) in a session of its own and stops that
 #: session when the channel's stdin closes. Exit status: the command's (128+N for signal N).
+#: (An asynchronous list's stdin is /dev/null in a shell without job control, hence the
+#: channel's stdin kept as fd 3 for the watcher.)
 _GUARD = (
-    'setsid "$@" </dev/null & p=$!; '
-    "( cat >/dev/null; kill -TERM -$p 2>/dev/null || exit 0; "
+    "exec 3<&0; "
+    'setsid "$@" </dev/null 3<&- & p=$!; '
+    "( cat <&3 >/dev/null; kill -TERM -$p 2>/dev/null || exit 0; "
     "i=0; while kill -0 -$p 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; "
     "kill -KILL -$p 2>/dev/null ) >/dev/null 2>&1 & w=$!; "
     "wait $p; rc=$?; kill $w 2>/dev/null; exit $rc"
@@ -59,6 +62,8 @@ _SSH_ERRORS = (
     "Bad configuration option",
     "Can't open user config file",
     "No route to host",
+    "ControlPath",
+    "ControlSocket",
 )
 
 
@@ -66,6 +71,8 @@ def control_dir() -> str:
     """A private directory for shared connections' sockets (unix socket paths are short)."""
     base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
     path = os.path.join(base, f"heartline-ssh-{os.getuid()}")
+    if len(path) + 41 >= 108:  # "/" + 40 hex digits of %C must fit a unix socket's path
+        path = f"/tmp/heartline-ssh-{os.getuid()}"
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:
@@ -164,6 +171,9 @@ class Remote:
     def wait(self, timeout: float | None = None) -> int:
         rc = self.proc.wait(timeout)
         self._relay.join(5)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+        self.stop()
         if rc == 255 and self.key_error:
             raise HostKeyRefused(
                 f"{self.destination}: ssh refused its host key ({self.key_error}); check the "
@@ -171,5 +181,4 @@ class Remote:
             )
         if rc == 255 and self.ssh_error:
             raise SshFailed(f"{self.destination}: {self.ssh_error}")
-        self.stop()
         return rc

@@ -62,4 +62,20 @@ command = ["/bin/sleep", "3600"]    # an argv list, run as is: no shell
 # check.status = "200-399"          # HTTP statuses that pass
 # check.body = "ok"                 # text the HTTP body must contain (default: any)
 # check.insecure = false            # https without certificate checks
+
+# A cluster (`heartline hosts`, `heartline place`): every host runs its daemon with the same
+# section; the hosts that report are the cluster. Remove the "#> " to switch it on.
+#> [cluster]
+#> backend = "heartline://127.0.0.1:7717"   # lockd (heartlines:// with TLS), or etcd://H:P,H:P
+#> token_file = "/etc/heartline/lockd.token" # lockd client token (needed beyond loopback)
+#> ca_file = "/etc/heartline/ca.pem"       # CA bundle for heartlines:// or etcds://
+#> name = "web1"                            # this host's name (default: its hostname)
+#> report_interval = "2s"                   # load report period; unresponsive after 2 of them
+#> ssh_config = "~/.ssh/config"             # an `ssh -F` file (default: ssh's own lookup)
+#> ssh_options = ["ConnectTimeout=5"]       # extra `ssh -o` options; they win over heartline's
+#> groups.web = ["web1", "web2"]            # host groups for `place --group`
+#> hosts.web1.address = "10.0.0.11"         # where ssh reaches it (default: its name)
+#> hosts.web1.labels = ["ssd"]              # for `place --label`
+#> hosts.web1.cpus = 8                      # declared capacity: never place more than this...
+#> hosts.web1.mem = "32GiB"                 # ...or this on it
 """

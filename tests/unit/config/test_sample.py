@@ -50,3 +50,22 @@ def test_every_program_key_is_in_the_sample() -> None:
         subs = {k.split(".")[1] for k in shown if k.startswith(sub + ".")}
         assert subs, sub
     assert {"run_dir", "log_dir", "adopt_timeout"} <= shown
+
+
+def test_the_samples_cluster_block_loads_when_switched_on() -> None:
+    """The commented [cluster] block, with its markers removed, is a valid cluster section
+    and shows every cluster key."""
+    from heartline.config._cluster import _HOST_KEYS, _KEYS
+
+    block = "\n".join(
+        line[3:].split("  #")[0] for line in SAMPLE.splitlines() if line.startswith("#> ")
+    )
+    spec = parse_config(block.replace('"~/.ssh/config"', '"ssh_config"')).cluster
+    assert spec is not None and spec.name == "web1" and spec.groups["web"] == ("web1", "web2")
+    assert spec.hosts["web1"].cpus == 8 and spec.hosts["web1"].labels == ("ssd",)
+    shown = {line[3:].split(" = ")[0].split(".")[0] for line in SAMPLE.splitlines()
+             if line.startswith("#> ") and " = " in line}  # fmt: skip
+    assert shown == set(_KEYS)
+    host_keys = {line[3:].split(" = ")[0].split(".")[2] for line in SAMPLE.splitlines()
+                 if line.startswith("#> hosts.")}  # fmt: skip
+    assert host_keys == set(_HOST_KEYS)

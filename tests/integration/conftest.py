@@ -226,6 +226,21 @@ PermitRootLogin prohibit-password
 AllowTcpForwarding local
 """
     )
+    # A client configuration naming the server "testhost", with its real host key known (for
+    # the cluster's SSH transport, which never accepts an unknown key).
+    kind, blob = (root / "host_ed25519.pub").read_text().split()[:2]
+    (root / "known_hosts").write_text(f"[127.0.0.1]:{port} {kind} {blob}\n")
+    (root / "ssh_config").write_text(
+        f"""Host testhost
+    HostName 127.0.0.1
+    Port {port}
+    User root
+    IdentityFile {client_key}
+    IdentitiesOnly yes
+    UserKnownHostsFile {root / "known_hosts"}
+    GlobalKnownHostsFile /dev/null
+"""
+    )
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     log = root / "sshd.log"
     with open(log, "wb") as logf:
@@ -263,6 +278,8 @@ AllowTcpForwarding local
                 "ExitOnForwardFailure=yes",
             ],
             "log": log,
+            "dir": root,
+            "ssh_config": str(root / "ssh_config"),
         }
     finally:
         with contextlib.suppress(ProcessLookupError):

@@ -8,13 +8,14 @@ reported for people and for the memory filter.
 
 Cost matters (the goal is under 0.1 % of a core at one report every 2 s): a process's own
 ``stat`` says how many threads it has, and only processes with more than one thread are
-walked task by task; each file is read with one ``os.read`` into a reused buffer size.
+walked task by task, and stat files stay open between reports (one ``pread`` each).
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import resource
 import time
 from dataclasses import dataclass
 
@@ -46,40 +47,97 @@ def _state_and_threads(stat: bytes) -> tuple[int, int]:
 _BUSY = frozenset(b"RD")
 
 
-def count_runnable(proc: str = "/proc", *, exclude: int | None = None) -> int:
-    """Tasks in state R (running or waiting for a CPU) or D (uninterruptible, mostly I/O) in
-    ``proc``, one per thread; the threads of ``exclude`` (the reporting process) left out."""
-    n = 0
-    try:
-        entries = os.listdir(proc)
-    except OSError:
-        return 0
-    for name in entries:
-        if not name.isdigit() or (exclude is not None and name == str(exclude)):
-            continue
-        stat = _read(f"{proc}/{name}/stat", _STAT_SIZE)
-        if not stat:
-            continue  # gone meanwhile
+class RunnableCounter:
+    """Counts tasks in state R (running or waiting for a CPU) or D (uninterruptible, mostly
+    I/O) in ``proc``, one per thread, the threads of ``exclude`` (the reporter) left out.
+
+    It keeps each stat file open between counts and re-reads it with one ``pread``: five
+    times cheaper than open/read/close, and safe, since an open /proc stat file belongs to
+    its task for good (once the task is gone it fails with ESRCH, even if the pid is reused).
+    At most ``max_open`` files are kept; the rest are opened and closed each time.
+    """
+
+    def __init__(self, proc: str = "/proc", *, exclude: int | None = None,
+                 max_open: int | None = None) -> None:  # fmt: skip
+        self.proc = proc
+        self.exclude = None if exclude is None else str(exclude)
+        if max_open is None:
+            soft = resource.getrlimit(resource.RLIMIT_NOFILE)[0]
+            max_open = 512 if soft == resource.RLIM_INFINITY else max(0, min(512, soft // 4))
+        self.max_open = max_open
+        self._open: dict[str, int] = {}
+
+    def _read(self, path: str) -> bytes | None:
+        fd = self._open.get(path)
+        if fd is not None:
+            try:
+                return os.pread(fd, _STAT_SIZE, 0)
+            except OSError:  # the task is gone (its pid may live on in a new process)
+                os.close(self._open.pop(path))
+        if len(self._open) >= self.max_open:
+            return _read(path, _STAT_SIZE)
         try:
-            state, threads = _state_and_threads(stat)
-        except (ValueError, IndexError):
-            continue
-        if threads <= 1:
-            n += state in _BUSY
-            continue
-        try:
-            tasks = os.listdir(f"{proc}/{name}/task")
+            fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
         except OSError:
-            continue
-        for tid in tasks:
-            tstat = _read(f"{proc}/{name}/task/{tid}/stat", _STAT_SIZE)
-            if not tstat:
+            return None
+        try:
+            data = os.pread(fd, _STAT_SIZE, 0)
+        except OSError:
+            os.close(fd)
+            return None
+        self._open[path] = fd
+        return data
+
+    def count(self) -> int:
+        n = 0
+        seen: set[str] = set()
+        try:
+            entries = os.listdir(self.proc)
+        except OSError:
+            return 0
+        for name in entries:
+            if not name.isdigit() or name == self.exclude:
+                continue
+            path = f"{self.proc}/{name}/stat"
+            seen.add(path)
+            stat = self._read(path)
+            if not stat:
                 continue
             try:
-                n += _state_and_threads(tstat)[0] in _BUSY
+                state, threads = _state_and_threads(stat)
             except (ValueError, IndexError):
                 continue
-    return n
+            if threads <= 1:
+                n += state in _BUSY
+                continue
+            try:
+                tasks = os.listdir(f"{self.proc}/{name}/task")
+            except OSError:
+                continue
+            for tid in tasks:
+                tpath = f"{self.proc}/{name}/task/{tid}/stat"
+                seen.add(tpath)
+                tstat = self._read(tpath)
+                if not tstat:
+                    continue
+                try:
+                    n += _state_and_threads(tstat)[0] in _BUSY
+                except (ValueError, IndexError):
+                    continue
+        for path in [p for p in self._open if p not in seen]:
+            os.close(self._open.pop(path))
+        return n
+
+    def close(self) -> None:
+        for fd in self._open.values():
+            os.close(fd)
+        self._open.clear()
+
+
+def count_runnable(proc: str = "/proc", *, exclude: int | None = None) -> int:
+    """One count with nothing kept open (see :class:`RunnableCounter`)."""
+    counter = RunnableCounter(proc, exclude=exclude, max_open=0)
+    return counter.count()
 
 
 @dataclass(frozen=True)
@@ -167,7 +225,7 @@ class LoadSampler:
     def __init__(self, proc: str = "/proc") -> None:
         self.proc = proc
         self._last = cpu_times(proc)
-        self.own_pid = os.getpid()
+        self._counter = RunnableCounter(proc, exclude=os.getpid())
 
     def sample(self) -> Sample:
         now = cpu_times(self.proc)
@@ -177,10 +235,13 @@ class LoadSampler:
         return Sample(
             sampled=time.time(),
             cpus=cpu_count(),
-            runnable=count_runnable(self.proc, exclude=self.own_pid),
+            runnable=self._counter.count(),
             load=load_averages(self.proc),
             cpu_busy=busy,
             mem_available=available,
             mem_total=total,
             psi=pressure(self.proc),
         )
+
+    def close(self) -> None:
+        self._counter.close()

@@ -126,6 +126,7 @@ class Reporter:
                 self._wake.clear()
         finally:
             self._close_store()
+            self._sampler.close()
 
     def _close_store(self) -> None:
         store, self._store = self._store, None

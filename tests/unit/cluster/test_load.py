@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from heartline.cluster import count_runnable
-from heartline.cluster._load import busy_percent, cpu_times, memory, pressure
+from heartline.cluster._load import RunnableCounter, busy_percent, cpu_times, memory, pressure
 
 
 def stat(pid: int, name: str, state: str, threads: int) -> str:
@@ -64,3 +64,24 @@ def test_cpu_memory_and_pressure_files(tmp_path: Path) -> None:
     )
     assert pressure(str(tmp_path)) == {"cpu": 1.5}
     assert pressure(str(tmp_path / "none")) is None
+
+
+def test_a_counter_keeps_files_open_and_follows_changes(tmp_path: Path) -> None:
+    """Between counts, a state that changes is seen, a process that goes away is dropped with
+    its open file, a new one is counted; at most max_open files stay open."""
+    make_proc(tmp_path, {10: ("a", "R", []), 11: ("b", "S", []), 12: ("c", "R", [])})
+    counter = RunnableCounter(str(tmp_path), max_open=2)
+    try:
+        assert counter.count() == 2
+        assert len(counter._open) == 2
+        (tmp_path / "11" / "stat").write_text(stat(11, "b", "D", 1))
+        assert counter.count() == 3
+        for f in (tmp_path / "10").iterdir():
+            f.unlink()
+        (tmp_path / "10").rmdir()
+        make_proc(tmp_path, {20: ("d", "R", [])})
+        assert counter.count() == 3
+        assert all("/10/" not in p for p in counter._open)
+    finally:
+        counter.close()
+    assert counter._open == {}

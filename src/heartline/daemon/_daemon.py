@@ -257,6 +257,16 @@ class Daemon:
             return
         diff = await self.supervisor.reload(config)
         log.info("reloaded: %s", diff)
+        changed = config.cluster != self.config.cluster
+        self.config = config
+        if changed:
+            # A new [cluster] (or none): leave with the old session, join with the new one.
+            old, self.reporter = self.reporter, None
+            if old is not None:
+                await asyncio.get_running_loop().run_in_executor(None, old.stop)
+            self._start_reporter()
+            if self.reporter is None:
+                log.info("no [cluster] any more: this host stopped reporting")
 
     def _status_text(self) -> str:
         return f"STATUS={self._running()} of {len(self.supervisor.programs)} programs running"

@@ -215,3 +215,20 @@ def test_an_unreachable_backend_is_exit_69(tmp_path: Path, sshd: dict[str, Any])
                              text=True, timeout=60, check=False)  # fmt: skip
         assert res.returncode == 69, res.stderr
         assert len(res.stderr.strip().splitlines()) == 1
+
+
+def test_a_reload_joins_or_leaves_the_cluster(
+    backend: str, sshd: dict[str, Any], make_daemon: Callable[..., Daemon], tmp_path: Path
+) -> None:
+    """A daemon without [cluster] joins on `heartline reload` once the section is added, and
+    leaves (its report gone) when it is removed again."""
+    d = make_daemon("")
+    plain = d.config.read_text()
+    controller = {"config": str(tmp_path / "ctl.toml"), "env": {}}
+    Path(controller["config"]).write_text(cluster_text(backend, sshd))
+    d.config.write_text(plain + cluster_text(backend, sshd, "late"))
+    d.cli("reload")
+    wait_until(lambda: hosts(controller).get("late", {}).get("state") == "up", 15, "late up")
+    d.config.write_text(plain)
+    d.cli("reload")
+    wait_until(lambda: "late" not in hosts(controller), 15, "late gone")

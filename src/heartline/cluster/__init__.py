@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from heartline.cluster import _wire as wire
-    from heartline.cluster._lab import HostStatus, Lab, LabStatus
+    from heartline.cluster._lab import HostStatus, Lab, LabStatus, lab_unavailable
     from heartline.cluster._labfiles import LAB_MAX_HOSTS, default_lab_dir
     from heartline.cluster._load import LoadSampler, Sample, count_runnable
     from heartline.cluster._place import decide, explain, hosts, read_cluster, run_placed
@@ -67,6 +67,7 @@ _WHERE.update(
         "HostStatus": "_lab",
         "Lab": "_lab",
         "LabStatus": "_lab",
+        "lab_unavailable": "_lab",
         "LAB_MAX_HOSTS": "_labfiles",
         "default_lab_dir": "_labfiles",
     }
@@ -100,6 +101,7 @@ __all__ = [
     "host_infos",
     "host_views",
     "hosts",
+    "lab_unavailable",
     "open_store",
     "read_cluster",
     "read_snapshot",

@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from typing import Any, TypedDict
+from typing import Any, Self, TypedDict
 
 from heartline._util import children_of, start_time
 from heartline.cluster import _labnet as net
@@ -88,17 +88,18 @@ def check_count(n: int) -> int:
     return n
 
 
-def _check_can_make() -> None:
+def lab_unavailable() -> str | None:
+    """Why lab hosts cannot be made here (not root, a tool missing), or None when they can."""
     if os.geteuid() != 0:
-        raise LabError(
-            "lab up needs root (it makes network namespaces, links and mounts): run it as root"
-        )
+        return "lab hosts need root (they make network namespaces, links and mounts)"
     for tool, package in (("ip", "iproute2"), ("unshare", "util-linux"),
-                          ("nsenter", "util-linux"), ("ssh-keygen", "openssh-client")):  # fmt: skip
+                          ("nsenter", "util-linux"), ("ssh", "openssh-client"),
+                          ("ssh-keygen", "openssh-client")):  # fmt: skip
         if shutil.which(tool) is None:
-            raise LabError(f"lab up: {tool} not found: install {package}")
+            return f"lab hosts need {tool}: install {package}"
     if not os.access(_SSHD, os.X_OK):
-        raise LabError(f"lab up: {_SSHD} not found: install openssh-server")
+        return f"lab hosts need {_SSHD}: install openssh-server"
+    return None
 
 
 def _lock_dir(lab_dir: str, wait: float) -> int:
@@ -137,10 +138,13 @@ class Lab:
 
     def __init__(self, state: LabState) -> None:
         self.state = state
+        #: The processes this object started (kept so that they are reaped here, not
+        #: garbage-collected while they run; they outlive it when it is a CLI's).
+        self._procs: list[subprocess.Popen[bytes]] = []
 
     # --- finding one -----------------------------------------------------------------------
     @classmethod
-    def open(cls, lab_dir: str | None = None) -> Lab:
+    def open(cls, lab_dir: str | None = None) -> Self:
         return cls(load_state(os.path.realpath(lab_dir or default_lab_dir())))
 
     @property
@@ -167,10 +171,16 @@ class Lab:
         """The config of the host's daemon."""
         return self.state.host_path(self.state.host(name).name, "heartline.toml")
 
+    def _reread(self) -> None:
+        """The state file is the truth (another process, such as the CLI, may have crashed
+        or booted a host since this object last looked)."""
+        self.state = load_state(self.dir)
+
     def _alive(self, h: HostRecord) -> bool:
         return net.same(h.init_pid, h.init_start)
 
     def _up_host(self, name: str, step: str) -> HostRecord:
+        self._reread()
         h = self.state.host(name)
         if not self._alive(h):
             raise LabError(f"{step}: {name} is not up (crashed): bring it back with "
@@ -187,11 +197,13 @@ class Lab:
         programs: str | None = None,
         timeout: float = 30.0,
         progress: Callable[[str], None] | None = None,
-    ) -> Lab:
+    ) -> Self:
         """Make ``n`` hosts; ``programs`` is a config whose ``[programs]`` (and ``[defaults]``)
         every host's daemon runs. On any failure everything made so far is undone."""
         check_count(n)
-        _check_can_make()
+        why = lab_unavailable()
+        if why:
+            raise LabError(f"lab up: {why}")
         extra = programs_of(programs) if programs else {}
         lab_dir = os.path.abspath(lab_dir or default_lab_dir())
         made = not os.path.isdir(lab_dir)
@@ -312,6 +324,7 @@ class Lab:
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
                 env=_env(s, NOTIFY_SOCKET=address), start_new_session=True,
             )  # fmt: skip
+        self._procs.append(proc)
         s.keeper_pid, s.keeper_start = proc.pid, start_time(proc.pid)
         s.save()
         return sock
@@ -401,6 +414,7 @@ class Lab:
                         )  # fmt: skip
                 finally:
                     os.close(w)
+                self._procs.append(proc)
                 h.wrapper_pid, h.wrapper_start = proc.pid, start_time(proc.pid)
                 h.init_pid = h.init_start = None
                 s.save()
@@ -448,12 +462,14 @@ class Lab:
         net.kill([h.init_pid])
         wrapper = [h.wrapper_pid] if h.wrapper_pid else []
         left = net.wait_gone([h.init_pid, *inside, *wrapper], 10.0)
+        self._procs = [p for p in self._procs if p.poll() is None]
         if left:
             raise LabError(f"crash: {name}'s processes {left} did not end within 10s")
 
     def boot(self, name: str, *, timeout: float = 30.0) -> None:
         """A crashed host comes back: a new init (new pid, mount and UTS namespaces in the
         same network namespace), its sshd (same host key) and daemon started again."""
+        self._reread()
         h = self.state.host(name)
         if self._alive(h):
             raise LabError(f"boot: {name} is up; crash it first (`heartline lab crash {name}`)")
@@ -483,6 +499,7 @@ class Lab:
         return self._set_link(name, up=True)
 
     def _set_link(self, name: str, *, up: bool) -> bool:
+        self._reread()
         h = self.state.host(name)
         step = f"{'heal' if up else 'cut'} {name}"
         was = net.link_up(h.link)
@@ -514,6 +531,7 @@ class Lab:
         return out
 
     def status(self) -> LabStatus:
+        self._reread()
         s = self.state
         hosts: list[HostStatus] = []
         for h in s.hosts:
@@ -551,6 +569,7 @@ class Lab:
         """Remove every namespace, link, process and file of the lab."""
         lock = _lock_dir(self.dir, wait=timeout)
         try:
+            self._reread()
             self._teardown()
         finally:
             os.close(lock)
@@ -576,6 +595,7 @@ class Lab:
             net.kill(found)
             ended += found
         left = net.wait_gone(ended, 10.0)
+        self._procs = [p for p in self._procs if p.poll() is None]
         failed = net.remove_network(s)
         for name in TOP_FILES:
             path = s.path(name)

@@ -40,8 +40,9 @@ _MS_REC = 16384
 _SSHD_READY = "heartline-lab-sshd"
 
 
-class InitError(Exception):
-    """The host could not be set up; the message goes to ``heartline lab`` as it is."""
+class _InitError(Exception):
+    """The host could not be set up; the message goes to ``heartline lab`` as it is. (Not one
+    of heartline.errors: this script is run by path and loads nothing of heartline.)"""
 
 
 def notify_socket(name: str) -> tuple[socket.socket, str]:
@@ -72,7 +73,7 @@ def _mount(source: str, target: str, fstype: str | None, flags: int, data: str |
     )
     if rc != 0:
         err = ctypes.get_errno()
-        raise InitError(f"cannot mount {target}: {os.strerror(err)}")
+        raise _InitError(f"cannot mount {target}: {os.strerror(err)}")
 
 
 def private_run(lab_dir: str, daemon_run_dir: str) -> None:
@@ -116,7 +117,7 @@ def _spawn(argv: list[str], env: dict[str, str], log: str, **kw: Any) -> subproc
                 start_new_session=True, **kw,
             )  # fmt: skip
         except OSError as e:
-            raise InitError(f"cannot start {argv[0]}: {e.strerror}") from None
+            raise _InitError(f"cannot start {argv[0]}: {e.strerror}") from None
 
 
 def start(conf: dict[str, Any], deadline: float) -> None:
@@ -140,7 +141,7 @@ def start(conf: dict[str, Any], deadline: float) -> None:
             left = deadline - time.monotonic()
             ready, _, _ = select.select([*waits, *ended], [], [], max(0.0, left))
             if not ready:
-                raise InitError(f"{' and '.join(sorted(waits.values()))} not ready in time")
+                raise _InitError(f"{' and '.join(sorted(waits.values()))} not ready in time")
             for fd in ready:
                 if fd == notify.fileno() and said_ready(notify):
                     waits.pop(fd, None)
@@ -149,10 +150,10 @@ def start(conf: dict[str, Any], deadline: float) -> None:
                     if said.startswith(b"ready"):
                         waits.pop(fd, None)
                     elif said.startswith(b"error "):
-                        raise InitError(f"the daemon did not start: {said[6:].decode().strip()}")
+                        raise _InitError(f"the daemon did not start: {said[6:].decode().strip()}")
                 elif fd in ended:
                     what, log = ended[fd]
-                    raise InitError(f"{what} ended at start-up: {last_line(log) or 'see ' + log}")
+                    raise _InitError(f"{what} ended at start-up: {last_line(log) or 'see ' + log}")
     finally:
         notify.close()
         os.close(r)
@@ -197,7 +198,7 @@ def main(argv: list[str]) -> int:
         # child inherits the signal mask).
         start(conf, deadline)
         signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGCHLD, signal.SIGTERM, signal.SIGINT})
-    except (InitError, OSError, ValueError, KeyError) as e:
+    except (_InitError, OSError, ValueError, KeyError) as e:
         with contextlib.suppress(OSError):
             os.write(ready_fd, f"error {e}\n".encode(errors="replace")[:4000])
         return 1

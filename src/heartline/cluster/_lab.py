@@ -17,7 +17,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
-import secrets
 import select
 import shutil
 import subprocess
@@ -219,6 +218,8 @@ class Lab:
             )
         lock = _lock_dir(real, wait=0)
         try:
+            import secrets
+
             made = cls._clear_remains(real) or made
             lab = cls(LabState(id=secrets.token_hex(3), dir=real, made_dir=made, slot=0))
             try:
@@ -307,6 +308,8 @@ class Lab:
         return out
 
     def _write_token(self) -> None:
+        import secrets
+
         path = self.state.path("token")
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o600)
         with os.fdopen(fd, "w") as f:
@@ -558,7 +561,7 @@ class Lab:
             ))  # fmt: skip
         keeper = net.same(s.keeper_pid, s.keeper_start)
         return LabStatus(
-            id=s.id, dir=s.dir, phase=s.phase, network=str(s.network), gateway=s.gateway,
+            id=s.id, dir=s.dir, phase=s.phase, network=s.network, gateway=s.gateway,
             backend=s.backend, config=self.config, ssh_config=self.ssh_config,
             keeper_pid=s.keeper_pid if keeper else None, keeper="up" if keeper else "down",
             hosts=hosts,

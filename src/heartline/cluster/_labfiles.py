@@ -10,7 +10,6 @@ or a namespace the lab did not make.
 
 from __future__ import annotations
 
-import ipaddress
 import json
 import os
 import re
@@ -28,8 +27,10 @@ TOP_FILES = (
 )  # fmt: skip
 #: Hosts a lab may have (addresses .11 to .74 of its /24).
 LAB_MAX_HOSTS = 64
-#: The lab network: RFC 2544's benchmarking range, never routed on the Internet.
-LAB_NET = ipaddress.ip_network("198.18.0.0/15")
+#: The lab network: RFC 2544's benchmarking range, never routed on the Internet. A lab takes
+#: one /24 of it (a "slot", 0 to 511).
+LAB_NET = "198.18.0.0/15"
+SLOTS = 512
 KEEPER_PORT = 7717
 _ID = re.compile(r"^[0-9a-f]{6}$")
 _FORMAT = 1
@@ -51,10 +52,9 @@ def host_name(index: int) -> str:
     return f"lab{index}"
 
 
-def subnet(slot: int) -> ipaddress.IPv4Network:
-    """The ``slot``-th /24 of the lab network (0 to 511)."""
-    base = int(LAB_NET.network_address) + (slot << 8)
-    return ipaddress.IPv4Network((base, 24))
+def slot_prefix(slot: int) -> str:
+    """The first three octets of the ``slot``-th /24 of the lab network."""
+    return f"198.{18 + slot // 256}.{slot % 256}"
 
 
 @dataclass
@@ -96,24 +96,23 @@ class LabState:
         return f"{self.id}:{self.dir}"
 
     @property
-    def network(self) -> ipaddress.IPv4Network:
-        return subnet(self.slot)
+    def network(self) -> str:
+        return f"{slot_prefix(self.slot)}.0/24"
 
     @property
     def gateway(self) -> str:
-        return str(self.network.network_address + 1)
+        return f"{slot_prefix(self.slot)}.1"
 
     @property
     def backend(self) -> str:
         return f"heartline://{self.gateway}:{KEEPER_PORT}"
 
     def plan_hosts(self, n: int) -> None:
-        net = self.network.network_address
         self.hosts = [
             HostRecord(
                 name=host_name(i),
                 index=i,
-                address=str(net + 10 + i),
+                address=f"{slot_prefix(self.slot)}.{10 + i}",
                 netns=f"hl{self.id}-{host_name(i)}",
                 link=f"hl{self.id}-{i}",
             )
@@ -183,7 +182,7 @@ def _parse(data: dict[str, Any], real_dir: str) -> LabState:
         raise ValueError(f"it names {data['dir']!r}, not this directory")
     slot = num(data["slot"], none=False)
     assert slot is not None
-    if slot >= 512 or data["phase"] not in ("starting", "up", "stopping"):
+    if slot >= SLOTS or data["phase"] not in ("starting", "up", "stopping"):
         raise ValueError("bad slot or phase")
     state = LabState(
         id=lab_id, dir=real_dir, made_dir=bool(data["made_dir"]), slot=slot, phase=data["phase"],

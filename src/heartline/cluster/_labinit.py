@@ -22,7 +22,6 @@ after 5 s) and ends it.
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import json
 import os
 import select
@@ -63,6 +62,8 @@ def said_ready(sock: socket.socket) -> bool:
 
 
 def _mount(source: str, target: str, fstype: str | None, flags: int, data: str | None) -> None:
+    import ctypes
+
     libc = ctypes.CDLL(None, use_errno=True)
     rc = libc.mount(
         source.encode(),

@@ -21,7 +21,7 @@ import time
 from collections.abc import Iterable, Iterator
 
 from heartline._util import read_stat
-from heartline.cluster._labfiles import LAB_NET, HostRecord, LabState
+from heartline.cluster._labfiles import LAB_NET, SLOTS, HostRecord, LabState
 from heartline.errors import LabError
 
 #: Bound while a lab picks its subnet and claims it on its bridge (an abstract socket: it
@@ -80,22 +80,23 @@ def used_slots() -> set[int]:
     or anything else on 198.18.0.0/15)."""
     import ipaddress
 
+    lab_net = ipaddress.ip_network(LAB_NET)
     used: set[int] = set()
     shown = ip("-4", "-o", "addr", "show", step="up: reading the addresses in use")
     for line in shown.splitlines():
         words = line.split()
         if "inet" in words:
             iface = ipaddress.ip_interface(words[words.index("inet") + 1])
-            if iface.network.overlaps(LAB_NET):
-                first = max(int(iface.network.network_address), int(LAB_NET.network_address))
-                last = min(int(iface.network.broadcast_address), int(LAB_NET.broadcast_address))
-                base = int(LAB_NET.network_address)
+            if iface.network.overlaps(lab_net):
+                first = max(int(iface.network.network_address), int(lab_net.network_address))
+                last = min(int(iface.network.broadcast_address), int(lab_net.broadcast_address))
+                base = int(lab_net.network_address)
                 used.update(range((first - base) >> 8, ((last - base) >> 8) + 1))
     return used
 
 
 def free_slot() -> int:
-    free = sorted(set(range(512)) - used_slots())
+    free = sorted(set(range(SLOTS)) - used_slots())
     if not free:
         raise LabError("up: every /24 of 198.18.0.0/15 is in use here: take a lab down first")
     return random.choice(free)  # noqa: S311 - spreads labs, no secret
@@ -119,8 +120,7 @@ def make_bridge(state: LabState) -> None:
     ip("link", "add", "name", br, "type", "bridge", "forward_delay", "0", step="up: the bridge")
     _sysctl(f"/proc/sys/net/ipv4/conf/{br}/forwarding", "0")
     _sysctl(f"/proc/sys/net/ipv6/conf/{br}/disable_ipv6", "1")
-    prefix = state.network.prefixlen
-    ip("addr", "add", f"{state.gateway}/{prefix}", "dev", br, step="up: the bridge's address")
+    ip("addr", "add", f"{state.gateway}/24", "dev", br, step="up: the bridge's address")
     ip("link", "set", br, "up", step="up: the bridge")
 
 
@@ -134,8 +134,7 @@ def make_link(state: LabState, h: HostRecord) -> None:
     ip("link", "add", h.link, "type", "veth", "peer", "name", "eth0", "netns", h.netns, step=step)
     _sysctl(f"/proc/sys/net/ipv6/conf/{h.link}/disable_ipv6", "1")
     ip("link", "set", h.link, "master", state.bridge, "up", step=step)
-    prefix = str(state.network.prefixlen)
-    ip("-n", h.netns, "addr", "add", f"{h.address}/{prefix}", "dev", "eth0", step=step)
+    ip("-n", h.netns, "addr", "add", f"{h.address}/24", "dev", "eth0", step=step)
     ip("-n", h.netns, "link", "set", "eth0", "up", step=step)
     ip("-n", h.netns, "link", "set", "lo", "up", step=step)
 

@@ -22,6 +22,7 @@ COMMAND_MODULES = {
     "heartline.cli._cmd_control",
     "heartline.cli._cmd_inside",
     "heartline.cli._cmd_lock",
+    "heartline.cli._cmd_lab",
     "heartline.cli._run",
 }
 NOWHERE = "heartline://127.0.0.1:1"
@@ -43,7 +44,11 @@ CASES = [
     (["systemd-unit"], 0, "heartline.cli._cmd_daemon"),
     (["locks", "--server", NOWHERE], 69, "heartline.cli._cmd_lock"),
     (["lock", "x", "--server", NOWHERE, "--", "true"], 69, "heartline.cli._cmd_lock"),
+    (["lab", "status", "--dir", "no-lab-here"], 15, "heartline.cli._cmd_lab"),
+    (["lab", "crash", "lab1", "--dir", "no-lab-here"], 15, "heartline.cli._cmd_lab"),
     (["--help"], 0, None),
+    (["lab", "--help"], 0, None),
+    (["lab", "up", "--help"], 0, None),
     (["lock", "--help"], 0, None),
     (["lockd", "--help"], 0, None),
     (["run", "--help"], 0, None),

@@ -391,6 +391,8 @@ class Lab:
                 "sshd_log": s.host_path(h.name, "sshd.log"),
                 "daemon": [sys.executable, "-m", "heartline", "up", "-c", config],
                 "daemon_log": s.host_path(h.name, "daemon.log"),
+                # As `heartline up` run where FILE is: its programs' relative paths hold.
+                "daemon_cwd": extra.get("dir") or s.host_path(h.name),
             }
             write(s.host_path(h.name, "init.json"), json.dumps(init, indent=1), 0o600)
 

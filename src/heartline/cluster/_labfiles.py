@@ -295,7 +295,8 @@ def host_config_text(state: LabState, h: HostRecord, extra: dict[str, Any]) -> s
 
 def programs_of(path: str) -> dict[str, Any]:
     """``[defaults]`` and ``[programs]`` of the config ``path`` (checked by the loader first:
-    a bad file is its one-line ConfigError), with relative ``cwd`` made absolute."""
+    a bad file is its one-line ConfigError), with relative ``cwd`` made absolute, and the
+    file's directory (``dir``: the hosts' daemons run there)."""
     import tomllib
 
     from heartline.config import load_config
@@ -304,7 +305,7 @@ def programs_of(path: str) -> dict[str, Any]:
     with open(path, "rb") as f:
         data = tomllib.load(f)
     base = os.path.dirname(os.path.abspath(path))
-    out: dict[str, Any] = {"defaults": dict(data.get("defaults", {})), "programs": {}}
+    out: dict[str, Any] = {"defaults": dict(data.get("defaults", {})), "programs": {}, "dir": base}
     for name, table in data.get("programs", {}).items():
         out["programs"][name] = dict(table)
     for table in (out["defaults"], *out["programs"].values()):

@@ -130,7 +130,7 @@ def start(conf: dict[str, Any], deadline: float) -> None:
     try:
         daemon = _spawn(
             conf["daemon"], {**env, "HEARTLINE_READY_FD": str(w)}, conf["daemon_log"],
-            pass_fds=(w,),
+            pass_fds=(w,), cwd=conf["daemon_cwd"],
         )  # fmt: skip
     finally:
         os.close(w)

@@ -44,15 +44,28 @@ def lab_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 PROGRAMS = """
 [programs.ticker]
 command = ["/bin/sh", "-c", "while :; do sleep 1; done"]
+
+[programs.here]
+command = ["/bin/sh", "here.sh"]
 """
+#: Found relative to the programs file's directory, where the hosts' daemons run.
+HERE = 'echo "$PWD" > "seen-$(hostname)"; exec sleep 1000\n'
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LabHosts]:
-    """Three lab hosts shared by a module's tests, each daemon running a `ticker` program;
-    tests that crash or cut a host bring it back before they end."""
-    programs = tmp_path_factory.mktemp("lab-programs") / "programs.toml"
-    programs.write_text(PROGRAMS)
-    with lab_hosts(3, programs=str(programs)) as lab:
+def programs_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the shared lab's programs file (and the script it names) are."""
+    where = tmp_path_factory.mktemp("lab-programs")
+    (where / "programs.toml").write_text(PROGRAMS)
+    (where / "here.sh").write_text(HERE)
+    return where
+
+
+@pytest.fixture(scope="module")
+def lab(programs_dir: Path) -> Iterator[LabHosts]:
+    """Three lab hosts shared by a module's tests, each daemon running the programs `ticker`
+    and `here` (a script named by a relative path); tests that crash or cut a host bring it
+    back before they end."""
+    with lab_hosts(3, programs=str(programs_dir / "programs.toml")) as lab:
         yield lab
     assert_gone(lab.state.id, Path(lab.dir))

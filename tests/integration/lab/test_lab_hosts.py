@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tests.helpers import wait_until
 from tests.integration.lab.lab_helpers import heartline, one_line_error
 
 from heartline.cluster import Ssh
@@ -90,16 +91,19 @@ def test_hosts_reach_each_other_and_the_keeper(lab: LabHosts) -> None:
     assert lab.run("lab2", [sys.executable, "-c", probe]).returncode == 0
 
 
-def test_each_daemon_answers_status_inside_its_host(lab: LabHosts) -> None:
+def test_each_daemon_answers_status_inside_its_host(lab: LabHosts, programs_dir: Path) -> None:
     """`heartline status` inside a host (over ssh, and with lab exec without any config: its
-    private /run/heartline) reaches that host's own daemon, which runs the program that
-    `lab up --config` gave every host."""
+    private /run/heartline) reaches that host's own daemon, which runs the programs that
+    `lab up --config FILE` gave every host, in FILE's directory."""
     for name in lab.hosts:
         res = lab.ssh(name, [*HL, "status", "--json"])
         assert res.returncode == 0, res.stderr
         doc = json.loads(res.stdout)
-        assert [p["name"] for p in doc["programs"]] == ["ticker"]
-        assert doc["programs"][0]["state"] in ("starting", "running")
+        assert [p["name"] for p in doc["programs"]] == ["ticker", "here"]
+        assert all(p["state"] in ("starting", "running") for p in doc["programs"])
+        seen = programs_dir / f"seen-{name}"
+        wait_until(lambda seen=seen: seen.exists() and seen.read_text(), 10, f"{seen}")
+        assert seen.read_text() == f"{programs_dir}\n"
         plain = lab.run(name, ["env", "-u", "HEARTLINE_CONFIG", *HL, "status", "--json"])
         assert plain.returncode == 0, plain.stderr
         pid = json.loads(plain.stdout)["daemon"]["pid"]

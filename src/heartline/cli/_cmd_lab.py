@@ -31,6 +31,12 @@ def cmd_up(args: argparse.Namespace) -> None:
 
     if getattr(args, "command", None):
         raise UsageError("lab up takes no command after --")
+    import signal
+
+    # Stopped by TERM or HUP as by Ctrl-C: `up` undoes what it made so far (only SIGKILL
+    # leaves that to `lab down`).
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, _interrupt)
     began = time.monotonic()
     lab = Lab.up(args.n, args.dir, programs=args.programs, timeout=args.timeout)
     s = lab.status()
@@ -44,6 +50,10 @@ def cmd_up(args: argparse.Namespace) -> None:
         f"  heartline lab exec {s['hosts'][0]['name']} --dir {s['dir']} -- CMD\n"
         f"  heartline -c {s['config']} hosts\n"
     )
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 def cmd_down(args: argparse.Namespace) -> None:

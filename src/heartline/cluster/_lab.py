@@ -128,6 +128,19 @@ def _env(state: LabState, **extra: str) -> dict[str, str]:
     return {**env, "HEARTLINE_LAB": state.tag, **extra}
 
 
+def _new_id() -> str:
+    """A lab id no lab on this machine has (its bridge and namespaces are named after it)."""
+    import secrets
+
+    while True:
+        lab_id = secrets.token_hex(3)
+        taken = net.link_exists(f"hl{lab_id}") or any(
+            n.startswith(f"hl{lab_id}-") for n in net.netns_names()
+        )
+        if not taken:
+            return lab_id
+
+
 def _children(pid: int | None) -> list[int]:
     return sorted(children_of(pid) or ()) if pid else []
 
@@ -204,24 +217,21 @@ class Lab:
         if why:
             raise LabError(f"lab up: {why}")
         extra = programs_of(programs) if programs else {}
-        lab_dir = os.path.abspath(lab_dir or default_lab_dir())
-        made = not os.path.isdir(lab_dir)
-        try:
-            os.makedirs(lab_dir, mode=0o700, exist_ok=True)
-        except OSError as e:
-            raise LabError(f"lab up: cannot make {lab_dir}: {e.strerror}") from None
-        real = os.path.realpath(lab_dir)
+        real = os.path.realpath(lab_dir or default_lab_dir())
         if len(real) + _SOCKET_TAIL > 107:
             raise LabError(
                 f"lab up: {real} is too long for the hosts' control sockets (at most "
                 f"{107 - _SOCKET_TAIL} characters): choose a shorter --dir"
             )
+        made = not os.path.isdir(real)
+        try:
+            os.makedirs(real, mode=0o700, exist_ok=True)
+        except OSError as e:
+            raise LabError(f"lab up: cannot make {real}: {e.strerror}") from None
         lock = _lock_dir(real, wait=0)
         try:
-            import secrets
-
             made = cls._clear_remains(real) or made
-            lab = cls(LabState(id=secrets.token_hex(3), dir=real, made_dir=made, slot=0))
+            lab = cls(LabState(id=_new_id(), dir=real, made_dir=made, slot=0))
             try:
                 lab._build(n, extra, timeout, progress or (lambda _: None))
             except BaseException:

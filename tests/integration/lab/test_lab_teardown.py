@@ -64,6 +64,23 @@ def test_down_after_the_cli_was_killed_mid_up(lab_dir: Path, when: Any) -> None:
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == forward
 
 
+def test_up_stopped_by_sigterm_undoes_itself(lab_dir: Path) -> None:
+    """`lab up` sent SIGTERM while its hosts start removes what it made and exits 130."""
+    up = subprocess.Popen([*HEARTLINE, "lab", "up", "3", "--dir", str(lab_dir)],
+                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        state = wait_until(lambda: (s := read_state(lab_dir)) and hosts_starting(s) and s, 30,
+                           "hosts to start")  # fmt: skip
+        up.send_signal(signal.SIGTERM)
+        assert up.wait(30) == 130
+    finally:
+        if up.poll() is None:
+            up.kill()
+            up.wait()
+    assert_gone(state["id"], lab_dir)
+    assert not lab_dir.exists()
+
+
 def test_down_after_the_keeper_was_killed(lab_dir: Path) -> None:
     """The keeper (the lab's lockd) SIGKILLed: status says so, and `lab down` still removes
     every host, link and file."""

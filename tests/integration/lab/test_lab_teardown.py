@@ -184,3 +184,47 @@ def _in_netns(name: str) -> list[int]:
         if (ns.st_dev, ns.st_ino) == (st.st_dev, st.st_ino) and comm == "sleep":
             found.append(int(entry))
     return found
+
+
+def test_down_ends_the_shared_ssh_connections_to_its_hosts(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """A shared connection (ControlMaster) the cluster's SSH layer opened to a host ends with
+    `lab down`, even when the host was cut off (its connection could not notice by itself)."""
+    import tempfile
+
+    from heartline.cluster import Ssh
+
+    runtime = tempfile.mkdtemp(prefix="hl-", dir="/tmp")
+    monkeypatch.setenv("XDG_RUNTIME_DIR", runtime)
+    try:
+        with lab_hosts(1) as lab:
+            assert Ssh(config=lab.ssh_config).run("lab1", ["true"]) == 0
+            masters = _ssh_masters(runtime)
+            assert len(masters) == 1
+            lab.cut("lab1")
+        assert wait_until(lambda: not any(_alive(p) for p in masters), 10, "the master to end")
+    finally:
+        import shutil
+
+        shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _ssh_masters(control_dir: str) -> list[int]:
+    """ssh ControlMaster processes whose control socket is in ``control_dir``."""
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            cmd = Path(f"/proc/{entry}/cmdline").read_bytes()
+        except OSError:
+            continue
+        if cmd.startswith(b"ssh: ") and control_dir.encode() in cmd and b"[mux]" in cmd:
+            found.append(int(entry))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False

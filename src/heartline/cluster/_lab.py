@@ -291,12 +291,12 @@ class Lab:
                 net.make_netns(h)
                 net.make_link(s, h)
             progress(f"{n} network namespaces and links")
-            self._write_files(keygens, extra)
+            self._write_files(keygens, extra, timeout)
             self._wait_keeper(keeper_ready, deadline)
         finally:
             keeper_ready.close()
         progress(f"keeper (lockd) on {s.backend}")
-        self._start_hosts(s.hosts, deadline)
+        self._start_hosts(s.hosts, deadline, step="up")
         s.phase = "up"
         s.save()
 
@@ -362,7 +362,7 @@ class Lab:
             os.close(pidfd)
 
     def _write_files(
-        self, keygens: dict[str, subprocess.Popen[bytes]], extra: dict[str, Any]
+        self, keygens: dict[str, subprocess.Popen[bytes]], extra: dict[str, Any], timeout: float
     ) -> None:
         import json
 
@@ -395,7 +395,7 @@ class Lab:
                 "name": h.name,
                 "lab_dir": s.dir,
                 "daemon_run_dir": s.host_path(h.name, "run"),
-                "timeout": 30.0,
+                "timeout": timeout,
                 "env": _env(s),
                 "sshd": [_SSHD, "-D", "-e", "-f", s.host_path(h.name, "sshd_config")],
                 "sshd_log": s.host_path(h.name, "sshd.log"),
@@ -407,7 +407,7 @@ class Lab:
             write(s.host_path(h.name, "init.json"), json.dumps(init, indent=1), 0o600)
 
     # --- a host's init ------------------------------------------------------------------------
-    def _start_hosts(self, hosts: list[HostRecord], deadline: float) -> None:
+    def _start_hosts(self, hosts: list[HostRecord], deadline: float, *, step: str) -> None:
         """Start each host's init (in its network namespace, with new pid, mount and UTS
         namespaces) and wait until every one says its sshd and daemon are ready."""
         s = self.state
@@ -439,20 +439,20 @@ class Lab:
                 ready, _, _ = select.select(list(said), [], [], max(0.0, left))
                 if not ready:
                     slow = ", ".join(pipes[r].name for r in said)
-                    raise LabError(f"up: {slow} not ready in time (see their logs in "
+                    raise LabError(f"{step}: {slow} not ready in time (see their logs in "
                                    f"{s.path('hosts')})")  # fmt: skip
                 for r in ready:
                     chunk = os.read(r, 4096)
                     said[r] += chunk
                     if chunk and b"\n" not in said[r]:
                         continue
-                    self._host_said(pipes[r], said.pop(r))
+                    self._host_said(pipes[r], said.pop(r), step)
         finally:
             for r in pipes:
                 os.close(r)
             s.save()
 
-    def _host_said(self, h: HostRecord, text: bytes) -> None:
+    def _host_said(self, h: HostRecord, text: bytes, step: str) -> None:
         line = text.decode(errors="replace").strip()
         if line == "ready":
             assert h.wrapper_pid is not None
@@ -463,9 +463,10 @@ class Lab:
                 return
             line = "its init ended once ready"
         if line.startswith("error "):
-            raise LabError(f"{h.name}: {line[6:]} (logs in {self.state.host_path(h.name)})")
+            where = self.state.host_path(h.name)
+            raise LabError(f"{step}: {h.name}: {line[6:]} (logs in {where})")
         why = line or last_line(self.state.host_path(h.name, "init.log")) or "no word from it"
-        raise LabError(f"{h.name}: its init ended before it was ready: {why}")
+        raise LabError(f"{step}: {h.name}: its init ended before it was ready: {why}")
 
     # --- what a lab host goes through ----------------------------------------------------------
     def crash(self, name: str) -> None:
@@ -495,7 +496,7 @@ class Lab:
             )
         lock = _lock_dir(self.dir, wait=timeout)
         try:
-            self._start_hosts([h], time.monotonic() + timeout)
+            self._start_hosts([h], time.monotonic() + timeout, step="boot")
         except BaseException:
             # A host that did not come up stays down (crashed), not half-booted.
             half = [*_children(h.wrapper_pid), h.wrapper_pid] if h.wrapper_pid else []

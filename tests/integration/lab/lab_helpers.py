@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import sys
@@ -43,11 +44,9 @@ def leftovers(lab_id: str) -> list[str]:
         try:
             with open(f"/proc/{entry}/environ", "rb") as f:
                 env = f.read().split(b"\0")
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
         except OSError:
             continue
-        if state != b"Z" and any(item.startswith(needle) for item in env):
+        if any(item.startswith(needle) for item in env) and alive(int(entry)):
             found.append(f"process {entry}")
     return found
 
@@ -55,3 +54,22 @@ def leftovers(lab_id: str) -> list[str]:
 def assert_gone(lab_id: str, lab_dir: Path) -> None:
     assert leftovers(lab_id) == []
     assert not lab_dir.exists() or list(lab_dir.iterdir()) == []
+
+
+def alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
+    except OSError:
+        return False
+
+
+def in_netns(name: str) -> list[int]:
+    """Every process in network namespace ``name``."""
+    st = Path(f"/run/netns/{name}").stat()
+    found = []
+    for entry in filter(str.isdigit, os.listdir("/proc")):
+        with contextlib.suppress(OSError):
+            ns = Path(f"/proc/{entry}/ns/net").stat()
+            if (ns.st_dev, ns.st_ino) == (st.st_dev, st.st_ino) and alive(int(entry)):
+                found.append(int(entry))
+    return found

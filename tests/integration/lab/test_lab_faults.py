@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from tests.helpers import wait_until
-from tests.integration.lab.lab_helpers import heartline, one_line_error
+from tests.integration.lab.lab_helpers import alive, heartline, in_netns, one_line_error
 
 from heartline.errors import LabError
 from heartline.testing import LabHosts, lab_hosts
@@ -36,13 +36,6 @@ def host_pids(lab: LabHosts, name: str) -> set[int]:
         with contextlib.suppress(OSError):
             todo += [int(x) for x in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()]
     return out
-
-
-def alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False
 
 
 def reachable(address: str, timeout: float = 0.5) -> bool:
@@ -120,3 +113,24 @@ def test_cut_makes_a_host_unreachable_and_heal_restores_it(pair: LabHosts) -> No
     assert pair.status()["hosts"][1]["state"] == "up"
     res = pair.ssh("lab2", ["hostname"])
     assert (res.returncode, res.stdout) == (0, "lab2\n"), res.stderr
+
+
+def test_a_boot_that_fails_says_why_and_leaves_the_host_down(pair: LabHosts) -> None:
+    """A host whose sshd cannot start (a broken sshd_config) does not boot: one line with
+    sshd's own complaint (exit 14), nothing of the host left running; fixed, it boots."""
+    config = Path(pair.dir) / "hosts" / "lab2" / "sshd_config"
+    good = config.read_text()
+    pair.crash("lab2")
+    config.write_text(good + "NoSuchOption yes\n")
+    try:
+        res = heartline("lab", "boot", "lab2", "--dir", pair.dir)
+        assert res.returncode == 14, res.stderr
+        err = one_line_error(res)
+        assert "boot: lab2: sshd ended at start-up" in err and "bad configuration" in err
+        assert pair.status()["hosts"][1]["state"] == "crashed"
+        assert in_netns(pair.status()["hosts"][1]["netns"]) == []
+    finally:
+        config.write_text(good)
+        if pair.status()["hosts"][1]["state"] != "up":
+            pair.boot("lab2")
+    assert pair.ssh("lab2", ["hostname"]).stdout == "lab2\n"

@@ -15,8 +15,10 @@ import pytest
 from tests.helpers import wait_until
 from tests.integration.lab.lab_helpers import (
     HEARTLINE,
+    alive,
     assert_gone,
     heartline,
+    in_netns,
     leftovers,
     one_line_error,
 )
@@ -160,7 +162,8 @@ def test_lab_exec_of_a_long_command_is_ended_by_down(lab_dir: Path) -> None:
     long = subprocess.Popen([*HEARTLINE, "lab", "exec", "lab1", "--dir", str(lab_dir), "--",
                              "sleep", "300"], start_new_session=True)  # fmt: skip
     try:
-        wait_until(lambda: len(_in_netns(f"hl{lab_id}-lab1")) >= 1, 10, "the exec to enter")
+        wait_until(lambda: any(_comm(p) == "sleep" for p in in_netns(f"hl{lab_id}-lab1")), 10,
+                   "the command to run in lab1")  # fmt: skip
         res = heartline("lab", "down", "--dir", str(lab_dir))
         assert res.returncode == 0, res.stderr
         assert long.wait(10) == -signal.SIGKILL
@@ -169,21 +172,6 @@ def test_lab_exec_of_a_long_command_is_ended_by_down(lab_dir: Path) -> None:
             long.kill()
             long.wait()
     assert_gone(lab_id, lab_dir)
-
-
-def _in_netns(name: str) -> list[int]:
-    """Processes of the root pid namespace's view that are `sleep` in netns ``name``."""
-    st = os.stat(f"/run/netns/{name}")
-    found = []
-    for entry in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            ns = os.stat(f"/proc/{entry}/ns/net")
-            comm = Path(f"/proc/{entry}/comm").read_text().strip()
-        except OSError:
-            continue
-        if (ns.st_dev, ns.st_ino) == (st.st_dev, st.st_ino) and comm == "sleep":
-            found.append(int(entry))
-    return found
 
 
 def test_down_ends_the_shared_ssh_connections_to_its_hosts(
@@ -203,11 +191,18 @@ def test_down_ends_the_shared_ssh_connections_to_its_hosts(
             masters = _ssh_masters(runtime)
             assert len(masters) == 1
             lab.cut("lab1")
-        assert wait_until(lambda: not any(_alive(p) for p in masters), 10, "the master to end")
+        assert wait_until(lambda: not any(alive(p) for p in masters), 10, "the master to end")
     finally:
         import shutil
 
         shutil.rmtree(runtime, ignore_errors=True)
+
+
+def _comm(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/comm").read_text().strip()
+    except OSError:
+        return ""
 
 
 def _ssh_masters(control_dir: str) -> list[int]:
@@ -221,10 +216,3 @@ def _ssh_masters(control_dir: str) -> list[int]:
         if cmd.startswith(b"ssh: ") and control_dir.encode() in cmd and b"[mux]" in cmd:
             found.append(int(entry))
     return found
-
-
-def _alive(pid: int) -> bool:
-    try:
-        return Path(f"/proc/{pid}/stat").read_bytes().rsplit(b")", 1)[1].split()[0] != b"Z"
-    except OSError:
-        return False

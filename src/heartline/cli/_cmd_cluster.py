@@ -74,16 +74,16 @@ def cmd_hosts(args: argparse.Namespace) -> None:
 
     spec = _cluster(args)
     _log_to_stderr()
-    store = open_store(spec)
+    store = open_store(spec, ttl=_ttl(spec), label="heartline hosts")
     try:
         if not args.watch:
-            infos = hosts(spec, store)
+            infos = hosts(spec, store.entries(cluster_wire.PREFIX))
             echo(json.dumps({"hosts": infos}, indent=2) + "\n" if args.json else hosts_table(infos))
             return
         mirror = store.watch(cluster_wire.PREFIX)
         try:
             while True:
-                infos = hosts(spec, store)
+                infos = hosts(spec, mirror.snapshot().values())
                 if args.json:
                     echo(json.dumps({"at": time.time(), "hosts": infos}) + "\n")
                 else:
@@ -95,6 +95,12 @@ def cmd_hosts(args: argparse.Namespace) -> None:
             mirror.close()
     finally:
         store.close()
+
+
+def _ttl(spec: ClusterSpec) -> float:
+    from heartline.cluster import session_ttl
+
+    return session_ttl(spec.report_interval)
 
 
 def parse_need(text: str) -> tuple[float, int]:
@@ -139,7 +145,7 @@ def cmd_place(args: argparse.Namespace) -> int:
         raise UsageError("place: give the command after --: heartline place -- CMD ARGS...")
     _log_to_stderr()
     if args.print_only:
-        store = open_store(spec)
+        store = open_store(spec, ttl=_ttl(spec), label="heartline place --print")
         try:
             placed = decide(spec, store, req, command=command, charge=False)
         finally:

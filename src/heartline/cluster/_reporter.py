@@ -99,13 +99,9 @@ class Reporter:
 
     def _publish(self) -> None:
         if self._store is None:
-            self._store = open_store(self.spec)
-        self._store.put(
-            report_key(self.name),
-            encode(self.report()),
-            ttl=session_ttl(self.interval),
-            label=f"heartline daemon on {self.name}",
-        )
+            self._store = open_store(self.spec, ttl=session_ttl(self.interval),
+                                     label=f"heartline daemon on {self.name}")  # fmt: skip
+        self._store.put(report_key(self.name), encode(self.report()))
 
     def _run(self) -> None:
         try:

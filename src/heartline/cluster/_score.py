@@ -8,7 +8,8 @@ The rules, in order:
 
 1. **Filter.** A host is a candidate only if it is in the requested group, has every requested
    label, answers (its report is at most ``UNRESPONSIVE_AFTER`` intervals old), fits the
-   declared capacity (``cpus``, ``mem`` in ``[cluster.hosts.NAME]``), and has the requested
+   declared capacity (``cpus``, ``mem`` in ``[cluster.hosts.NAME]``; without a declared
+   ``cpus``, the CPUs its report counts), and has the requested
    memory free after what holds already claim (MemAvailable minus held memory).
 2. **Charge holds** (Schedule::Load's holds). A hold is what a placement charged on the host:
    it counts on top of the report's load until the host has reported at least one
@@ -145,6 +146,8 @@ def assess(view: HostView, req: Request) -> Candidate:
         return out(f"unresponsive (report {view.age:.1f}s old)")
     if view.cap_cpus is not None and req.cpus > view.cap_cpus:
         return out(f"declares {view.cap_cpus:g} cpus, {req.cpus:g} needed")
+    if view.cap_cpus is None and req.cpus > max(view.cpus, 1):
+        return out(f"has {view.cpus} cpus, {req.cpus:g} needed")
     if view.cap_mem is not None and req.mem > view.cap_mem:
         return out(f"declares {_size(view.cap_mem)}, {_size(req.mem)} needed")
     free = view.mem_available - held_mem

@@ -145,9 +145,23 @@ def test_memory_and_cpu_pressure_break_near_ties() -> None:
     assert choose([c, d], Request(), random.Random(0)).host == "d"
 
 
+def test_a_job_needing_more_cpus_than_a_host_has_is_not_placed_there() -> None:
+    """Without declared cpus, the CPUs the host's report counts bound what fits."""
+    small, big = host("small", cpus=2), host("big", cpus=8)
+    assert assess(small, Request(cpus=4)).excluded == "has 2 cpus, 4 needed"
+    assert choose([small, big], Request(cpus=4), random.Random(0)).host == "big"
+    assert not assess(small, Request(cpus=2)).excluded
+    declared = host("declared", cpus=2, cap_cpus=16)
+    assert not assess(declared, Request(cpus=4)).excluded  # the declared figure wins
+
+
 @pytest.mark.parametrize(
     ("runnable", "held", "cpus", "need"),
-    list(itertools.product([0, 1, 5], [0.0, 1.0, 2.5], [1, 2, 8], [0.5, 1.0, 4.0])),
+    [
+        c
+        for c in itertools.product([0, 1, 5], [0.0, 1.0, 2.5], [1, 2, 8], [0.5, 1.0, 4.0])
+        if c[3] <= c[2]
+    ],
 )
 def test_the_score_is_the_documented_formula(
     runnable: int, held: float, cpus: int, need: float

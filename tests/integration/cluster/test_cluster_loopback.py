@@ -117,6 +117,34 @@ def test_a_dead_daemon_goes_unresponsive_within_two_intervals(cluster: dict[str,
         assert res.stdout.strip() in ("h0", "h2")
 
 
+def test_hosts_watch_redraws_on_each_change(cluster: dict[str, Any]) -> None:
+    """`hosts --watch --json` prints a line per change (and per second): a daemon stopped
+    cleanly leaves its session, and the next lines no longer list its host."""
+    wait_until(lambda: all(h["state"] == "up" for h in hosts(cluster).values()), 15, "up")
+    proc = subprocess.Popen(
+        [*HEARTLINE, "-c", cluster["config"], "hosts", "--watch", "--json"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, **cluster["env"]},
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        assert {h["name"] for h in first["hosts"] if h["state"] == "up"} == {"h0", "h1", "h2"}
+        cluster["daemons"][2].cli("down")
+        for _ in range(20):  # bounded: a line a second at least
+            line = json.loads(proc.stdout.readline())
+            if "h2" not in {h["name"] for h in line["hosts"] if h.get("report")}:
+                break
+        else:
+            raise AssertionError("h2's report never left the watch")
+        assert line["at"] - first["at"] < 2 * INTERVAL + 3  # at once, not after a TTL
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
 def test_place_runs_the_command_there_and_its_hold_ends_with_it(
     cluster: dict[str, Any], tmp_path: Path
 ) -> None:

@@ -68,7 +68,8 @@ def cluster(
     controller = tmp_path / "controller.toml"
     controller.write_text(cluster_text(backend, sshd))
     try:
-        yield {"daemons": daemons, "config": str(controller), "env": {"XDG_RUNTIME_DIR": runtime}}
+        yield {"daemons": daemons, "config": str(controller), "backend": backend,
+               "env": {"XDG_RUNTIME_DIR": runtime}}  # fmt: skip
     finally:
         subprocess.run(["ssh", "-F", sshd["ssh_config"], "-o", f"ControlPath={runtime}/%C",
                         "-O", "exit", "testhost"], capture_output=True, check=False)  # fmt: skip
@@ -253,3 +254,42 @@ def test_a_reload_joins_or_leaves_the_cluster(
     d.config.write_text(plain)
     d.cli("reload")
     wait_until(lambda: "late" not in hosts(controller), 15, "late gone")
+
+
+@pytest.mark.parametrize(
+    ("alias", "code", "words"),
+    [("refused", 255, "Connection refused"), ("stranger", 13, "host key")],
+)
+def test_ssh_failures_are_one_line_with_their_code_and_leave_no_hold(
+    cluster: dict[str, Any], sshd: dict[str, Any], tmp_path: Path, alias: str, code: int,
+    words: str,
+) -> None:  # fmt: skip
+    """Nothing listens at the chosen host's SSH port (255, as ssh's own), or its host key is
+    not known (13, never accepted): one line each, and the hold is gone."""
+    wait_until(lambda: all(h["state"] == "up" for h in hosts(cluster).values()), 15, "up")
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    config = tmp_path / "ssh_config"
+    config.write_text(textwrap.dedent(f"""\
+        Host refused
+            HostName 127.0.0.1
+            Port 1
+        Host stranger
+            HostName 127.0.0.1
+            Port {sshd["port"]}
+            User root
+            IdentityFile {sshd["key"]}
+            UserKnownHostsFile {empty}
+            GlobalKnownHostsFile /dev/null
+        """))  # fmt: skip
+    ctl = tmp_path / "bad-ssh.toml"
+    text = cluster_text(cluster["backend"], sshd).replace('"testhost"', f'"{alias}"')
+    ctl.write_text(text.replace(sshd["ssh_config"], str(config)))
+    res = subprocess.run(
+        [*HEARTLINE, "-c", str(ctl), "place", "--", "true"], capture_output=True, text=True,
+        timeout=60, env={**os.environ, **cluster["env"]}, check=False,
+    )  # fmt: skip
+    assert res.returncode == code, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and words in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    wait_until(lambda: not any(h["holds"] for h in hosts(cluster).values()), 20, "no hold")

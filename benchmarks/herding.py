@@ -33,6 +33,7 @@ import argparse
 import bisect
 import concurrent.futures
 import datetime
+import heapq
 import json
 import math
 import os
@@ -67,7 +68,7 @@ MEAN_LENGTH = 30.0  # seconds, exponential, clipped to [MIN_LENGTH, MAX_LENGTH]
 MIN_LENGTH, MAX_LENGTH = 1.0, 300.0
 BURST = (1, 8)  # jobs per burst, uniform
 AGES = (0.0, 2.0, 10.0, 30.0)
-SEEDS = {"quick": 4, "full": 10}
+SEEDS = {"quick": 4, "full": 12}
 PLACERS = ("ideal", "heartline", "argmin", "argmin-first", "random", "parallel")
 #: Placers that read no reports: one run per seed serves every age.
 AGELESS = ("ideal", "random", "parallel")
@@ -85,7 +86,7 @@ LABELS = {
     "argmin-exact": "argmin, report age exactly A",
 }
 GOAL = 1.05  # heartline's p95 slowdown over the ideal placer's, at every age
-_DONE = 1e-9  # CPU-seconds of work left that count as finished
+_DONE = 1e-7  # CPU-seconds of work left that count as finished (jobs last >= 1 s)
 
 
 def interval_for(age: float) -> float:
@@ -147,13 +148,20 @@ def make_workload(
 
 class Cluster:
     """The hosts' true state: processor sharing on each, and each host's runnable count over
-    time (what its reports sample)."""
+    time (what its reports sample).
+
+    All the jobs of a host run at the same speed, so a host keeps one count of the CPU-seconds
+    each of its jobs has received (``served``) and each job the count at which it is done."""
 
     def __init__(self, cpus: Sequence[int]) -> None:
         self.cpus = tuple(cpus)
         self.now = 0.0
-        #: Per host: job id -> CPU-seconds of work left.
+        self.served = [0.0] * len(cpus)
+        self._speed = [0.0] * len(cpus)
+        #: Per host: job id -> the host's ``served`` at which the job is done.
         self.running: list[dict[int, float]] = [{} for _ in cpus]
+        #: Per host: (done at, job id) of its jobs, a heap.
+        self._due: list[list[tuple[float, int]]] = [[] for _ in cpus]
         #: Per host: the times its runnable count changed, and the count from then on.
         self._times: list[list[float]] = [[0.0] for _ in cpus]
         self._counts: list[list[int]] = [[0] for _ in cpus]
@@ -168,57 +176,64 @@ class Cluster:
 
     def speed(self, host: int) -> float:
         """CPU-seconds per second each job on ``host`` gets now."""
-        r = len(self.running[host])
-        return min(1.0, self.cpus[host] / r) if r else 0.0
+        return self._speed[host]
+
+    def left(self, host: int, jid: int) -> float:
+        """CPU-seconds of work job ``jid`` still needs."""
+        return self.running[host][jid] - self.served[host]
 
     def start(self, host: int, job: Job) -> None:
-        self.running[host][job.id] = job.length
+        done_at = self.served[host] + job.length
+        self.running[host][job.id] = done_at
+        heapq.heappush(self._due[host], (done_at, job.id))
         self._record(host)
 
     def next_completion(self) -> tuple[float, int, int] | None:
         """(time, host, job id) of the next job to finish if nothing else changes."""
         best: tuple[float, int, int] | None = None
-        for host, jobs in enumerate(self.running):
-            if not jobs:
-                continue
-            jid = min(jobs, key=jobs.__getitem__)
-            t = self.now + jobs[jid] / self.speed(host)
-            if best is None or t < best[0]:
-                best = (t, host, jid)
+        for host, due in enumerate(self._due):
+            if due:
+                done_at, jid = due[0]
+                t = self.now + (done_at - self.served[host]) / self._speed[host]
+                if best is None or t < best[0]:
+                    best = (t, host, jid)
         return best
 
     def advance(self, t: float) -> None:
         dt = t - self.now
         if dt < 0:
             raise ValueError(f"time runs backwards: {t} < {self.now}")
-        for host, jobs in enumerate(self.running):
-            if jobs:
-                done = self.speed(host) * dt
-                for jid in jobs:
-                    jobs[jid] -= done
+        for host, speed in enumerate(self._speed):
+            if speed:
+                self.served[host] += speed * dt
         self.now = t
 
     def finish(self, host: int, jid: int) -> list[tuple[int, int]]:
         """End job ``jid`` on ``host`` and every other job whose work is done; returns
         (host, job id) of each."""
-        self.running[host][jid] = 0.0
+        self.served[host] = max(self.served[host], self.running[host][jid])
         ended = []
-        for h, jobs in enumerate(self.running):
-            gone = [j for j, left in jobs.items() if left <= _DONE]
-            for j in gone:
-                del jobs[j]
+        for h, due in enumerate(self._due):
+            gone = False
+            while due and due[0][0] - self.served[h] <= _DONE:
+                _, j = heapq.heappop(due)
+                del self.running[h][j]
                 ended.append((h, j))
+                gone = True
             if gone:
                 self._record(h)
         return ended
 
     def _record(self, host: int) -> None:
+        """The host's runnable count changed: note it, and its jobs' new speed."""
+        r = len(self.running[host])
+        self._speed[host] = min(1.0, self.cpus[host] / r) if r else 0.0
         times, counts = self._times[host], self._counts[host]
         if times[-1] == self.now:
-            counts[-1] = len(self.running[host])
+            counts[-1] = r
         else:
             times.append(self.now)
-            counts.append(len(self.running[host]))
+            counts.append(r)
 
 
 class Reports:

@@ -163,6 +163,8 @@ def test_place_runs_the_command_there_and_its_hold_ends_with_it(
             lambda: [n for n, h in hosts(cluster).items() if h["holds"]], 15, "a hold"
         )
         assert held in (["h0"], ["h2"])
+        # The host's next report says a hold claimed a CPU when it was sampled.
+        wait_until(lambda: hosts(cluster)[held[0]]["report"]["held"] == 1.0, 10, "report held")
         flag.touch()
         assert proc.wait(30) == 3
     finally:

@@ -139,7 +139,7 @@ def test_heartline_beats_argmin_on_30_s_old_reports() -> None:
 
     def p95(name: str, age: float) -> float:
         slowdown, placer = simulate(work, herding.placer_for(name, 0, age))
-        if name == "heartline":
+        if name == "heartline-lagged":
             rules = placer.stats.rules  # type: ignore[attr-defined]
             # Both of heartline's rules and its holds were at work.
             assert rules["lowest score"] > 0
@@ -150,3 +150,7 @@ def test_heartline_beats_argmin_on_30_s_old_reports() -> None:
     best = p95("ideal", 0.0)
     hl, argmin = p95("heartline", 30.0), p95("argmin", 30.0)
     assert best <= hl < argmin / 2
+    # With holds current to the moment, reports exactly 30 s old cost heartline nothing.
+    assert hl <= best * 1.05
+    # Lagging reports (older than 1.5 intervals): the stale fallback fires, still far ahead.
+    assert p95("heartline-lagged", 30.0) < argmin / 2

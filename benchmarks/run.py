@@ -4,8 +4,12 @@
 Usage:
     python3 benchmarks/run.py [--quick] [--only NAME] [--tools LIST]
 
-NAME is one of: crash, startup, idle, status.
+NAME is one of: crash, startup, idle, status, herding.
 LIST is a comma-separated subset of: heartline, supervisord, circus.
+
+herding is a simulation of placement under stale load reports (herding.py: no daemon, no
+peers, no network); it writes its own section of RESULTS.md, and `--only herding` runs it
+alone, without setting up the peers or the child.
 
 Standard library only. The peers (supervisor, circus) are installed into
 benchmarks/.venv-peers on first use; heartline is taken from the
@@ -21,7 +25,8 @@ sub-reaper so that orphaned children land with it and can be reaped.
 This file runs the benchmarks and keeps the results; the parts live beside it:
 _tools.py (the adapter interface and heartline's config and commands), _peers.py
 (supervisord and circus), _scenarios.py (the four benchmarks), _harness.py (process
-housekeeping), _procfs.py (/proc sampling), _render.py (the tables of RESULTS.md).
+housekeeping), _procfs.py (/proc sampling), _render.py (the tables of RESULTS.md), herding.py
+(the placement simulation and its section).
 """
 
 import argparse
@@ -49,7 +54,7 @@ from _tools import CHILD_BIN, Heartline
 RESULTS_JSON = os.path.join(WORK_DIR, "results.json")
 
 TOOLS = ["heartline", "supervisord", "circus"]
-BENCHES = ["crash", "startup", "idle", "status"]
+BENCHES = ["crash", "startup", "idle", "status", "herding"]
 
 MODES = {
     "quick": {
@@ -358,6 +363,8 @@ def main():
         if t not in TOOLS:
             ap.error(f"unknown tool {t!r}")
     benches = [args.only] if args.only else list(BENCHES)
+    if benches == ["herding"] and not args.setup_only:
+        return herding(args.quick)
 
     os.makedirs(WORK_DIR, exist_ok=True)
     if not become_subreaper():
@@ -383,6 +390,23 @@ def main():
         run.status()
     run.finish()
     run.write()
+    if "herding" in benches:
+        return herding(args.quick)
+    return 0
+
+
+def herding(quick):
+    """The placement simulation: it writes its own section of RESULTS.md."""
+    import herding as sim  # imports heartline: only when wanted
+
+    log("herding (placement simulation) ...")
+    try:
+        res = sim.run(quick=quick)
+    except Exception as e:
+        log(f"   herding failed: {type(e).__name__}: {one_line(e)}")
+        return 1
+    hl = [round(row["heartline"]["p95_ratio"], 2) for row in res["rows"].values()]
+    log(f"   -> heartline p95 / ideal p95 at ages {list(res['rows'])} s: {hl}")
     return 0
 
 

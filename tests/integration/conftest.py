@@ -285,3 +285,17 @@ AllowTcpForwarding local
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGKILL)
         proc.wait(10)
+
+
+@pytest.fixture(params=["lockd", "etcd"])
+def lock_server(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """A started lock backend of each kind on loopback (a real lockd without a journal, a real
+    etcd), killed afterwards: tests that take it run once per backend."""
+    from heartline.testing import EtcdServer, LockdServer
+
+    server: Any = LockdServer(None) if request.param == "lockd" else EtcdServer(tmp_path / "etcd")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()

@@ -37,6 +37,9 @@ class HostReport(TypedDict):
     psi: dict[str, float] | None
     #: Programs the host's daemon runs now.
     programs: int
+    #: CPUs claimed by the placements' holds on this host when the sample was taken (so a
+    #: reader can tell the placed commands in ``runnable`` from the host's other load).
+    held: float
     labels: list[str]
     groups: list[str]
     capacity: Capacity

@@ -4,9 +4,11 @@ best of them."""
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from heartline.cli._main import config_path, echo
@@ -29,6 +31,20 @@ def _cluster(args: argparse.Namespace) -> ClusterSpec:
             "cluster's config with -c FILE"
         )
     return cluster
+
+
+@contextlib.contextmanager
+def _backend_named(args: argparse.Namespace) -> Iterator[None]:
+    """The lock layer's advice names `--server`; here the backend comes from [cluster]."""
+    from heartline.errors import LockServerUnreachable
+
+    try:
+        yield
+    except LockServerUnreachable as e:
+        text = str(e).replace(
+            "is --server right?", f"is [cluster] backend in {config_path(args)} right?"
+        )
+        raise LockServerUnreachable(text) from None
 
 
 def _log_to_stderr() -> None:
@@ -69,21 +85,26 @@ def hosts_table(infos: list[HostInfo]) -> str:
 
 
 def cmd_hosts(args: argparse.Namespace) -> None:
+    with _backend_named(args):
+        _hosts(args)
+
+
+def _hosts(args: argparse.Namespace) -> None:
     from heartline.cluster import hosts, open_store
     from heartline.cluster import wire as cluster_wire
 
     spec = _cluster(args)
     _log_to_stderr()
-    store = open_store(spec)
+    store = open_store(spec, ttl=_ttl(spec), label="heartline hosts")
     try:
         if not args.watch:
-            infos = hosts(spec, store)
+            infos = hosts(spec, store.entries(cluster_wire.PREFIX))
             echo(json.dumps({"hosts": infos}, indent=2) + "\n" if args.json else hosts_table(infos))
             return
         mirror = store.watch(cluster_wire.PREFIX)
         try:
             while True:
-                infos = hosts(spec, store)
+                infos = hosts(spec, mirror.snapshot().values())
                 if args.json:
                     echo(json.dumps({"at": time.time(), "hosts": infos}) + "\n")
                 else:
@@ -95,6 +116,12 @@ def cmd_hosts(args: argparse.Namespace) -> None:
             mirror.close()
     finally:
         store.close()
+
+
+def _ttl(spec: ClusterSpec) -> float:
+    from heartline.cluster import session_ttl
+
+    return session_ttl(spec.report_interval)
 
 
 def parse_need(text: str) -> tuple[float, int]:
@@ -130,6 +157,11 @@ def _request(args: argparse.Namespace) -> Request:
 
 
 def cmd_place(args: argparse.Namespace) -> int:
+    with _backend_named(args):
+        return _place(args)
+
+
+def _place(args: argparse.Namespace) -> int:
     from heartline.cluster import decide, explain, open_store, run_placed
 
     spec = _cluster(args)
@@ -139,7 +171,7 @@ def cmd_place(args: argparse.Namespace) -> int:
         raise UsageError("place: give the command after --: heartline place -- CMD ARGS...")
     _log_to_stderr()
     if args.print_only:
-        store = open_store(spec)
+        store = open_store(spec, ttl=_ttl(spec), label="heartline place --print")
         try:
             placed = decide(spec, store, req, command=command, charge=False)
         finally:

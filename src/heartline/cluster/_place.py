@@ -16,7 +16,7 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from types import FrameType
 from typing import TextIO
@@ -27,6 +27,7 @@ from heartline.cluster._score import Decision, Request, choose
 from heartline.cluster._ssh import Ssh
 from heartline.cluster._store import EntryStore, open_store
 from heartline.cluster._view import (
+    EntryLike,
     Snapshot,
     host_infos,
     host_views,
@@ -47,8 +48,10 @@ def read_cluster(store: EntryStore) -> Snapshot:
     return read_snapshot(store.entries(PREFIX), now_wall=time.time())
 
 
-def hosts(spec: ClusterSpec, store: EntryStore) -> list[HostInfo]:
-    snap = read_cluster(store)
+def hosts(spec: ClusterSpec, entries: Iterable[EntryLike]) -> list[HostInfo]:
+    """Every host as `heartline hosts` shows it, from the entries under ``PREFIX`` (a read,
+    or a watch's snapshot)."""
+    snap = read_snapshot(entries, now_wall=time.time())
     return host_infos(host_views(spec, snap), snap)
 
 
@@ -82,12 +85,10 @@ def decide(
     command: Sequence[str],
     charge: bool,
     rng: random.Random | None = None,
-    label: str = "heartline place",
 ) -> Placement:
     """Choose under the placement lock and, with ``charge``, write the hold before letting go."""
     rng = rng or random.Random()  # noqa: S311 - spreading load, not a secret
-    ttl = session_ttl(spec.report_interval)
-    with store.locked(PLACE_LOCK, ttl=ttl, wait=LOCK_WAIT, label=label):
+    with store.locked(PLACE_LOCK, wait=LOCK_WAIT):
         snap = read_cluster(store)
         _check_known(spec, snap, req)
         views = host_views(spec, snap)
@@ -104,7 +105,7 @@ def decide(
                 command=_short(command),
                 at=time.time(),
             )
-            store.put(hold_key(decision.host, hold["id"]), encode(hold), ttl=ttl, label=label)
+            store.put(hold_key(decision.host, hold["id"]), encode(hold))
     report = snap.reports.get(decision.host)
     destination = report[0]["address"] if report else spec.host(decision.host).ssh_destination
     if spec.host(decision.host).address:
@@ -142,7 +143,7 @@ def run_placed(
     explain_to: TextIO | None = None,
 ) -> int:
     """Place ``command``, run it there over SSH, and return its exit status."""
-    store = open_store(spec)
+    store = open_store(spec, ttl=session_ttl(spec.report_interval), label="heartline place")
     try:
         placed = decide(spec, store, req, command=command, charge=True)
         if explain_to is not None:

@@ -24,11 +24,12 @@ from typing import TYPE_CHECKING
 from heartline.api import CLUSTER_FORMAT, HostReport
 from heartline.cluster._load import LoadSampler
 from heartline.cluster._store import EntryStore, open_store
-from heartline.cluster._wire import encode, report_key
+from heartline.cluster._wire import HOLDS, BadEntry, decode_hold, encode, report_key
 from heartline.errors import HeartlineError
 
 if TYPE_CHECKING:
     from heartline.config import ClusterSpec
+    from heartline.lock import Mirror
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,7 @@ class Reporter:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._store: EntryStore | None = None
+        self._holds: Mirror | None = None
         self._sampler = LoadSampler()
         self._failing = False
 
@@ -73,7 +75,20 @@ class Reporter:
         if self._thread is not None:
             self._thread.join(timeout)
 
+    def held(self) -> float:
+        """CPUs the placements' holds on this host claim now (from a watch of them)."""
+        if self._holds is None:
+            return 0.0
+        total = 0.0
+        for e in self._holds.snapshot().values():
+            try:
+                total += decode_hold(e.value)["cpus"]
+            except BadEntry:
+                continue
+        return total
+
     def report(self) -> HostReport:
+        held = self.held()  # before the sample: a hold's command may start meanwhile
         s = self._sampler.sample()
         conf = self.spec.host(self.name)
         self.seq += 1
@@ -91,6 +106,7 @@ class Reporter:
             mem_total=s.mem_total,
             psi=s.psi,
             programs=self.programs,
+            held=held,
             labels=list(conf.labels),
             groups=list(self.spec.groups_of(self.name)),
             capacity={"cpus": conf.cpus, "mem": conf.mem},
@@ -99,13 +115,10 @@ class Reporter:
 
     def _publish(self) -> None:
         if self._store is None:
-            self._store = open_store(self.spec)
-        self._store.put(
-            report_key(self.name),
-            encode(self.report()),
-            ttl=session_ttl(self.interval),
-            label=f"heartline daemon on {self.name}",
-        )
+            self._store = open_store(self.spec, ttl=session_ttl(self.interval),
+                                     label=f"heartline daemon on {self.name}")  # fmt: skip
+            self._holds = self._store.watch(f"{HOLDS}{self.name}/")
+        self._store.put(report_key(self.name), encode(self.report()))
 
     def _run(self) -> None:
         try:
@@ -129,6 +142,9 @@ class Reporter:
             self._sampler.close()
 
     def _close_store(self) -> None:
+        holds, self._holds = self._holds, None
+        if holds is not None:
+            holds.close()
         store, self._store = self._store, None
         if store is not None:
             try:

@@ -8,15 +8,19 @@ The rules, in order:
 
 1. **Filter.** A host is a candidate only if it is in the requested group, has every requested
    label, answers (its report is at most ``UNRESPONSIVE_AFTER`` intervals old), fits the
-   declared capacity (``cpus``, ``mem`` in ``[cluster.hosts.NAME]``), and has the requested
+   declared capacity (``cpus``, ``mem`` in ``[cluster.hosts.NAME]``; without a declared
+   ``cpus``, the CPUs its report counts), and has the requested
    memory free after what holds already claim (MemAvailable minus held memory).
-2. **Charge holds** (Schedule::Load's holds). A hold is what a placement charged on the host:
-   it counts on top of the report's load until the host has reported at least one
-   ``settle`` after the hold was written, by when the placed command shows in the host's own
-   runnable count. So even a report 30 s old undercounts nothing placed since.
+2. **Charge holds** (Schedule::Load's holds). A hold is what a placement charged on the host,
+   for as long as its command runs. A host's load now is its other load, as its last report
+   saw it, plus every hold on it now: the report says how many CPUs holds claimed when it was
+   sampled (``report_held``), so ``max(runnable - report_held, 0)`` is the load that is not
+   placed commands, and the holds themselves are current to the moment (a hold ends with its
+   command). So a stale report neither misses a command placed since nor counts one that
+   ended since; only the host's other load is as old as the report.
 3. **Score** (lower wins): the load per CPU the host would have with this job::
 
-       score = (runnable + held_cpus + need_cpus) / cpus
+       score = (max(runnable - report_held, 0) + held_cpus + need_cpus) / cpus
                + 0.25 * memory_used_after / mem_total
                + 0.25 * psi_cpu_some_avg10 / 100
 
@@ -83,6 +87,8 @@ class HostView:
     cap_cpus: float | None = None
     cap_mem: int | None = None
     holds: tuple[Hold, ...] = ()
+    #: CPUs the holds on this host claimed when its report was sampled.
+    report_held: float = 0.0
 
     @property
     def state(self) -> str:
@@ -93,22 +99,16 @@ class HostView:
         return "up"
 
 
-def settle(view: HostView) -> float:
-    """How long after a hold the host's report must be taken to include the held command."""
-    return view.interval
-
-
 def charged(view: HostView) -> tuple[float, int]:
-    """(CPUs, bytes) the host's holds add on top of its report."""
-    cpus, mem = 0.0, 0
-    report_age = view.age if view.age is not None else float("inf")
-    for h in view.holds:
-        # Memory stays claimed while the command runs: MemAvailable would show it only once
-        # the command has touched its memory.
-        mem += h.mem
-        if h.age < report_age + settle(view):
-            cpus += h.cpus
-    return cpus, mem
+    """(CPUs, bytes) the host's holds claim now."""
+    # Memory stays claimed while the command runs: MemAvailable would show it only once the
+    # command has touched its memory.
+    return sum(h.cpus for h in view.holds), sum(h.mem for h in view.holds)
+
+
+def other_load(view: HostView) -> float:
+    """The host's load as its report saw it, less the placed commands it counted."""
+    return max(view.runnable - view.report_held, 0.0)
 
 
 @dataclass(frozen=True)
@@ -145,13 +145,15 @@ def assess(view: HostView, req: Request) -> Candidate:
         return out(f"unresponsive (report {view.age:.1f}s old)")
     if view.cap_cpus is not None and req.cpus > view.cap_cpus:
         return out(f"declares {view.cap_cpus:g} cpus, {req.cpus:g} needed")
+    if view.cap_cpus is None and req.cpus > max(view.cpus, 1):
+        return out(f"has {view.cpus} cpus, {req.cpus:g} needed")
     if view.cap_mem is not None and req.mem > view.cap_mem:
         return out(f"declares {_size(view.cap_mem)}, {_size(req.mem)} needed")
     free = view.mem_available - held_mem
     if req.mem and req.mem > free:
         return out(f"{_size(max(free, 0))} free, {_size(req.mem)} needed")
     cpus = max(view.cpus, 1)
-    value = (view.runnable + held_cpus + req.cpus) / cpus
+    value = (other_load(view) + held_cpus + req.cpus) / cpus
     if view.mem_total > 0:
         used_after = view.mem_total - (view.mem_available - held_mem - req.mem)
         value += 0.25 * min(max(used_after / view.mem_total, 0.0), 1.0)

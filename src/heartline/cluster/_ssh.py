@@ -38,7 +38,7 @@ from heartline.errors import HostKeyRefused, SshFailed
 #: (An asynchronous list's stdin is /dev/null in a shell without job control, hence the
 #: channel's stdin kept as fd 3 for the watcher.)
 _GUARD = (
-    "exec 3<&0; "
+    "printf '\\036heartline-started\\n' >&2; exec 3<&0; "
     'setsid "$@" </dev/null 3<&- & p=$!; '
     "( cat <&3 >/dev/null; kill -TERM -$p 2>/dev/null || exit 0; "
     "i=0; while kill -0 -$p 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; "
@@ -139,14 +139,26 @@ class Ssh:
             )  # fmt: skip
 
 
+#: What the guard writes to stderr just before the command starts: every line before it is
+#: ssh's own.
+_STARTED = b"\036heartline-started\n"
+
+
 class Remote:
-    """A command running on a host: its ssh process, its stderr relayed and watched."""
+    """A command running on a host: its ssh process, its stderr relayed and watched.
+
+    Until the guard says the command started, stderr is ssh's own: held back, so that a
+    failure to connect becomes one line of heartline's (and its exit code) rather than ssh's
+    lines and then ours. Once the command runs, its stderr is passed on as it comes.
+    """
 
     def __init__(self, proc: subprocess.Popen[bytes], destination: str) -> None:
         self.proc = proc
         self.destination = destination
         self.ssh_error: str | None = None
         self.key_error: str | None = None
+        self.started = False
+        self._held: list[bytes] = []
         self._relay = threading.Thread(target=self._relay_stderr, daemon=True)
         self._relay.start()
 
@@ -154,16 +166,20 @@ class Remote:
         assert self.proc.stderr is not None
         out: IO[bytes] = sys.stderr.buffer
         for line in self.proc.stderr:
-            text = line.decode("utf-8", "replace").strip()
-            if any(m in text for m in _KEY_ERRORS):
-                self.key_error = self.key_error or text
-            elif any(m in text for m in _SSH_ERRORS) and self.ssh_error is None:
-                self.ssh_error = text
-            try:
-                out.write(line)
-                out.flush()
-            except (OSError, ValueError):
-                pass
+            if not self.started:
+                if line == _STARTED:
+                    self.started = True
+                    _write(out, b"".join(self._held))  # ssh's warnings, if any
+                    self._held.clear()
+                    continue
+                text = line.decode("utf-8", "replace").strip()
+                if any(m in text for m in _KEY_ERRORS):
+                    self.key_error = self.key_error or text
+                elif any(m in text for m in _SSH_ERRORS) and self.ssh_error is None:
+                    self.ssh_error = text
+                self._held.append(line)
+                continue
+            _write(out, line)
 
     def stop(self) -> None:
         """Close the channel's stdin: the far side stops the command (TERM, then KILL)."""
@@ -177,11 +193,25 @@ class Remote:
         if self.proc.stderr is not None:
             self.proc.stderr.close()
         self.stop()
-        if rc == 255 and self.key_error:
-            raise HostKeyRefused(
-                f"{self.destination}: ssh refused its host key ({self.key_error}); check the "
-                f"host, then add its key to known_hosts (ssh-keyscan {self.destination})"
-            )
-        if rc == 255 and self.ssh_error:
-            raise SshFailed(f"{self.destination}: {self.ssh_error}")
+        if rc == 255 and not self.started:
+            if self.key_error:
+                raise HostKeyRefused(
+                    f"{self.destination}: ssh refused its host key ({self.key_error}); check "
+                    f"the host, then add its key to known_hosts (ssh-keyscan {self.destination})"
+                )
+            held = [b.decode("utf-8", "replace").strip() for b in self._held]
+            why = self.ssh_error or next((h for h in reversed(held) if h), "ssh exited 255")
+            raise SshFailed(f"{self.destination}: {why}")
+        if not self.started:
+            _write(sys.stderr.buffer, b"".join(self._held))
         return rc
+
+
+def _write(out: IO[bytes], data: bytes) -> None:
+    if not data:
+        return
+    try:
+        out.write(data)
+        out.flush()
+    except (OSError, ValueError):
+        pass

@@ -1,58 +1,50 @@
 """The cluster's view of its backend: entries under one session, and the short placement lock.
 
 One object per process and session (the daemon's reporter, one `heartline place`): the
-report or hold it writes lives exactly as long as this session, and the placement lock is
-taken on the same connection.
+report or hold it writes lives exactly as long as this session (``heartline.lock``'s
+session-scoped entries); the placement lock is taken through the backend's lock client,
+opened only when a decision needs it.
 """
 
 from __future__ import annotations
 
 import contextlib
 from collections.abc import Iterator
-from typing import TYPE_CHECKING, Protocol, cast
+from typing import TYPE_CHECKING
 
-from heartline.lock import ClientInfo, LockBackend, open_backend
+from heartline.lock import (
+    ClientInfo,
+    Entries,
+    Entry,
+    LockBackend,
+    Mirror,
+    open_backend,
+    open_entries,
+)
 
 if TYPE_CHECKING:
     from heartline.config import ClusterSpec
 
 
-class Entry(Protocol):
-    """An entry as the backend returns it (``heartline.lock.Entry``)."""
-
-    @property
-    def key(self) -> str: ...
-    @property
-    def value(self) -> str: ...
-    @property
-    def age(self) -> float | None: ...
-
-
-class Mirror(Protocol):
-    """A live copy of a prefix's entries (``heartline.lock`` backends' ``watch``)."""
-
-    def snapshot(self) -> dict[str, Entry]: ...
-    def wait_changed(self, timeout: float | None) -> bool: ...
-    def close(self) -> None: ...
-
-
-class _Entries(Protocol):
-    def put(self, key: str, value: str, *, ttl: float, client: ClientInfo) -> None: ...
-    def delete(self, key: str) -> None: ...
-    def entries(self, prefix: str) -> list[Entry]: ...
-    def watch(self, prefix: str) -> Mirror: ...
-
-
-class _Backend(LockBackend, _Entries, Protocol):
-    pass
-
-
 class EntryStore:
-    def __init__(self, backend: _Backend) -> None:
-        self.backend = backend
+    def __init__(self, spec: ClusterSpec, *, ttl: float, label: str) -> None:
+        self.spec = spec
+        self.ttl = ttl
+        self.label = label
+        self._entries: Entries | None = None
+        self._locks: LockBackend | None = None
 
-    def put(self, key: str, value: str, *, ttl: float, label: str) -> None:
-        self.backend.put(key, value, ttl=ttl, client=ClientInfo.here(label))
+    @property
+    def backend(self) -> Entries:
+        if self._entries is None:
+            self._entries = open_entries(
+                self.spec.backend, ttl=self.ttl, client=ClientInfo.here(self.label),
+                token_file=self.spec.token_file, ca_file=self.spec.ca_file,
+            )  # fmt: skip
+        return self._entries
+
+    def put(self, key: str, value: str) -> None:
+        self.backend.put(key, value)
 
     def delete(self, key: str) -> None:
         self.backend.delete(key)
@@ -64,20 +56,31 @@ class EntryStore:
         return self.backend.watch(prefix)
 
     @contextlib.contextmanager
-    def locked(self, name: str, *, ttl: float, wait: float, label: str) -> Iterator[None]:
+    def locked(self, name: str, *, wait: float) -> Iterator[None]:
         """Hold the lock ``name`` for a moment (decisions are serialised by it)."""
-        lease = self.backend.acquire(
-            name, limit=1, ttl=ttl, wait=wait, client=ClientInfo.here(label)
+        if self._locks is None:
+            self._locks = open_backend(
+                self.spec.backend, token_file=self.spec.token_file, ca_file=self.spec.ca_file
+            )
+        lease = self._locks.acquire(
+            name, limit=1, ttl=self.ttl, wait=wait, client=ClientInfo.here(self.label)
         )
         try:
             yield
         finally:
-            self.backend.release(lease)
+            self._locks.release(lease)
 
     def close(self) -> None:
-        self.backend.close()
+        entries, self._entries = self._entries, None
+        locks, self._locks = self._locks, None
+        try:
+            if locks is not None:
+                locks.close()
+        finally:
+            if entries is not None:
+                entries.close()
 
 
-def open_store(spec: ClusterSpec) -> EntryStore:
-    backend = open_backend(spec.backend, token_file=spec.token_file, ca_file=spec.ca_file)
-    return EntryStore(cast("_Backend", backend))
+def open_store(spec: ClusterSpec, *, ttl: float, label: str) -> EntryStore:
+    """A store for ``spec``'s backend; nothing is opened until first used."""
+    return EntryStore(spec, ttl=ttl, label=label)

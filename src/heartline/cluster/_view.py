@@ -101,6 +101,7 @@ def host_views(spec: ClusterSpec, snap: Snapshot) -> list[HostView]:
                 interval=r["interval"],
                 cpus=r["cpus"],
                 runnable=r["runnable"],
+                report_held=r["held"],
                 mem_available=r["mem_available"],
                 mem_total=r["mem_total"],
                 psi_cpu=psi.get("cpu"),

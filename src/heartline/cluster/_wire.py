@@ -109,6 +109,7 @@ def decode_report(text: str) -> HostReport:
         mem_total=_int(doc, "mem_total"),
         psi=psi,
         programs=_int(doc, "programs", hi=1 << 30),
+        held=_num(doc, "held", hi=1 << 20) if "held" in doc else 0.0,
         labels=_names(doc, "labels"),
         groups=_names(doc, "groups"),
         capacity={

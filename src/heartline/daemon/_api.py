@@ -235,7 +235,7 @@ class Api:
             config = load_config(self.daemon.config_path)
         except ConfigError as e:
             return Response.error(422, "config_error", str(e))
-        diff = await self.sup.reload(config)
+        diff = await self.daemon.apply_config(config)
         return Response.json(diff)
 
     async def reopen_logs(self, body: Any) -> Response:

@@ -255,8 +255,13 @@ class Daemon:
         except ConfigError as e:
             log.error("reload refused: %s", e)
             return
-        diff = await self.supervisor.reload(config)
+        diff = await self.apply_config(config)
         log.info("reloaded: %s", diff)
+
+    async def apply_config(self, config: Config) -> dict[str, list[str]]:
+        """Take a new config (SIGHUP or the API's reload): the programs' changes, and joining,
+        rejoining or leaving the cluster when ``[cluster]`` changed."""
+        diff = await self.supervisor.reload(config)
         changed = config.cluster != self.config.cluster
         self.config = config
         if changed:
@@ -267,6 +272,7 @@ class Daemon:
             self._start_reporter()
             if self.reporter is None:
                 log.info("no [cluster] any more: this host stopped reporting")
+        return diff
 
     def _status_text(self) -> str:
         return f"STATUS={self._running()} of {len(self.supervisor.programs)} programs running"

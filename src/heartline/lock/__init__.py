@@ -10,8 +10,9 @@ from typing import TYPE_CHECKING
 
 from heartline.errors import LockError, LockLost, LockReleased, LockTimeout
 from heartline.lock._backend import ClientInfo, Holder, LockBackend, LockInfo
+from heartline.lock._entries import Entries, Entry, Mirror
 from heartline.lock._lease import Lease, LeaseState
-from heartline.lock._lock import Lock, open_backend
+from heartline.lock._lock import Lock, open_backend, open_entries
 from heartline.lock._params import (
     DEFAULT_TTL,
     DEFAULT_URL,
@@ -39,6 +40,8 @@ __all__ = [
     "MAX_TTL",
     "MIN_TTL",
     "ClientInfo",
+    "Entries",
+    "Entry",
     "EtcdBackend",
     "EtcdGateway",
     "Holder",
@@ -52,6 +55,7 @@ __all__ = [
     "LockReleased",
     "LockTimeout",
     "LockdBackend",
+    "Mirror",
     "check_limit",
     "check_name",
     "check_request",
@@ -59,6 +63,7 @@ __all__ = [
     "check_wait",
     "log_to_stderr_when_used",
     "open_backend",
+    "open_entries",
     "parse_url",
     "protocol",
     "read_token_text",

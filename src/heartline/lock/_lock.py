@@ -12,6 +12,9 @@ if TYPE_CHECKING:
     import asyncio
     from types import TracebackType
 
+    from heartline.lock._entries import Entries
+    from heartline.lock._lockd import LockdBackend
+
 from heartline.errors import LockError, LockLost, LockReleased, UsageError
 from heartline.lock._backend import ClientInfo, LockBackend
 from heartline.lock._lease import Lease, LeaseState
@@ -54,14 +57,44 @@ def open_backend(
         from heartline.lock._etcd import EtcdBackend
 
         return EtcdBackend(where.endpoints, tls=where.tls, ca_file=ca_file)
+    return _lockd(where.endpoints[0], where.tls, token_file=token_file, ca_file=ca_file)
+
+
+def _lockd(
+    endpoint: tuple[str, int], tls: bool, *, token_file: str | None, ca_file: str | None
+) -> LockdBackend:
     from heartline.lock._lockd import LockdBackend
 
     source = "--token-file"
     if not token_file:
         token_file, source = os.environ.get(TOKEN_FILE_ENV), TOKEN_FILE_ENV
     auth = read_token_file(token_file, source=source) if token_file else None
-    host, port = where.endpoints[0]
-    return LockdBackend(host, port, tls=where.tls, ca_file=ca_file, auth=auth)
+    host, port = endpoint
+    return LockdBackend(host, port, tls=tls, ca_file=ca_file, auth=auth)
+
+
+def open_entries(
+    url: str | None = None,
+    *,
+    ttl: float,
+    client: ClientInfo,
+    token_file: str | None = None,
+    ca_file: str | None = None,
+) -> Entries:
+    """Session-scoped entries on the backend at ``url`` (see :mod:`heartline.lock._entries`);
+    ``ttl``: how long the backend keeps them once nothing is heard from this process."""
+    url = url or os.environ.get(URL_ENV) or DEFAULT_URL
+    where = parse_url(url)
+    check_ttl(ttl)
+    if where.scheme.startswith("etcd"):
+        from heartline.lock._etcd_entries import EtcdEntries
+        from heartline.lock._etcd_gateway import EtcdGateway
+
+        return EtcdEntries(EtcdGateway(where.endpoints, tls=where.tls, ca_file=ca_file), ttl=ttl)
+    from heartline.lock._lockd_entries import LockdEntries
+
+    dialer = _lockd(where.endpoints[0], where.tls, token_file=token_file, ca_file=ca_file)
+    return LockdEntries(dialer, ttl=ttl, client=client)
 
 
 def _in_thread(loop: asyncio.AbstractEventLoop, fn: Callable[[], T]) -> asyncio.Future[T]:

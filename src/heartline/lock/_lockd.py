@@ -203,6 +203,17 @@ class LockdBackend:
         sock.settimeout(None)
         return sock, answer, rest, sent_at
 
+    def where(self) -> str:
+        """The server as a URL, for messages."""
+        return self._where()
+
+    def dial(self, ttl: float, client: ClientInfo) -> tuple[socket.socket, dict[str, Any], bytes]:
+        """A new connection with a new session of its own (for a client other than this
+        one's lock requests, such as :class:`~._lockd_entries.LockdEntries`): the socket, the
+        server's hello answer and the bytes that came after it."""
+        sock, answer, rest, _sent_at = self._open(ttl, client, "")
+        return sock, answer, rest
+
     def _ensure(self, ttl: float, client: ClientInfo) -> None:
         with self._mutex:
             if self._closed:

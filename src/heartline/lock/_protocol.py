@@ -9,12 +9,21 @@ Client to server (``id`` is the client's request number, echoed in the answer)::
     {"op": "ping", "id": 3}                                  (renews the session's lease)
     {"op": "locks", "id": 4}
     {"op": "break", "id": 5, "name": "x"}                    (admin)
+    {"op": "put", "id": 6, "key": "k", "value": "v"}         (an entry of this session's)
+    {"op": "delete", "id": 7, "key": "k"}                    (only one of this session's)
+    {"op": "entries", "id": 8, "prefix": "k"}
+    {"op": "watch", "id": 9, "prefix": "k"}                  (the watch's id is the request's)
+    {"op": "unwatch", "id": 10, "watch": 9}
 
 Server to client: ``{"id": 1, "token": 17}`` (granted), ``{"id": 1, "timeout": true}``,
 ``{"id": 2, "ok": true}``, ``{"id": 4, "locks": [...]}``, ``{"id": N, "error": "...", "code": C}``;
-pushed without an id: ``{"lost": "x", "token": 17, "reason": "..."}``. A frame that breaks the
-protocol (not JSON, too big, unknown op, a field of the wrong type, anything before hello) gets
-``{"error": "...", "code": "protocol"}`` and the connection is closed.
+``{"id": 6, "ok": true, "rev": 41}``, ``{"id": 8, "rev": 41, "entries": [[key, value, rev, age],
+...]}`` (also the answer to watch; ``age`` in seconds on the server's clock); pushed without an
+id: ``{"lost": "x", "token": 17, "reason": "..."}``, and to a watch
+``{"w": 9, "rev": 42, "put": [key, value, rev, age]}`` or ``{"w": 9, "rev": 43, "del": key}``.
+A frame that breaks the protocol (not JSON, too big, unknown op, a field of the wrong type,
+anything before hello) gets ``{"error": "...", "code": "protocol"}`` and the connection is
+closed.
 """
 
 from __future__ import annotations
@@ -31,6 +40,9 @@ VERSION = 1
 MAX_FRAME = 64 * 1024
 MAX_NAME = 256
 MAX_TEXT = 256
+MAX_KEY = 256
+#: The longest entry value (JSON escapes may double it on the wire; it still fits a frame).
+MAX_VALUE = 16 * 1024
 
 
 class ProtocolViolation(LockError):
@@ -129,7 +141,7 @@ def decode(line: bytes) -> dict[str, Any]:
         out["auth"] = _text(msg, "auth", limit=4096, optional=True)
         out["session"] = _text(msg, "session", limit=64, optional=True)
         return out
-    if op not in ("acquire", "release", "ping", "locks", "break"):
+    if op not in _OPS:
         raise ProtocolViolation(f"unknown op {op!r}")
     out["id"] = _uint(msg, "id", low=0, high=(1 << 53) - 1)
     if op == "acquire":
@@ -144,4 +156,23 @@ def decode(line: bytes) -> dict[str, Any]:
         out["token"] = _uint(msg, "token", low=0, high=(1 << 63) - 1)
     elif op == "break":
         out["name"] = _name(msg)
+    elif op in ("put", "delete"):
+        out["key"] = _key(msg, "key")
+        if op == "put":
+            out["value"] = _text(msg, "value", limit=MAX_VALUE)
+    elif op in ("entries", "watch"):
+        out["prefix"] = _key(msg, "prefix", empty=True)
+    elif op == "unwatch":
+        out["watch"] = _uint(msg, "watch", low=0, high=(1 << 53) - 1)
     return out
+
+
+_OPS = ("acquire", "release", "ping", "locks", "break", "put", "delete", "entries", "watch",
+        "unwatch")  # fmt: skip
+
+
+def _key(msg: dict[str, Any], field: str, *, empty: bool = False) -> str:
+    key: str = _text(msg, field, limit=MAX_KEY)
+    if (not key and not empty) or not key.isprintable():
+        raise ProtocolViolation(f"field {field!r} must be 1 to {MAX_KEY} bytes of printable text")
+    return key

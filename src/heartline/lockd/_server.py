@@ -24,6 +24,7 @@ from typing import Any
 from heartline.errors import UsageError
 from heartline.lock import protocol as proto
 from heartline.lock import read_token_text
+from heartline.lockd._entries import EntryLimit, EntryTable
 from heartline.lockd._store import Store
 from heartline.lockd._table import Grant, LimitMismatch, Promoted, Table, Waiter, Who
 
@@ -33,6 +34,8 @@ log = logging.getLogger(__name__)
 _MAX_BACKLOG = 1 << 20
 #: Waiting requests one session may have at once.
 _MAX_PENDING = 4096
+#: Watches one session may have at once.
+_MAX_WATCHES = 64
 
 
 @dataclass
@@ -46,6 +49,8 @@ class Session:
     timer: asyncio.TimerHandle | None = None
     #: request id -> (lock name, wait-timeout timer) of acquires still waiting
     pending: dict[int, tuple[str, asyncio.TimerHandle | None]] = field(default_factory=dict)
+    #: watch id -> key prefix
+    watches: dict[int, str] = field(default_factory=dict)
 
 
 def read_tokens(path: str) -> dict[str, bool]:
@@ -95,6 +100,7 @@ class LockServer:
         self.wall = wall
         self._seq = 0
         self.table = Table(store.next_token if store else self._memory_token)
+        self.entries = EntryTable()
         self.sessions: dict[str, Session] = {}
         self.epoch = 0
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -243,6 +249,7 @@ class LockServer:
             if timer is not None:
                 timer.cancel()
         s.pending.clear()
+        s.watches.clear()
         released, granted = self.table.drop_session(s.id, self.wall())
         conn, s.conn = s.conn, None
         if conn is not None:
@@ -251,6 +258,8 @@ class LockServer:
             conn.close()
         self._journal_released(released)
         self._deliver(granted)
+        for key, rev in self.entries.drop_session(s.id):
+            self._notify(key, {"rev": rev, "del": key})
 
     def disconnected(self, conn: _Conn) -> None:
         s = conn.session
@@ -279,6 +288,8 @@ class LockServer:
                            "`TOKEN admin` in lockd's --token-file)", "code": "auth"})  # fmt: skip
                 return
             self._break(s, rid, msg["name"])
+        elif op in ("put", "delete", "entries", "watch", "unwatch"):
+            self._entry_op(s, rid, msg)
         else:  # pragma: no cover - decode() lets no other op through
             conn.refuse(f"unknown op {op!r}", "protocol")
 
@@ -352,6 +363,49 @@ class LockServer:
         assert s.conn is not None
         s.conn.send({"id": rid, "broken": len(holders)})
         self._deliver(granted)
+
+    # --- entries ----------------------------------------------------------------------------
+    def _entry_op(self, s: Session, rid: int, msg: dict[str, Any]) -> None:
+        conn = s.conn
+        assert conn is not None
+        op = msg["op"]
+        if op == "put":
+            key = msg["key"]
+            try:
+                rev = self.entries.put(key, msg["value"], s.id, self.clock())
+            except EntryLimit as e:
+                conn.send({"id": rid, "error": str(e), "code": "limit"})
+                return
+            conn.send({"id": rid, "ok": True, "rev": rev})
+            self._notify(key, {"rev": rev, "put": [key, msg["value"], rev, 0.0]})
+        elif op == "delete":
+            key = msg["key"]
+            gone = self.entries.delete(key, s.id)
+            conn.send({"id": rid, "ok": True, "deleted": gone is not None})
+            if gone is not None:
+                self._notify(key, {"rev": gone, "del": key})
+        elif op == "entries":
+            conn.send({"id": rid, "rev": self.entries.revision,
+                       "entries": self.entries.read(msg["prefix"], self.clock())})  # fmt: skip
+        elif op == "watch":
+            if rid in s.watches or len(s.watches) >= _MAX_WATCHES:
+                conn.send({"id": rid, "error": f"watch {rid} exists, or more than "
+                           f"{_MAX_WATCHES} watches on one session", "code": "limit"})  # fmt: skip
+                return
+            s.watches[rid] = msg["prefix"]
+            conn.send({"id": rid, "rev": self.entries.revision,
+                       "entries": self.entries.read(msg["prefix"], self.clock())})  # fmt: skip
+        else:
+            conn.send({"id": rid, "ok": s.watches.pop(msg["watch"], None) is not None})
+
+    def _notify(self, key: str, event: dict[str, Any]) -> None:
+        """Push ``event`` on ``key`` to every watch whose prefix covers it."""
+        for session in self.sessions.values():
+            if not session.watches or session.conn is None:
+                continue
+            for wid, prefix in session.watches.items():
+                if key.startswith(prefix):
+                    session.conn.send({"w": wid, **event})
 
     def _deliver(self, granted: list[Promoted]) -> None:
         """Journal, then push, the grants made to waiters."""

@@ -20,19 +20,12 @@ import pytest
 from tests.helpers import wait_until
 from tests.integration.conftest import HEARTLINE, Daemon
 
-from heartline.testing import EtcdServer, LockdServer
-
 INTERVAL = 0.5
 
 
-@pytest.fixture(params=["lockd", "etcd"])
-def backend(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    server: Any = LockdServer() if request.param == "lockd" else EtcdServer(tmp_path / "etcd")
-    server.start()
-    try:
-        yield server.url
-    finally:
-        server.kill()
+@pytest.fixture
+def backend(lock_server: Any) -> str:
+    return str(lock_server.url)
 
 
 def cluster_text(url: str, sshd: dict[str, Any], name: str = "") -> str:
@@ -75,7 +68,8 @@ def cluster(
     controller = tmp_path / "controller.toml"
     controller.write_text(cluster_text(backend, sshd))
     try:
-        yield {"daemons": daemons, "config": str(controller), "env": {"XDG_RUNTIME_DIR": runtime}}
+        yield {"daemons": daemons, "config": str(controller), "backend": backend,
+               "env": {"XDG_RUNTIME_DIR": runtime}}  # fmt: skip
     finally:
         subprocess.run(["ssh", "-F", sshd["ssh_config"], "-o", f"ControlPath={runtime}/%C",
                         "-O", "exit", "testhost"], capture_output=True, check=False)  # fmt: skip
@@ -124,6 +118,34 @@ def test_a_dead_daemon_goes_unresponsive_within_two_intervals(cluster: dict[str,
         assert res.stdout.strip() in ("h0", "h2")
 
 
+def test_hosts_watch_redraws_on_each_change(cluster: dict[str, Any]) -> None:
+    """`hosts --watch --json` prints a line per change (and per second): a daemon stopped
+    cleanly leaves its session, and the next lines no longer list its host."""
+    wait_until(lambda: all(h["state"] == "up" for h in hosts(cluster).values()), 15, "up")
+    proc = subprocess.Popen(
+        [*HEARTLINE, "-c", cluster["config"], "hosts", "--watch", "--json"],
+        stdout=subprocess.PIPE, text=True, env={**os.environ, **cluster["env"]},
+        start_new_session=True,
+    )  # fmt: skip
+    try:
+        assert proc.stdout is not None
+        first = json.loads(proc.stdout.readline())
+        assert {h["name"] for h in first["hosts"] if h["state"] == "up"} == {"h0", "h1", "h2"}
+        cluster["daemons"][2].cli("down")
+        for _ in range(20):  # bounded: a line a second at least
+            line = json.loads(proc.stdout.readline())
+            if "h2" not in {h["name"] for h in line["hosts"] if h.get("report")}:
+                break
+        else:
+            raise AssertionError("h2's report never left the watch")
+        assert line["at"] - first["at"] < 2 * INTERVAL + 3  # at once, not after a TTL
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(10)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
 def test_place_runs_the_command_there_and_its_hold_ends_with_it(
     cluster: dict[str, Any], tmp_path: Path
 ) -> None:
@@ -141,6 +163,8 @@ def test_place_runs_the_command_there_and_its_hold_ends_with_it(
             lambda: [n for n, h in hosts(cluster).items() if h["holds"]], 15, "a hold"
         )
         assert held in (["h0"], ["h2"])
+        # The host's next report says a hold claimed a CPU when it was sampled.
+        wait_until(lambda: hosts(cluster)[held[0]]["report"]["held"] == 1.0, 10, "report held")
         flag.touch()
         assert proc.wait(30) == 3
     finally:
@@ -181,7 +205,7 @@ def test_a_killed_caller_ends_its_remote_command_and_its_hold(
     [
         (["--group", "nope"], 12, "no host group 'nope'"),
         (["--label", "gpu"], 12, "no host has label 'gpu'"),
-        (["--group", "even", "--need", "cpus=2"], 11, "h2: declares 1 cpus, 2 needed"),
+        (["--group", "even", "--need", "cpus=999"], 11, "h2: declares 1 cpus, 999 needed"),
         (["--need", "mem=1000TiB"], 11, "free"),
     ],
 )
@@ -232,3 +256,42 @@ def test_a_reload_joins_or_leaves_the_cluster(
     d.config.write_text(plain)
     d.cli("reload")
     wait_until(lambda: "late" not in hosts(controller), 15, "late gone")
+
+
+@pytest.mark.parametrize(
+    ("alias", "code", "words"),
+    [("refused", 255, "Connection refused"), ("stranger", 13, "host key")],
+)
+def test_ssh_failures_are_one_line_with_their_code_and_leave_no_hold(
+    cluster: dict[str, Any], sshd: dict[str, Any], tmp_path: Path, alias: str, code: int,
+    words: str,
+) -> None:  # fmt: skip
+    """Nothing listens at the chosen host's SSH port (255, as ssh's own), or its host key is
+    not known (13, never accepted): one line each, and the hold is gone."""
+    wait_until(lambda: all(h["state"] == "up" for h in hosts(cluster).values()), 15, "up")
+    empty = tmp_path / "empty_known_hosts"
+    empty.write_text("")
+    config = tmp_path / "ssh_config"
+    config.write_text(textwrap.dedent(f"""\
+        Host refused
+            HostName 127.0.0.1
+            Port 1
+        Host stranger
+            HostName 127.0.0.1
+            Port {sshd["port"]}
+            User root
+            IdentityFile {sshd["key"]}
+            UserKnownHostsFile {empty}
+            GlobalKnownHostsFile /dev/null
+        """))  # fmt: skip
+    ctl = tmp_path / "bad-ssh.toml"
+    text = cluster_text(cluster["backend"], sshd).replace('"testhost"', f'"{alias}"')
+    ctl.write_text(text.replace(sshd["ssh_config"], str(config)))
+    res = subprocess.run(
+        [*HEARTLINE, "-c", str(ctl), "place", "--", "true"], capture_output=True, text=True,
+        timeout=60, env={**os.environ, **cluster["env"]}, check=False,
+    )  # fmt: skip
+    assert res.returncode == code, res.stderr
+    assert len(res.stderr.strip().splitlines()) == 1 and words in res.stderr, res.stderr
+    assert "Traceback" not in res.stderr
+    wait_until(lambda: not any(h["holds"] for h in hosts(cluster).values()), 20, "no hold")

@@ -167,7 +167,9 @@ json_scalars = (
     | st.text(max_size=10)
 )
 frame_fields = st.dictionaries(
-    st.sampled_from(["id", "name", "limit", "wait", "token", "v", "ttl", "x"]),
+    st.sampled_from(
+        ["id", "name", "limit", "wait", "token", "v", "ttl", "key", "value", "prefix", "watch", "x"]
+    ),
     json_scalars | st.lists(json_scalars, max_size=2),
     max_size=5,
 )
@@ -175,7 +177,23 @@ frame_fields = st.dictionaries(
 
 @FUZZ
 @given(
-    op=st.sampled_from(["hello", "acquire", "release", "ping", "locks", "break", "nope", 7]),
+    op=st.sampled_from(
+        [
+            "hello",
+            "acquire",
+            "release",
+            "ping",
+            "locks",
+            "break",
+            "put",
+            "delete",
+            "entries",
+            "watch",
+            "unwatch",
+            "nope",
+            7,
+        ]
+    ),
     fields=frame_fields,
 )
 def test_random_wrongly_typed_frames_after_hello(
@@ -204,6 +222,8 @@ def test_random_wrongly_typed_frames_after_hello(
     observer = Raw(lockd.port)
     try:
         wait_until(lambda: observer.call({"op": "locks"})["locks"] == [], 5, "nothing held")
+        # An entry the closed connection wrote went with its session.
+        assert observer.call({"op": "entries", "prefix": ""})["entries"] == []
     finally:
         observer.close()
 

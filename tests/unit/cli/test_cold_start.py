@@ -22,6 +22,7 @@ COMMAND_MODULES = {
     "heartline.cli._cmd_control",
     "heartline.cli._cmd_inside",
     "heartline.cli._cmd_lock",
+    "heartline.cli._cmd_cluster",
     "heartline.cli._cmd_lab",
     "heartline.cli._run",
 }
@@ -44,6 +45,12 @@ CASES = [
     (["systemd-unit"], 0, "heartline.cli._cmd_daemon"),
     (["locks", "--server", NOWHERE], 69, "heartline.cli._cmd_lock"),
     (["lock", "x", "--server", NOWHERE, "--", "true"], 69, "heartline.cli._cmd_lock"),
+    (["hosts"], 2, "heartline.cli._cmd_cluster"),  # no config here
+    (["place", "--", "true"], 2, "heartline.cli._cmd_cluster"),
+    (["-c", "cluster.toml", "hosts"], 69, "heartline.cli._cmd_cluster"),
+    (["-c", "cluster.toml", "place", "--", "true"], 69, "heartline.cli._cmd_cluster"),
+    (["hosts", "--help"], 0, None),
+    (["place", "--help"], 0, None),
     (["lab", "status", "--dir", "no-lab-here"], 15, "heartline.cli._cmd_lab"),
     (["lab", "crash", "lab1", "--dir", "no-lab-here"], 15, "heartline.cli._cmd_lab"),
     (["--help"], 0, None),
@@ -59,6 +66,7 @@ CASES = [
 def imported(argv: list[str], tmp_path: Path) -> tuple[int, set[str]]:
     """Exit code and the names of the modules a cold `heartline ARGV` imported."""
     socket = str(tmp_path / "none.sock")
+    (tmp_path / "cluster.toml").write_text(f'[cluster]\nbackend = "{NOWHERE}"\n')
     res = subprocess.run(
         [sys.executable, "-X", "importtime", "-m", "heartline", "-s", socket, *argv],
         stdin=subprocess.DEVNULL,

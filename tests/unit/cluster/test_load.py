@@ -4,8 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from heartline.cluster import count_runnable
-from heartline.cluster._load import RunnableCounter, busy_percent, cpu_times, memory, pressure
+from heartline.cluster import LoadSampler, count_runnable
+from heartline.cluster._load import (
+    RunnableCounter,
+    busy_percent,
+    cpu_times,
+    kernel_runnable,
+    memory,
+    pressure,
+)
 
 
 def stat(pid: int, name: str, state: str, threads: int) -> str:
@@ -85,3 +92,16 @@ def test_a_counter_keeps_files_open_and_follows_changes(tmp_path: Path) -> None:
     finally:
         counter.close()
     assert counter._open == {}
+
+
+def test_the_kernel_s_count_is_running_plus_blocked_less_the_reader() -> None:
+    stat = b"cpu  1 2 3 4\nintr 5 6\nprocs_running 4\nprocs_blocked 2\nsoftirq 1\n"
+    assert kernel_runnable(stat) == 3 + 2
+    assert kernel_runnable(b"cpu  1 2 3 4\nprocs_running 1\nprocs_blocked 0\n") == 0
+    assert kernel_runnable(b"cpu  1 2 3 4\nprocs_running 4\n") is None
+    assert kernel_runnable(b"procs_running x\nprocs_blocked 1\n") is None
+
+
+def test_a_sampler_outside_the_real_proc_walks(tmp_path: Path) -> None:
+    """Only /proc of the machine's own pid namespace has a count to trust."""
+    assert LoadSampler(str(tmp_path)).walk is True

@@ -9,6 +9,7 @@ from collections import Counter
 import pytest
 
 from heartline.cluster import Hold, HostView, NoFit, Request, assess, charged, choose
+from heartline.cluster._score import other_load
 
 G = 1 << 30
 
@@ -68,17 +69,27 @@ def test_a_host_exactly_two_intervals_old_still_answers() -> None:
     assert host("a", age=4.0001).state == "unresponsive"
 
 
-def test_a_hold_counts_until_a_report_taken_one_interval_after_it() -> None:
-    """A hold adds its CPUs while the host's report could not show the placed command yet:
-    until the report is at least one interval newer than the hold."""
-    # report 1 s old, hold 2.9 s old: the report came 1.9 s after the hold (< 2 s): counts
-    assert charged(host("a", age=1.0, holds=(hold(2.9),)))[0] == 1.0
-    # hold 3.1 s old: the report came 2.1 s after it: the command is in the report now
-    assert charged(host("a", age=1.0, holds=(hold(3.1),)))[0] == 0.0
-    # a hold newer than the report always counts
-    assert charged(host("a", age=5.0, holds=(hold(0.2, cpus=2),)))[0] == 2.0
-    # memory stays claimed as long as the hold lives
-    assert charged(host("a", age=1.0, holds=(hold(30, mem=G),)))[1] == G
+def test_holds_count_while_they_live_and_the_report_s_own_holds_are_not_counted_twice() -> None:
+    """Every hold claims its CPUs and memory for as long as it lives; the placed commands a
+    report counted (``report_held``) come off its runnable count, so the load is the host's
+    other load plus the holds now, however old the report."""
+    assert charged(host("a", age=30.0, holds=(hold(0.2, cpus=2), hold(60.0))))[0] == 3.0
+    assert charged(host("a", holds=(hold(30, mem=G),)))[1] == G
+    # The report saw 5 runnable, 3 of them placed commands; one of those ended since (its
+    # hold is gone) and one was placed after the report: 2 other + 3 holds now.
+    v = host("a", runnable=5, report_held=3.0, holds=(hold(40.0), hold(35.0), hold(0.1)))
+    assert other_load(v) == 2.0
+    assert assess(v, Request()).score == pytest.approx((2 + 3 + 1) / 4 + 0.25 * 0.5)
+    # A hold the report counted whose command had not started yet: never below zero.
+    assert other_load(host("a", runnable=0, report_held=1.0)) == 0.0
+
+
+def test_a_stale_report_misses_neither_new_commands_nor_ended_ones() -> None:
+    """Host a's report (30 s old) saw 4 placed commands that have all ended; b's saw none,
+    but 3 were placed there since. a is the idle one now, and is chosen."""
+    a = host("a", age=3.0, interval=2.0, runnable=4, report_held=4.0)
+    b = host("b", age=0.5, interval=2.0, runnable=0, holds=(hold(0.3), hold(0.2), hold(0.1)))
+    assert choose([a, b], Request(), random.Random(0)).host == "a"
 
 
 def test_holds_spread_a_burst_that_stale_reports_would_herd() -> None:
@@ -145,9 +156,23 @@ def test_memory_and_cpu_pressure_break_near_ties() -> None:
     assert choose([c, d], Request(), random.Random(0)).host == "d"
 
 
+def test_a_job_needing_more_cpus_than_a_host_has_is_not_placed_there() -> None:
+    """Without declared cpus, the CPUs the host's report counts bound what fits."""
+    small, big = host("small", cpus=2), host("big", cpus=8)
+    assert assess(small, Request(cpus=4)).excluded == "has 2 cpus, 4 needed"
+    assert choose([small, big], Request(cpus=4), random.Random(0)).host == "big"
+    assert not assess(small, Request(cpus=2)).excluded
+    declared = host("declared", cpus=2, cap_cpus=16)
+    assert not assess(declared, Request(cpus=4)).excluded  # the declared figure wins
+
+
 @pytest.mark.parametrize(
     ("runnable", "held", "cpus", "need"),
-    list(itertools.product([0, 1, 5], [0.0, 1.0, 2.5], [1, 2, 8], [0.5, 1.0, 4.0])),
+    [
+        c
+        for c in itertools.product([0, 1, 5], [0.0, 1.0, 2.5], [1, 2, 8], [0.5, 1.0, 4.0])
+        if c[3] <= c[2]
+    ],
 )
 def test_the_score_is_the_documented_formula(
     runnable: int, held: float, cpus: int, need: float

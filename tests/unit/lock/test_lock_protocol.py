@@ -29,6 +29,11 @@ FRAMES: dict[str, dict[str, Any]] = {
     "ping": {"op": "ping", "id": 3},
     "locks": {"op": "locks", "id": 4},
     "break": {"op": "break", "id": 5, "name": "x"},
+    "put": {"op": "put", "id": 6, "key": "k", "value": "v"},
+    "delete": {"op": "delete", "id": 7, "key": "k"},
+    "entries": {"op": "entries", "id": 8, "prefix": "k"},
+    "watch": {"op": "watch", "id": 9, "prefix": ""},
+    "unwatch": {"op": "unwatch", "id": 10, "watch": 9},
 }
 
 
@@ -56,9 +61,10 @@ json_values = st.recursive(
 )
 field_names = st.sampled_from(
     ["op", "id", "v", "ttl", "host", "pid", "label", "auth", "session", "name", "limit", "wait",
-     "token"]
+     "token", "key", "value", "prefix", "watch"]
 )  # fmt: skip
-ops = st.sampled_from(["hello", "acquire", "release", "ping", "locks", "break", "nope", ""])
+ops = st.sampled_from(["hello", "acquire", "release", "ping", "locks", "break", "put", "delete",
+                       "entries", "watch", "unwatch", "nope", ""])  # fmt: skip
 
 
 @settings(max_examples=400, suppress_health_check=[HealthCheck.too_slow])
@@ -146,6 +152,14 @@ valid_frames = st.one_of(
     ),
     st.fixed_dictionaries({"op": st.sampled_from(["ping", "locks"]), "id": ids}),
     st.fixed_dictionaries({"op": st.just("break"), "id": ids, "name": names}),
+    st.fixed_dictionaries(
+        {"op": st.just("put"), "id": ids, "key": names, "value": st.text(max_size=200)}
+    ),
+    st.fixed_dictionaries({"op": st.just("delete"), "id": ids, "key": names}),
+    st.fixed_dictionaries(
+        {"op": st.sampled_from(["entries", "watch"]), "id": ids, "prefix": names | st.just("")}
+    ),
+    st.fixed_dictionaries({"op": st.just("unwatch"), "id": ids, "watch": ids}),
 )
 
 
@@ -230,6 +244,19 @@ BAD_FIELDS = [
     ("hello", "auth", 123),
     ("hello", "session", "s" * 65),
     ("hello", "session", False),
+    ("put", "key", ""),
+    ("put", "key", "a\nb"),
+    ("put", "key", "k" * 257),
+    ("put", "key", 5),
+    ("put", "value", None),
+    ("put", "value", 5),
+    ("put", "value", "v" * (proto.MAX_VALUE + 1)),
+    ("delete", "key", ""),
+    ("entries", "prefix", None),
+    ("entries", "prefix", "\x07"),
+    ("watch", "prefix", "p" * 257),
+    ("unwatch", "watch", -1),
+    ("unwatch", "watch", "9"),
 ]
 
 

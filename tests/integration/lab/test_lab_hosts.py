@@ -223,3 +223,20 @@ def test_the_keeper_listens_on_the_gateway_only(lab: LabHosts) -> None:
     assert res.returncode == 77, res.stderr
     res = heartline("locks", "--server", f"heartline://{gateway}:7717", "--token-file", str(token))
     assert res.returncode == 0, res.stderr
+
+
+def test_the_lab_is_a_cluster_for_hosts_and_place(lab: LabHosts) -> None:
+    """With the controller's config the lab writes, `heartline hosts` lists every lab host
+    with a fresh report, and `place` runs a command on one of them over ssh with its exit
+    code."""
+
+    def all_up() -> bool:
+        res = heartline("-c", lab.config, "hosts", "--json")
+        hosts = json.loads(res.stdout)["hosts"] if res.returncode == 0 else []
+        return sorted(h["name"] for h in hosts if h["state"] == "up") == lab.hosts
+
+    wait_until(all_up, 15, "every lab host to report")
+    res = heartline("-c", lab.config, "place", "--group", "lab", "--", "sh", "-c",
+                    "hostname; exit 5")  # fmt: skip
+    assert res.returncode == 5, res.stderr
+    assert res.stdout.strip() in lab.hosts

@@ -613,7 +613,9 @@ class Lab:
         left = net.wait_gone(ended, 10.0)
         self._procs = [p for p in self._procs if p.poll() is None]
         failed = net.remove_network(s)
-        for name in TOP_FILES:
+        names = os.listdir(s.dir) if os.path.isdir(s.dir) else []
+        torn = [n for n in names if n.startswith(f"{STATE}.tmp.")]  # left by a killed save
+        for name in (*TOP_FILES, *torn):
             path = s.path(name)
             if os.path.isdir(path) and not os.path.islink(path):
                 shutil.rmtree(path, ignore_errors=True)

@@ -1,5 +1,6 @@
 """Small shared helpers: durations, sizes, atomic files, the clock, retries, Linux process
-helpers (/proc, pidfds, process groups), inotify, batched datagram reads, private directories.
+helpers (/proc, pidfds, process groups), inotify, batched datagram reads, private directories,
+and a small TOML writer.
 
 Names are loaded on first use: heartline.service runs inside users' programs and imports only
 what it uses from here (no typing, no ctypes until asked for).
@@ -39,6 +40,7 @@ if TYPE_CHECKING:
         program_name,
     )
     from heartline._util._retry import Retry
+    from heartline._util._toml import toml_key, toml_string, toml_value
     from heartline._util._units import format_duration, parse_duration, parse_size
 
 _WHERE = {
@@ -72,6 +74,9 @@ _WHERE = {
     "ensure_private_dir": "_paths",
     "program_name": "_paths",
     "Retry": "_retry",
+    "toml_key": "_toml",
+    "toml_string": "_toml",
+    "toml_value": "_toml",
     "format_duration": "_units",
     "parse_duration": "_units",
     "parse_size": "_units",
@@ -109,6 +114,9 @@ __all__ = [
     "signal_group",
     "signal_leader",
     "start_time",
+    "toml_key",
+    "toml_string",
+    "toml_value",
     "watch_directory",
     "watch_file",
 ]

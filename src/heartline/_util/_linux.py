@@ -11,11 +11,14 @@ all of /proc where the kernel lacks them) then finds it (see supervise/_escapes 
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio  # only named in a signature: the CLI's cold start must not load it
 
 #: Pids this process forked itself and reaps itself (programs, checks, the fd holder). With the
 #: daemon a child subreaper, any other child of ours is a process that escaped a program.

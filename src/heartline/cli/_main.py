@@ -3,10 +3,10 @@
 Built on argparse (importing click alone costs about 40 ms here, half of the status budget;
 argparse is nearly free), and cold calls are kept cheap in two ways: only the named command's
 sub-parser is built, and each command's code lives in a module of its group (_cmd_daemon,
-_cmd_control, _cmd_inside, _cmd_lock, _run), named here by a "module:function" string and
-imported after parsing. A cold `heartline status` loads the API client and the renderer, not
-the lock client, the supervisor or asyncio. Those modules take the few helpers they share
-(where the daemon is, a client for it, echo) from this one.
+_cmd_control, _cmd_inside, _cmd_lock, _cmd_cluster, _cmd_lab, _run), named here by a
+"module:function" string and imported after parsing. A cold `heartline status` loads the API
+client and the renderer, not the lock client, the supervisor or asyncio. Those modules take
+the few helpers they share (where the daemon is, a client for it, echo) from this one.
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 _COMMANDS = (
     "up", "down", "status", "top", "report", "attach", "start", "stop", "restart", "signal",
     "logs", "reload", "reopen-logs", "run", "systemd-unit", "init", "lock", "locks", "lockd",
-    "hosts", "place",
+    "hosts", "place", "lab",
 )  # fmt: skip
 
 # Exit codes beyond the ones the errors carry (see heartline.errors).
@@ -60,7 +60,7 @@ def main(argv: list[str] | None = None) -> None:
         argv = sys.argv[1:] if argv is None else argv
         command = _command_in(argv)
         tail: list[str] = []
-        if command in ("lock", "place") and "--" in argv:
+        if command in ("lock", "place", "lab") and "--" in argv:
             # Everything after `--` is the command, untouched (argparse would otherwise let a
             # positional swallow the options that follow NAME).
             cut = argv.index("--")
@@ -68,6 +68,8 @@ def main(argv: list[str] | None = None) -> None:
         args = build_parser(command).parse_args(argv)
         if command in ("lock", "place"):
             args.command = tail
+        elif command == "lab":
+            args.command = [*getattr(args, "command", []), *tail]
         # -c/-s may come before or after the command; both parsers share the actions, so the
         # defaults are filled in here rather than by argparse (which would let one clobber
         # the other).
@@ -158,6 +160,14 @@ def _max_restarts(text: str) -> str:
     if text == "forever" or (text.isascii() and text.isdigit() and len(text) < 10):
         return text
     raise argparse.ArgumentTypeError(f"expected a number of restarts or 'forever', got {text!r}")
+
+
+def _lab_hosts(text: str) -> int:
+    """`lab up N`: a number of hosts, 1 to 64 (heartline.cluster's MAX_HOSTS, not imported
+    here: the cold start stays without the lab's code)."""
+    if not (text.isascii() and text.isdigit() and 1 <= int(text) <= 64):
+        raise argparse.ArgumentTypeError(f"N must be a number of hosts from 1 to 64, got {text!r}")
+    return int(text)
 
 
 def _nonnegative(text: str) -> int:
@@ -396,6 +406,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="print each candidate, its inputs, score, verdict (stderr)")  # fmt: skip
     p.add_argument("--print", dest="print_only", action="store_true",
                    help="only print the chosen host (no hold, nothing runs)")  # fmt: skip
+    p = add(
+        "lab",
+        "_cmd_lab:cmd_status",
+        "Lab hosts: a cluster of namespaces on this machine, each host with its own "
+        "address, hostname, processes, sshd and daemon (needs root).",
+        daemon=False,
+    )
+    if only == "lab" or only not in _COMMANDS:
+        _lab_commands(p)
     p = add("lockd", "_cmd_lock:cmd_lockd", "Run the lock server in the foreground.", daemon=False)
     p.add_argument("--listen", default="127.0.0.1:7717", metavar="HOST:PORT",
                    help="address to listen on (127.0.0.1:7717; beyond loopback needs "
@@ -425,3 +444,46 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="write it to FILE instead of printing it")
     p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     return parser
+
+
+def _lab_commands(lab: argparse.ArgumentParser) -> None:
+    sub = lab.add_subparsers(title="lab commands", metavar="COMMAND", parser_class=_Parser,
+                             dest="lab_command")  # fmt: skip
+    sub.required = True
+
+    def add(name: str, text: str, *, host: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text)
+        p.set_defaults(handler=f"_cmd_lab:cmd_{name}")
+        if host:
+            p.add_argument("host", metavar="HOST", help="a lab host (lab1, lab2, ...)")
+        p.add_argument("--dir", metavar="DIR", default=None,
+                       help="the lab's directory (default: $HEARTLINE_LAB_DIR, else "
+                       "/run/heartline-lab as root)")  # fmt: skip
+        return p
+
+    p = add("up", "Make N lab hosts (1 to 64) and the lab's lockd; write the lab's files "
+            "(ssh_config, known_hosts, heartline.toml) into DIR.", host=False)  # fmt: skip
+    p.add_argument("n", metavar="N", type=_lab_hosts, help="how many hosts")
+    p.add_argument(
+        "--config",
+        dest="programs",
+        metavar="FILE",
+        default=None,
+        help="run FILE's [programs] (and [defaults]) on every host's daemon",
+    )
+    p.add_argument("--timeout", type=float, default=30.0, metavar="SECONDS",
+                   help="give up when the hosts are not ready by then (30)")  # fmt: skip
+    add("down", "Remove every namespace, link, process and file of the lab.", host=False)
+    p = add("status", "The lab's hosts: address, state (up, cut, crashed), pids.", host=False)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = add(
+        "exec",
+        "Run a command inside a host (its network, pid, mount and UTS namespaces): "
+        "heartline lab exec HOST -- CMD ARGS... Exits with its exit code.",
+    )
+    # Not REMAINDER: it would swallow --dir after HOST; a command with options goes after --.
+    p.add_argument("command", nargs="*", metavar="-- CMD ARGS")
+    add("crash", "Crash a host: every process of it killed at once (SIGKILL to its init).")
+    add("boot", "Bring a crashed host back: new init, its sshd and daemon started again.")
+    add("cut", "Cut a host off the lab network (its link down).")
+    add("heal", "Plug a cut host back in (its link up).")

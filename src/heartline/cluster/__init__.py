@@ -11,6 +11,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from heartline.cluster import _wire as wire
+    from heartline.cluster._lab import HostStatus, Lab, LabStatus, lab_unavailable
+    from heartline.cluster._labfiles import LAB_MAX_HOSTS, default_lab_dir
     from heartline.cluster._load import LoadSampler, Sample, count_runnable
     from heartline.cluster._place import decide, explain, hosts, read_cluster, run_placed
     from heartline.cluster._reporter import Reporter, session_ttl
@@ -60,14 +62,27 @@ _WHERE = {
     "read_snapshot": "_view",
 }
 # --- lab hosts ------------------------------------------------------------------------------
-# (the lab's names join _WHERE here)
+_WHERE.update(
+    {
+        "HostStatus": "_lab",
+        "Lab": "_lab",
+        "LabStatus": "_lab",
+        "lab_unavailable": "_lab",
+        "LAB_MAX_HOSTS": "_labfiles",
+        "default_lab_dir": "_labfiles",
+    }
+)
 
 __all__ = [
+    "LAB_MAX_HOSTS",
     "Candidate",
     "Decision",
     "EntryStore",
     "Hold",
+    "HostStatus",
     "HostView",
+    "Lab",
+    "LabStatus",
     "LoadSampler",
     "NoFit",
     "Remote",
@@ -81,10 +96,12 @@ __all__ = [
     "choose",
     "count_runnable",
     "decide",
+    "default_lab_dir",
     "explain",
     "host_infos",
     "host_views",
     "hosts",
+    "lab_unavailable",
     "open_store",
     "read_cluster",
     "read_snapshot",

@@ -67,12 +67,15 @@ _SSH_ERRORS = (
 )
 
 
-def control_dir() -> str:
-    """A private directory for shared connections' sockets (unix socket paths are short)."""
+def control_dir(*, create: bool = True) -> str:
+    """A private directory for shared connections' sockets (unix socket paths are short);
+    with ``create`` false, only its path."""
     base = os.environ.get("XDG_RUNTIME_DIR") or "/tmp"
     path = os.path.join(base, f"heartline-ssh-{os.getuid()}")
     if len(path) + 41 >= 108:  # "/" + 40 hex digits of %C must fit a unix socket's path
         path = f"/tmp/heartline-ssh-{os.getuid()}"
+    if not create:
+        return path
     try:
         os.mkdir(path, 0o700)
     except FileExistsError:

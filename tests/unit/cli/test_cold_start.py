@@ -23,6 +23,7 @@ COMMAND_MODULES = {
     "heartline.cli._cmd_inside",
     "heartline.cli._cmd_lock",
     "heartline.cli._cmd_cluster",
+    "heartline.cli._cmd_lab",
     "heartline.cli._run",
 }
 NOWHERE = "heartline://127.0.0.1:1"
@@ -50,7 +51,11 @@ CASES = [
     (["-c", "cluster.toml", "place", "--", "true"], 69, "heartline.cli._cmd_cluster"),
     (["hosts", "--help"], 0, None),
     (["place", "--help"], 0, None),
+    (["lab", "status", "--dir", "no-lab-here"], 15, "heartline.cli._cmd_lab"),
+    (["lab", "crash", "lab1", "--dir", "no-lab-here"], 15, "heartline.cli._cmd_lab"),
     (["--help"], 0, None),
+    (["lab", "--help"], 0, None),
+    (["lab", "up", "--help"], 0, None),
     (["lock", "--help"], 0, None),
     (["lockd", "--help"], 0, None),
     (["run", "--help"], 0, None),

@@ -1,8 +1,8 @@
 """Whatever a configuration file holds, loading it ends in a Config or a one-line ConfigError.
 
 Two generators: arbitrary text, and TOML documents built from random nested tables that mix the
-real key names with junk and every TOML value type (serialised by the small emitter below, so the
-documents exercise table headers, dotted sub-tables and inline tables alike).
+real key names with junk and every TOML value type (serialised by heartline._util's TOML writer,
+so the documents exercise table headers, dotted sub-tables and inline tables alike).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from heartline._util import toml_string, toml_value
 from heartline.config import Config, parse_config
 from heartline.errors import ConfigError
 
@@ -35,43 +36,6 @@ SUB_KEYS = {
     "log": ["max_size", "backups"],
 }
 DAEMON_KEYS = ["run_dir", "log_dir", "adopt_timeout"]
-
-
-# --- a minimal TOML emitter for the shapes generated here ---------------------------------
-
-
-def toml_string(s: str) -> str:
-    out = []
-    for ch in s:
-        if ch == '"':
-            out.append('\\"')
-        elif ch == "\\":
-            out.append("\\\\")
-        elif ord(ch) < 0x20 or ord(ch) == 0x7F:
-            out.append(f"\\u{ord(ch):04X}")
-        else:
-            out.append(ch)
-    return '"' + "".join(out) + '"'
-
-
-def toml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, int):
-        return str(v)
-    if isinstance(v, float):
-        if math.isnan(v):
-            return "nan"
-        if math.isinf(v):
-            return "inf" if v > 0 else "-inf"
-        return repr(v)
-    if isinstance(v, str):
-        return toml_string(v)
-    if isinstance(v, list):
-        return "[" + ", ".join(toml_value(x) for x in v) + "]"
-    if isinstance(v, dict):
-        return "{" + ", ".join(f"{toml_string(k)} = {toml_value(x)}" for k, x in v.items()) + "}"
-    raise TypeError(type(v))
 
 
 def emit(doc: dict[str, Any], headers: bool) -> str:

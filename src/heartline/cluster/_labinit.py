@@ -8,6 +8,8 @@ must be up in milliseconds). In its new namespaces it
 - mounts a tmpfs of its own on ``/run`` (sshd's ``/run/sshd``, and ``/run/heartline`` pointing
   at the host daemon's run directory, so a plain ``heartline status`` there finds its own
   daemon), binding the lab's directory back in when it lives under ``/run``;
+- gives root the login shell ``/bin/sh`` there (a copy of /etc/passwd bound over it in the
+  host's mount namespace), so a session never runs the machine's root ~/.bashrc;
 - turns IPv6 off in the host's network namespace (the lab is IPv4 on one subnet, nothing else);
 - starts ``sshd -D`` and the host's heartline daemon, waits for both to say they are ready
   (sshd: systemd's ``READY=1`` on a datagram socket; the daemon: its ready pipe) and writes
@@ -90,6 +92,28 @@ def private_run(lab_dir: str, daemon_run_dir: str) -> None:
         os.close(fd)
     os.mkdir("/run/sshd", 0o755)
     os.symlink(daemon_run_dir, "/run/heartline")
+
+
+def plain_root_shell() -> None:
+    """Logins to the host get ``/bin/sh``: sshd runs a command through the user's login
+    shell, and the machine's root may have a bash whose ~/.bashrc does slow or locking work
+    (a version manager's rehash) on every session. The host sees its own copy of
+    /etc/passwd (on its private /run, bound over the file in its mount namespace only)."""
+    try:
+        with open("/etc/passwd") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return
+    out = []
+    for line in lines:
+        fields = line.split(":")
+        if len(fields) == 7 and fields[2] == "0":
+            fields[6] = "/bin/sh"
+        out.append(":".join(fields))
+    with open("/run/passwd", "w") as f:
+        f.write("\n".join(out) + "\n")
+    os.chmod("/run/passwd", 0o644)
+    _mount("/run/passwd", "/etc/passwd", None, _MS_BIND, None)
 
 
 def no_ipv6() -> None:
@@ -194,6 +218,7 @@ def main(argv: list[str]) -> int:
         deadline = time.monotonic() + float(conf["timeout"])
         socket.sethostname(conf["name"])
         private_run(conf["lab_dir"], conf["daemon_run_dir"])
+        plain_root_shell()
         no_ipv6()
         # Signals wait for serve(); the children are started before they are blocked (a
         # child inherits the signal mask).

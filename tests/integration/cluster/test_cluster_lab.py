@@ -19,7 +19,12 @@ from tests.integration.conftest import HEARTLINE
 
 from heartline.testing import LabHosts, lab_hosts, lab_unavailable
 
-pytestmark = pytest.mark.skipif(lab_unavailable() is not None, reason=lab_unavailable() or "")
+pytestmark = [
+    pytest.mark.skipif(lab_unavailable() is not None, reason=lab_unavailable() or ""),
+    # The first test also brings the lab up; the spread test runs 30 CPU-bound jobs on two
+    # cores.
+    pytest.mark.timeout(240),
+]
 
 #: A CPU-bound job, bounded in time.
 SPIN = "timeout {secs} sh -c 'while :; do :; done'"
@@ -51,7 +56,7 @@ def all_up(lab: LabHosts) -> dict[str, dict[str, Any]]:
 
 def spin_in(lab: LabHosts, host: str, n: int, secs: int) -> subprocess.Popen[str]:
     """``n`` CPU-bound loops inside ``host``'s namespaces for at most ``secs`` seconds."""
-    loops = "; ".join([SPIN.format(secs=secs) + " &"] * n) + " wait"
+    loops = " ".join([SPIN.format(secs=secs) + " &"] * n) + " wait"
     argv, env = lab.exec_argv(host, ["sh", "-c", loops])
     return subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, text=True,
                             start_new_session=True)  # fmt: skip
@@ -87,7 +92,7 @@ def test_thirty_placements_from_six_clients_spread_evenly(lab: LabHosts, tmp_pat
     holds of the ones before, so the hosts get 10 each, give or take one."""
     all_up(lab)
     job = f"{SPIN.format(secs=6)}; hostname"
-    script = "; ".join([f'heartline -c {lab.config} place -- sh -c "{job}" &'] * 5) + " wait"
+    script = " ".join([f'heartline -c {lab.config} place -- sh -c "{job}" &'] * 5) + " wait"
     env = {**os.environ, "PATH": f"{os.path.dirname(HEARTLINE[0])}:{os.environ['PATH']}"}
     clients = [subprocess.Popen(["sh", "-c", script], stdout=subprocess.PIPE, text=True, env=env,
                                 start_new_session=True) for _ in range(6)]  # fmt: skip

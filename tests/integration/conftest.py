@@ -243,9 +243,22 @@ AllowTcpForwarding local
     )
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)  # sshd's privilege separation directory
     log = root / "sshd.log"
+    argv = [binary, "-D", "-e", "-f", str(root / "sshd_config")]
+    if os.geteuid() == 0 and shutil.which("unshare"):
+        # Root logs in with /bin/sh here (a copy of /etc/passwd bound over it in sshd's own
+        # mount namespace): the machine's root ~/.bashrc may do slow, locking work (a version
+        # manager's rehash) on every session.
+        passwd = root / "passwd"
+        passwd.write_text("".join(
+            ":".join([*f[:6], "/bin/sh"]) + "\n" if len(f) == 7 and f[2] == "0" else line
+            for line in Path("/etc/passwd").read_text().splitlines(keepends=True)
+            for f in [line.rstrip("\n").split(":")]
+        ))  # fmt: skip
+        argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+                'mount --bind "$0" /etc/passwd && exec "$@"', str(passwd), *argv]  # fmt: skip
     with open(log, "wb") as logf:
         proc = subprocess.Popen(
-            [binary, "-D", "-e", "-f", str(root / "sshd_config")],
+            argv,
             stdout=subprocess.DEVNULL,
             stderr=logf,
             start_new_session=True,

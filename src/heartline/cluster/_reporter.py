@@ -29,7 +29,6 @@ from heartline.errors import HeartlineError
 
 if TYPE_CHECKING:
     from heartline.config import ClusterSpec
-    from heartline.lock import Mirror
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +50,6 @@ class Reporter:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._store: EntryStore | None = None
-        self._holds: Mirror | None = None
         self._sampler = LoadSampler()
         self._failing = False
 
@@ -76,11 +74,17 @@ class Reporter:
             self._thread.join(timeout)
 
     def held(self) -> float:
-        """CPUs the placements' holds on this host claim now (from a watch of them)."""
-        if self._holds is None:
+        """CPUs the placements' holds on this host claim now, read from the backend.
+
+        Read after the /proc sample, never before: a placed command starts only after its
+        hold is written, so every placed command the sample counted has its hold in this
+        read. (Read before, or from a watch that lags behind under load, a command that
+        started in between would count as load of the host's own, making it look busier
+        than it is until the next report.)"""
+        if self._store is None:
             return 0.0
         total = 0.0
-        for e in self._holds.snapshot().values():
+        for e in self._store.entries(f"{HOLDS}{self.name}/"):
             try:
                 total += decode_hold(e.value)["cpus"]
             except BadEntry:
@@ -88,8 +92,8 @@ class Reporter:
         return total
 
     def report(self) -> HostReport:
-        held = self.held()  # before the sample: a hold's command may start meanwhile
         s = self._sampler.sample()
+        held = self.held()
         conf = self.spec.host(self.name)
         self.seq += 1
         return HostReport(
@@ -117,7 +121,6 @@ class Reporter:
         if self._store is None:
             self._store = open_store(self.spec, ttl=session_ttl(self.interval),
                                      label=f"heartline daemon on {self.name}")  # fmt: skip
-            self._holds = self._store.watch(f"{HOLDS}{self.name}/")
         self._store.put(report_key(self.name), encode(self.report()))
 
     def _run(self) -> None:
@@ -142,9 +145,6 @@ class Reporter:
             self._sampler.close()
 
     def _close_store(self) -> None:
-        holds, self._holds = self._holds, None
-        if holds is not None:
-            holds.close()
         store, self._store = self._store, None
         if store is not None:
             try:

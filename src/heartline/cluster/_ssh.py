@@ -10,7 +10,8 @@ machine that has sshd, and it adds no dependency. heartline adds only:
 - connection sharing (``ControlMaster=auto``, a socket in a private directory,
   ``ControlPersist=60``), so a second command to the same host skips the handshake. Options
   in ``[cluster] ssh_options`` come first on the command line, so they win (ssh keeps the
-  first value it sees): ``["ControlMaster=no"]`` turns sharing off;
+  first value it sees): ``["ControlMaster=no"]`` (or ``ControlPath=none``) turns sharing
+  off;
 - a remote guard, so that nothing is left running on the far host when the local side stops
   (Ctrl-C, a timeout, a lost lock, or ``heartline place`` SIGKILLed): the command runs in a
   session of its own there, with ``/dev/null`` as its stdin, while a watcher reads the
@@ -94,7 +95,10 @@ class Ssh:
     ) -> None:
         self.config = config
         self.options = tuple(options)
-        self.share = share
+        # ControlMaster=no alone would still use a master someone else opened: sharing off
+        # means no ControlPath either.
+        said = {o.replace(" ", "=", 1).lower() for o in self.options}
+        self.share = share and not said & {"controlmaster=no", "controlpath=none"}
 
     def base(self, destination: str) -> list[str]:
         argv = ["ssh"]

@@ -189,7 +189,10 @@ def median(xs: list[float]) -> float:
 
 
 def bench_latency(lab: Any, samples: int) -> dict[str, float]:
-    fresh_cfg = os.path.join(os.path.dirname(lab.config), "fresh.toml")
+    # Beside the benchmark's other scratch files, not in the lab's directory (which its
+    # teardown removes only when it holds nothing but the lab's own).
+    os.makedirs(WORK_DIR, exist_ok=True)
+    fresh_cfg = os.path.join(WORK_DIR, "lab-fresh.toml")
     with open(lab.config) as f:
         text = f.read()
     with open(fresh_cfg, "w") as f:

@@ -14,7 +14,10 @@ The cluster keeps its load reports and placement holds this way (``heartline.clu
 
 import threading
 import time
-from typing import NamedTuple, Protocol
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+if TYPE_CHECKING:
+    from collections.abc import Callable
 
 
 class Entry(NamedTuple):
@@ -55,6 +58,9 @@ class Entries(Protocol):
 class Mirror:
     """A live copy of the entries under one prefix, kept current by the backend's thread."""
 
+    #: Set by the backend: what ends the watch on its side.
+    on_close: "list[Callable[[], None]]"
+
     def __init__(self, prefix: str) -> None:
         self.prefix = prefix
         self._cond = threading.Condition()
@@ -91,7 +97,7 @@ class Mirror:
             self.closed = True
             self._cond.notify_all()
         for fn in self.on_close:
-            fn()  # type: ignore[operator]
+            fn()
 
     # --- fed by the backend ------------------------------------------------------------------
     def reset(self, entries: "list[Entry]") -> None:

@@ -29,6 +29,7 @@ EXIT_CODES: dict[int, str] = {
     13: "place: the host's SSH key is unknown or changed (known_hosts refuses it)",
     14: "lab: a lab could not be made, changed or removed",
     15: "lab: no such lab, or no such host in it",
+    16: "rolling: stopped at a host (its command or its health gate failed)",
     64: "lock, run: usage error",
     69: "lock, locks, hosts, place: the lock server (the cluster's backend) is unreachable",
     70: "lock: the guard process vanished",
@@ -275,6 +276,13 @@ class LabError(ClusterError):
     """A lab host could not be made, changed or removed; names the step that failed."""
 
     exit_code = 14
+
+
+class RollStopped(ClusterError):
+    """`heartline rolling` stopped at a host: its command failed there, or its health gate did
+    not pass in time; the hosts after it were left untouched."""
+
+    exit_code = 16
 
 
 class LabNotFound(ClusterError):

@@ -9,7 +9,7 @@ import json
 import sys
 import time
 from collections.abc import Iterator
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from heartline.cli._main import config_path, echo
 from heartline.errors import NotInCluster, UsageError
@@ -181,3 +181,58 @@ def _place(args: argparse.Namespace) -> int:
         echo(placed.decision.host + "\n")
         return 0
     return run_placed(spec, req, command, explain_to=sys.stderr if args.explain else None)
+
+
+def cmd_rolling(args: argparse.Namespace) -> int:
+    from heartline._util import parse_duration
+    from heartline.cluster import Gate, Roll
+
+    spec = _cluster(args)
+    durations = {}
+    for opt in ("timeout", "pause"):
+        try:
+            durations[opt] = parse_duration(getattr(args, opt))
+        except ValueError as e:
+            raise UsageError(f"--{opt} {getattr(args, opt)!r}: {e}") from None
+    if not 1 <= args.healthy <= 1000:
+        raise UsageError(f"--healthy {args.healthy}: give a number of passes from 1 to 1000")
+    gate = None
+    if args.check or args.check_exec:
+        gate = Gate(url=args.check, exec=args.check_exec, healthy=args.healthy,
+                    timeout=durations["timeout"])  # fmt: skip
+    _log_to_stderr()
+
+    def emit(event: dict[str, Any]) -> None:
+        if args.json:
+            echo(json.dumps(event) + "\n")
+            return
+        sys.stderr.write(f"heartline: {_event_text(event)}\n")
+        sys.stderr.flush()
+
+    roll = Roll(spec, args.group, args.command, gate=gate, lock=args.lock,
+                pause=durations["pause"], emit=emit)  # fmt: skip
+    with _backend_named(args):
+        roll.run()
+    return 0
+
+
+def _event_text(e: dict[str, Any]) -> str:
+    where = f"{e['host']}: " if e.get("host") else ""
+    at = f"[{e['elapsed']:.1f}s] "
+    kind = e["event"]
+    if kind == "gate":
+        verdict = "ok" if e["ok"] else "not yet"
+        return (f"{at}{where}gate attempt {e['attempt']}: {verdict} ({e['why']}), "
+                f"{e['passes']} in a row")  # fmt: skip
+    if kind == "host started":
+        return f"{at}{where}running the command ({e['step']})"
+    if kind == "host done":
+        return f"{at}{where}done in {e['seconds']:.1f}s"
+    if kind == "started":
+        return f"{at}holding lock {e['lock']} (token {e['token']}): {', '.join(e['hosts'])}"
+    if kind == "waiting for the lock":
+        return f"{at}waiting for lock {e['lock']}"
+    if kind == "finished":
+        return f"{at}finished: {e['hosts']} hosts"
+    extra = {k: v for k, v in e.items() if k not in ("event", "host", "elapsed")}
+    return f"{at}{where}{kind} {json.dumps(extra)}"

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 _COMMANDS = (
     "up", "down", "status", "top", "report", "attach", "start", "stop", "restart", "signal",
     "logs", "reload", "reopen-logs", "run", "systemd-unit", "init", "lock", "locks", "lockd",
-    "hosts", "place", "lab",
+    "hosts", "place", "rolling", "lab",
 )  # fmt: skip
 
 # Exit codes beyond the ones the errors carry (see heartline.errors).
@@ -60,13 +60,13 @@ def main(argv: list[str] | None = None) -> None:
         argv = sys.argv[1:] if argv is None else argv
         command = _command_in(argv)
         tail: list[str] = []
-        if command in ("lock", "place", "lab") and "--" in argv:
+        if command in ("lock", "place", "rolling", "lab") and "--" in argv:
             # Everything after `--` is the command, untouched (argparse would otherwise let a
             # positional swallow the options that follow NAME).
             cut = argv.index("--")
             argv, tail = argv[:cut], argv[cut + 1 :]
         args = build_parser(command).parse_args(argv)
-        if command in ("lock", "place"):
+        if command in ("lock", "place", "rolling"):
             args.command = tail
         elif command == "lab":
             args.command = [*getattr(args, "command", []), *tail]
@@ -406,6 +406,27 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="print each candidate, its inputs, score, verdict (stderr)")  # fmt: skip
     p.add_argument("--print", dest="print_only", action="store_true",
                    help="only print the chosen host (no hold, nothing runs)")  # fmt: skip
+    p = add(
+        "rolling",
+        "_cmd_cluster:cmd_rolling",
+        "Run a command on each host of a group, one at a time, under a cluster lock, each host "
+        "passing a health gate before the next starts: heartline rolling --group G [OPTIONS] "
+        "-- CMD ARGS... Exit 16: stopped at a host.",
+    )
+    p.add_argument("--group", metavar="GROUP", required=True, help="the hosts, in its order")
+    p.add_argument("--lock", metavar="NAME", default=None,
+                   help="the cluster lock (default heartline-rolling-GROUP)")  # fmt: skip
+    gate = p.add_mutually_exclusive_group()
+    gate.add_argument("--check", metavar="URL", default=None,
+                      help="the health gate: an HTTP URL ({host}: the host's address)")  # fmt: skip
+    gate.add_argument("--check-exec", metavar="SHELL-CMD", default=None,
+                      help="the health gate: a shell command run on the host")  # fmt: skip
+    p.add_argument("--healthy", metavar="N", type=int, default=3,
+                   help="gate passes in a row a host needs (3)")  # fmt: skip
+    p.add_argument("--timeout", metavar="DURATION", default="60s",
+                   help="how long a host's gate may take to pass (60s)")  # fmt: skip
+    p.add_argument("--pause", metavar="DURATION", default="0s", help="between two hosts (0s)")
+    p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     p = add(
         "lab",
         "_cmd_lab:cmd_status",

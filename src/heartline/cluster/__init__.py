@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     from heartline.cluster._load import LoadSampler, Sample, count_runnable
     from heartline.cluster._place import decide, explain, hosts, read_cluster, run_placed
     from heartline.cluster._reporter import Reporter, session_ttl
+    from heartline.cluster._rolling import Gate, Roll
     from heartline.cluster._score import (
         Candidate,
         Decision,
@@ -41,6 +42,8 @@ _WHERE = {
     "hosts": "_place",
     "read_cluster": "_place",
     "run_placed": "_place",
+    "Gate": "_rolling",
+    "Roll": "_rolling",
     "Reporter": "_reporter",
     "session_ttl": "_reporter",
     "Candidate": "_score",
@@ -78,6 +81,7 @@ __all__ = [
     "Candidate",
     "Decision",
     "EntryStore",
+    "Gate",
     "Hold",
     "HostStatus",
     "HostView",
@@ -88,6 +92,7 @@ __all__ = [
     "Remote",
     "Reporter",
     "Request",
+    "Roll",
     "Sample",
     "Snapshot",
     "Ssh",

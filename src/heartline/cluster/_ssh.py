@@ -133,6 +133,22 @@ class Ssh:
         """Run ``command`` there, its output on ours; its exit status."""
         return self.start(destination, command).wait()
 
+    def hostname(self, destination: str) -> str:
+        """The address ssh would connect to for ``destination`` (an alias of the ssh config
+        resolved with ``ssh -G``, which opens no connection); ``destination`` if that fails."""
+        try:
+            out = subprocess.run(
+                [*self.base(destination)[:-2], "-G", destination], stdin=subprocess.DEVNULL,
+                capture_output=True, text=True, timeout=10, check=False,
+            )  # fmt: skip
+        except (OSError, subprocess.TimeoutExpired):
+            return destination
+        for line in out.stdout.splitlines():
+            key, _, value = line.partition(" ")
+            if key == "hostname" and value:
+                return value.strip()
+        return destination
+
     def close_shared(self, destination: str) -> None:
         """End the shared connection to ``destination``, if one is open."""
         if self.share:

@@ -51,6 +51,12 @@ CASES = [
     (["-c", "cluster.toml", "place", "--", "true"], 69, "heartline.cli._cmd_cluster"),
     (["hosts", "--help"], 0, None),
     (["place", "--help"], 0, None),
+    (
+        ["-c", "cluster.toml", "rolling", "--group", "g", "--", "true"],
+        12,
+        "heartline.cli._cmd_cluster",
+    ),  # no such group
+    (["rolling", "--help"], 0, None),
     (["lab", "status", "--dir", "no-lab-here"], 15, "heartline.cli._cmd_lab"),
     (["lab", "crash", "lab1", "--dir", "no-lab-here"], 15, "heartline.cli._cmd_lab"),
     (["--help"], 0, None),

@@ -1,0 +1,200 @@
+"""`heartline rolling`: a command on one host of a group at a time, under a cluster lock, each
+host passing a health gate before the next one starts.
+
+The operator's "clustrol" loop done once: the cluster lock (``--lock``, one per group by
+default) keeps two operators or two cron jobs from rolling at once (the second waits); on
+each host in the group's order CMD runs over SSH (the transport of `heartline place`, so
+nothing is left running there when the roll stops); then the gate (an HTTP URL, ``{host}``
+replaced by the host's address, or a shell command run on the host) must pass ``healthy``
+times in a row within ``timeout``. The first failure stops the roll and the hosts after it
+are left untouched. Losing the lock stops the command running on the current host.
+
+Every step is an event (a dict with ``event``, ``host``, ``elapsed`` ...), handed to the
+caller's ``emit``: a line each in the terminal, or JSON lines with ``--json``.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from heartline.cluster._ssh import Remote, Ssh
+from heartline.config import ClusterSpec
+from heartline.errors import ClusterError, LockLost, RollStopped, UnknownHostSet, UsageError
+from heartline.lock import ClientInfo, LeaseState, open_backend
+
+#: The lock's lease: short enough that a roll whose operator's machine died frees the group
+#: soon, renewed every third of it.
+LOCK_TTL = 10.0
+#: Between two gate attempts.
+GATE_EVERY = 1.0
+#: One gate attempt (an HTTP request, or the check command over SSH).
+GATE_TIMEOUT = 5.0
+
+
+@dataclass(frozen=True)
+class Gate:
+    url: str | None = None
+    exec: str | None = None
+    healthy: int = 3
+    timeout: float = 60.0
+
+    @property
+    def what(self) -> str:
+        return self.url or f"sh -c {self.exec!r}"
+
+
+Emit = Callable[[dict[str, Any]], None]
+
+
+def hosts_of(spec: ClusterSpec, group: str) -> list[str]:
+    members = spec.groups.get(group)
+    if members is None:
+        known = ", ".join(sorted(spec.groups)) or "none"
+        raise UnknownHostSet(f"no host group {group!r} (groups: {known}; declare groups in "
+                             "[cluster.groups])")  # fmt: skip
+    if not members:
+        raise UsageError(f"host group {group!r} is empty: name its hosts in [cluster.groups]")
+    return list(members)
+
+
+class Roll:
+    def __init__(
+        self, spec: ClusterSpec, group: str, command: Sequence[str], *, gate: Gate | None,
+        lock: str | None = None, pause: float = 0.0, emit: Emit,
+    ) -> None:  # fmt: skip
+        if not command:
+            raise UsageError("rolling: give the command after --: heartline rolling --group G "
+                             "-- CMD ARGS...")  # fmt: skip
+        self.spec = spec
+        self.group = group
+        self.hosts = hosts_of(spec, group)
+        self.command = list(command)
+        self.gate = gate
+        self.lock = lock or f"heartline-rolling-{group}"
+        self.pause = pause
+        self.emit = emit
+        self.ssh = Ssh(config=spec.ssh_config, options=spec.ssh_options)
+        self.t0 = time.monotonic()
+        self._lost = threading.Event()
+        self._remote: Remote | None = None
+        self._addresses: dict[str, str] = {}
+
+    def _event(self, event: str, host: str | None = None, **kw: Any) -> None:
+        self.emit({"event": event, "host": host, "elapsed": round(time.monotonic() - self.t0, 3),
+                   **kw})  # fmt: skip
+
+    def _on_lease(self, state: LeaseState) -> None:
+        if state in (LeaseState.SUSPECT, LeaseState.LOST):
+            # Stop before the lease can run out on the server: nobody else may roll while
+            # our command still runs.
+            self._lost.set()
+            remote = self._remote
+            if remote is not None:
+                remote.stop()
+
+    def run(self) -> None:
+        """Roll over every host; raises RollStopped or LockLost at the first failure."""
+        backend = open_backend(self.spec.backend, token_file=self.spec.token_file,
+                               ca_file=self.spec.ca_file)  # fmt: skip
+        try:
+            self._event("waiting for the lock", lock=self.lock)
+            who = ClientInfo.here(f"heartline rolling {self.group}")
+            lease = backend.acquire(self.lock, limit=1, ttl=LOCK_TTL, wait=None, client=who)
+            lease.on_state(self._on_lease)
+            try:
+                self._event("started", lock=self.lock, token=lease.token, hosts=self.hosts)
+                for i, host in enumerate(self.hosts):
+                    if i and self.pause:
+                        self._check_lock()
+                        time.sleep(self.pause)
+                    self._one(host, i)
+                self._event("finished", hosts=len(self.hosts))
+            finally:
+                backend.release(lease)
+        finally:
+            backend.close()
+
+    def _check_lock(self) -> None:
+        if self._lost.is_set():
+            raise LockLost(f"lost the lock {self.lock!r}: the roll stopped", name=self.lock)
+
+    def _destination(self, host: str) -> str:
+        return self.spec.host(host).ssh_destination or host
+
+    def _address(self, host: str) -> str:
+        """The host's address for a URL: its ssh destination as ssh resolves it."""
+        if host not in self._addresses:
+            self._addresses[host] = self.ssh.hostname(self._destination(host))
+        return self._addresses[host]
+
+    def _one(self, host: str, index: int) -> None:
+        self._check_lock()
+        began = time.monotonic()
+        self._event("host started", host, step=f"{index + 1}/{len(self.hosts)}")
+        self._remote = self.ssh.start(self._destination(host), self.command)
+        try:
+            rc = self._remote.wait()
+        finally:
+            self._remote = None
+        self._check_lock()
+        if rc != 0:
+            self._event("command failed", host, exit=rc)
+            raise RollStopped(f"stopped at host {host}: the command exited {rc}; hosts after "
+                              "it were left untouched")  # fmt: skip
+        if self.gate is not None:
+            self._gate(host)
+        self._event("host done", host, seconds=round(time.monotonic() - began, 3))
+
+    def _gate(self, host: str) -> None:
+        gate = self.gate
+        assert gate is not None
+        deadline = time.monotonic() + gate.timeout
+        passes = attempts = 0
+        while True:
+            self._check_lock()
+            attempts += 1
+            ok, why = self._check(host, gate)
+            passes = passes + 1 if ok else 0
+            self._event("gate", host, attempt=attempts, ok=ok, passes=passes, why=why)
+            if passes >= gate.healthy:
+                return
+            if time.monotonic() + GATE_EVERY > deadline:
+                self._event("gate failed", host, attempts=attempts, why=why)
+                raise RollStopped(
+                    f"stopped at host {host}: {gate.what} did not pass {gate.healthy} times in "
+                    f"a row within {gate.timeout:g}s (last: {why}); hosts after it were left "
+                    "untouched"
+                )  # fmt: skip
+            time.sleep(GATE_EVERY)
+
+    def _check(self, host: str, gate: Gate) -> tuple[bool, str]:
+        if gate.url is not None:
+            # Imported here: urllib.request brings ssl, which a roll without a URL gate
+            # (and every cold start of the command) does without.
+            import urllib.error
+            import urllib.request
+
+            url = gate.url.replace("{host}", self._address(host))
+            try:
+                with urllib.request.urlopen(url, timeout=GATE_TIMEOUT) as resp:  # noqa: S310
+                    return 200 <= resp.status < 400, f"HTTP {resp.status}"
+            except urllib.error.HTTPError as e:
+                return False, f"HTTP {e.code}"
+            except (OSError, ValueError) as e:
+                return False, str(getattr(e, "reason", e))
+        remote = self.ssh.start(self._destination(host), ["sh", "-c", gate.exec or "true"])
+        try:
+            rc = remote.wait(GATE_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            remote.stop()  # the far side stops the check
+            remote.proc.kill()
+            remote.proc.wait()
+            return False, f"no answer within {GATE_TIMEOUT:g}s"
+        except ClusterError as e:  # ssh could not reach the host: a failed attempt
+            return False, str(e)
+        return rc == 0, f"exit {rc}"

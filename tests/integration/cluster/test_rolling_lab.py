@@ -1,0 +1,167 @@
+"""`heartline rolling` over four lab hosts: one host at a time under the cluster lock, a health
+gate after each, the first failure stops the roll, two rolls on one lock take turns, Ctrl-C
+stops the command on the host. Skipped (with the reason) where lab hosts cannot be made."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from tests.helpers import wait_until
+from tests.integration.conftest import HEARTLINE
+
+from heartline.testing import LabHosts, lab_hosts, lab_unavailable
+
+pytestmark = [
+    pytest.mark.skipif(lab_unavailable() is not None, reason=lab_unavailable() or ""),
+    pytest.mark.timeout(180),
+]
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[LabHosts]:
+    with lab_hosts(4) as made:
+        yield made
+
+
+@pytest.fixture
+def clean(lab: LabHosts) -> LabHosts:
+    """Every host's marks of earlier rolls removed (each host has a /run of its own)."""
+    for host in lab.hosts:
+        lab.run(host, ["rm", "-f", "/run/rolled", "/run/log", "/run/roll.pid"], check=True)
+    return lab
+
+
+def rolling(lab: LabHosts, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HEARTLINE, "-c", lab.config, "rolling", "--group", "lab", *args],
+                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+
+
+def events(res: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in res.stdout.splitlines()]
+
+
+def rolled(lab: LabHosts) -> list[str]:
+    return [h for h in lab.hosts if lab.run(h, ["test", "-e", "/run/rolled"]).returncode == 0]
+
+
+MARK = ["sh", "-c", "date +%s.%N > /run/rolled"]
+
+
+def test_a_roll_runs_on_each_host_in_turn_behind_its_gate(clean: LabHosts) -> None:
+    lab = clean
+    res = rolling(lab, "--json", "--check-exec", "test -e /run/rolled", "--healthy", "2",
+                  "--", *MARK)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    ev = events(res)
+    assert [e["host"] for e in ev if e["event"] == "host done"] == lab.hosts
+    assert ev[-1]["event"] == "finished"
+    # Each host's gate passed twice before the next host's command started.
+    for i, host in enumerate(lab.hosts[:-1]):
+        gates = [e for e in ev if e["event"] == "gate" and e["host"] == host]
+        assert gates[-1]["passes"] == 2
+        nxt = next(e for e in ev if e["event"] == "host started" and e["host"] == lab.hosts[i + 1])
+        assert gates[-1]["elapsed"] <= nxt["elapsed"]
+    stamps = [float(lab.run(h, ["cat", "/run/rolled"]).stdout) for h in lab.hosts]
+    assert stamps == sorted(stamps)
+
+
+def test_a_failing_gate_stops_the_roll_and_leaves_the_rest_untouched(clean: LabHosts) -> None:
+    lab = clean
+    res = rolling(lab, "--check-exec", '[ "$(hostname)" != lab3 ]', "--healthy", "1",
+                  "--timeout", "3s", "--", *MARK)  # fmt: skip
+    assert res.returncode == 16, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("heartline: stopped at host lab3:") and "did not pass" in last
+    assert rolled(lab) == ["lab1", "lab2", "lab3"]
+
+
+def test_a_failing_command_stops_the_roll(clean: LabHosts) -> None:
+    lab = clean
+    cmd = 'date > /run/rolled; [ "$(hostname)" != lab2 ]'
+    res = rolling(lab, "--", "sh", "-c", cmd)
+    assert res.returncode == 16, res.stderr
+    assert "stopped at host lab2: the command exited 1" in res.stderr
+    assert rolled(lab) == ["lab1", "lab2"]
+
+
+def test_two_rolls_on_one_lock_take_turns(clean: LabHosts) -> None:
+    """Started at once, the second waits for the first's lock: on every host one roll's
+    command ran wholly before the other's began."""
+    lab = clean
+    procs = []
+    for tag in ("A", "B"):
+        cmd = f"echo {tag}-in >> /run/log; sleep 0.2; echo {tag}-out >> /run/log"
+        procs.append(subprocess.Popen(
+            [*HEARTLINE, "-c", lab.config, "rolling", "--group", "lab", "--", "sh", "-c", cmd],
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+        ))  # fmt: skip
+    for p in procs:
+        _out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    first = None
+    for host in lab.hosts:
+        log = lab.run(host, ["cat", "/run/log"]).stdout.split()
+        assert log in (["A-in", "A-out", "B-in", "B-out"], ["B-in", "B-out", "A-in", "A-out"])
+        # The whole of one roll came first on every host: it held the lock throughout.
+        first = first or log[0]
+        assert log[0] == first
+
+
+def test_ctrl_c_stops_the_command_on_the_host_and_releases_the_lock(clean: LabHosts) -> None:
+    lab = clean
+    proc = subprocess.Popen(
+        [*HEARTLINE, "-c", lab.config, "rolling", "--group", "lab", "--", "sh", "-c",
+         "echo $$ > /run/roll.pid; exec sleep 300"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
+    )  # fmt: skip
+    try:
+
+        def started() -> str:
+            return lab.run("lab1", ["cat", "/run/roll.pid"]).stdout.strip()
+
+        pid = wait_until(started, 20, "the command on lab1")
+        os.killpg(proc.pid, signal.SIGINT)
+        _out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    assert proc.returncode == 130, err
+    wait_until(lambda: lab.run("lab1", ["kill", "-0", pid]).returncode != 0, 15,
+               "the command on lab1 to stop")  # fmt: skip
+    assert rolled(lab) == []
+    # The lock is free at once: another roll starts and finishes.
+    res = rolling(lab, "--", "true", timeout=60)
+    assert res.returncode == 0, res.stderr
+
+
+def test_bad_input_is_one_line(lab: LabHosts) -> None:
+    for args, code in ((["--group", "nope", "--", "true"], 12),
+                       (["--group", "lab", "--healthy", "0", "--check-exec", "true", "--",
+                         "true"], 2),
+                       (["--group", "lab", "--timeout", "soon", "--", "true"], 2),
+                       (["--group", "lab"], 2)):  # fmt: skip
+        res = subprocess.run([*HEARTLINE, "-c", lab.config, "rolling", *args],
+                             capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
+        assert res.returncode == code, (args, res.stderr)
+        assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
+
+
+def test_a_url_gate_asks_each_host_by_its_address(clean: LabHosts) -> None:
+    """The command starts a small HTTP server on the host; the gate GETs it at the host's
+    address (its ssh alias resolved as ssh would), and passes once it answers."""
+    lab = clean
+    serve = ("date > /run/rolled; cd /run && setsid python3 -m http.server 8765 "
+             ">/dev/null 2>&1 </dev/null & sleep 0.1")  # fmt: skip
+    res = rolling(lab, "--json", "--check", "http://{host}:8765/rolled", "--healthy", "2",
+                  "--timeout", "20s", "--", "sh", "-c", serve)  # fmt: skip
+    assert res.returncode == 0, res.stderr
+    ev = events(res)
+    assert [e["host"] for e in ev if e["event"] == "host done"] == lab.hosts
+    assert all(e["why"] == "HTTP 200" for e in ev if e["event"] == "gate" and e["ok"])

@@ -186,6 +186,7 @@ def _place(args: argparse.Namespace) -> int:
 def cmd_rolling(args: argparse.Namespace) -> int:
     from heartline._util import parse_duration
     from heartline.cluster import Gate, Roll
+    from heartline.cluster._rolling import Notifier
 
     spec = _cluster(args)
     durations = {}
@@ -194,6 +195,10 @@ def cmd_rolling(args: argparse.Namespace) -> int:
             durations[opt] = parse_duration(getattr(args, opt))
         except ValueError as e:
             raise UsageError(f"--{opt} {getattr(args, opt)!r}: {e}") from None
+    for opt in ("check", "notify"):
+        url = getattr(args, opt)
+        if url is not None and not url.startswith(("http://", "https://")):
+            raise UsageError(f"--{opt} {url!r}: give an http:// or https:// URL")
     if not 1 <= args.healthy <= 1000:
         raise UsageError(f"--healthy {args.healthy}: give a number of passes from 1 to 1000")
     gate = None
@@ -202,7 +207,14 @@ def cmd_rolling(args: argparse.Namespace) -> int:
                     timeout=durations["timeout"])  # fmt: skip
     _log_to_stderr()
 
+    def warn(text: str) -> None:
+        sys.stderr.write(f"heartline: {text}\n")
+
+    notifier = Notifier(args.notify, warn=warn) if args.notify else None
+
     def emit(event: dict[str, Any]) -> None:
+        if notifier is not None:
+            notifier(event)
         if args.json:
             echo(json.dumps(event) + "\n")
             return
@@ -210,9 +222,13 @@ def cmd_rolling(args: argparse.Namespace) -> int:
         sys.stderr.flush()
 
     roll = Roll(spec, args.group, args.command, gate=gate, lock=args.lock,
-                pause=durations["pause"], emit=emit)  # fmt: skip
-    with _backend_named(args):
-        roll.run()
+                pause=durations["pause"], emit=emit, order=args.order)  # fmt: skip
+    try:
+        with _backend_named(args):
+            roll.run()
+    finally:
+        if notifier is not None:
+            notifier.close()
     return 0
 
 

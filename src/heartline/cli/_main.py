@@ -426,6 +426,11 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--timeout", metavar="DURATION", default="60s",
                    help="how long a host's gate may take to pass (60s)")  # fmt: skip
     p.add_argument("--pause", metavar="DURATION", default="0s", help="between two hosts (0s)")
+    p.add_argument("--order", choices=["group", "load"], default="group",
+                   help="the group's order (default), or the least loaded host first")  # fmt: skip
+    p.add_argument("--notify", metavar="URL", default=None,
+                   help="POST each event (started, host done, failures, finished) as "
+                   "JSON")  # fmt: skip
     p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     p = add(
         "lab",

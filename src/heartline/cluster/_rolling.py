@@ -34,6 +34,70 @@ LOCK_TTL = 10.0
 GATE_EVERY = 1.0
 #: One gate attempt (an HTTP request, or the check command over SSH).
 GATE_TIMEOUT = 5.0
+#: The events a --notify URL is told of.
+NOTIFIED = ("started", "host done", "command failed", "gate failed", "finished")
+
+
+class Notifier:
+    """POSTs events as JSON to a URL from a thread of its own, in order, each with a short
+    timeout and a few quick retries: a slow or dead receiver never holds up the roll (at
+    the end, undelivered events get at most ``drain`` seconds)."""
+
+    TIMEOUT = 2.0
+    TRIES = 3
+
+    def __init__(self, url: str, *, warn: Callable[[str], None]) -> None:
+        self.url = url
+        self.warn = warn
+        self._queue: list[dict[str, Any]] = []
+        self._cond = threading.Condition()
+        self._closed = False
+        self._warned = False
+        self._thread = threading.Thread(target=self._run, name="heartline-notify", daemon=True)
+        self._thread.start()
+
+    def __call__(self, event: dict[str, Any]) -> None:
+        if event["event"] in NOTIFIED:
+            with self._cond:
+                self._queue.append(event)
+                self._cond.notify()
+
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                self._cond.wait_for(lambda: self._queue or self._closed)
+                if not self._queue:
+                    return
+                event = self._queue.pop(0)
+            self._post(event)
+
+    def _post(self, event: dict[str, Any]) -> None:
+        import json
+        import urllib.request
+
+        body = json.dumps(event).encode()
+        why = ""
+        for attempt in range(self.TRIES):
+            req = urllib.request.Request(  # noqa: S310 - http(s) only, checked by the CLI
+                self.url, data=body, method="POST", headers={"Content-Type": "application/json"}
+            )
+            try:
+                with urllib.request.urlopen(req, timeout=self.TIMEOUT) as resp:  # noqa: S310
+                    if 200 <= resp.status < 300:
+                        return
+                    why = f"HTTP {resp.status}"
+            except (OSError, ValueError) as e:
+                why = str(getattr(e, "reason", e))
+            time.sleep(0.2 * (attempt + 1))
+        if not self._warned:
+            self._warned = True
+            self.warn(f"--notify {self.url}: {why}; the roll goes on without it")
+
+    def close(self, drain: float = 5.0) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+        self._thread.join(drain)
 
 
 @dataclass(frozen=True)
@@ -65,7 +129,7 @@ def hosts_of(spec: ClusterSpec, group: str) -> list[str]:
 class Roll:
     def __init__(
         self, spec: ClusterSpec, group: str, command: Sequence[str], *, gate: Gate | None,
-        lock: str | None = None, pause: float = 0.0, emit: Emit,
+        lock: str | None = None, pause: float = 0.0, emit: Emit, order: str = "group",
     ) -> None:  # fmt: skip
         if not command:
             raise UsageError("rolling: give the command after --: heartline rolling --group G "
@@ -75,6 +139,7 @@ class Roll:
         self.hosts = hosts_of(spec, group)
         self.command = list(command)
         self.gate = gate
+        self.order = order
         self.lock = lock or f"heartline-rolling-{group}"
         self.pause = pause
         self.emit = emit
@@ -107,6 +172,8 @@ class Roll:
             lease = backend.acquire(self.lock, limit=1, ttl=LOCK_TTL, wait=None, client=who)
             lease.on_state(self._on_lease)
             try:
+                if self.order == "load":
+                    self.hosts = by_load(self.spec, self.hosts)
                 self._event("started", lock=self.lock, token=lease.token, hosts=self.hosts)
                 for i, host in enumerate(self.hosts):
                     if i and self.pause:
@@ -198,3 +265,29 @@ class Roll:
         except ClusterError as e:  # ssh could not reach the host: a failed attempt
             return False, str(e)
         return rc == 0, f"exit {rc}"
+
+
+def by_load(spec: ClusterSpec, hosts: list[str]) -> list[str]:
+    """``hosts``, the least loaded first (load per CPU of their live reports and holds); those
+    without a fresh report last, in the group's order."""
+    from heartline.cluster._place import hosts as host_list
+    from heartline.cluster._reporter import session_ttl
+    from heartline.cluster._store import open_store
+    from heartline.cluster._wire import PREFIX
+
+    store = open_store(spec, ttl=session_ttl(spec.report_interval), label="heartline rolling")
+    try:
+        infos = {i["name"]: i for i in host_list(spec, store.entries(PREFIX))}
+    finally:
+        store.close()
+
+    def key(host: str) -> tuple[int, float, int]:
+        info = infos.get(host)
+        report = info["report"] if info else None
+        if info is None or report is None or info["state"] != "up":
+            return (1, 0.0, hosts.index(host))
+        held = sum(h["cpus"] for h in info["holds"])
+        load = (max(report["runnable"] - report["held"], 0) + held) / max(report["cpus"], 1)
+        return (0, load, hosts.index(host))
+
+    return sorted(hosts, key=key)

@@ -146,7 +146,9 @@ def test_bad_input_is_one_line(lab: LabHosts) -> None:
                        (["--group", "lab", "--healthy", "0", "--check-exec", "true", "--",
                          "true"], 2),
                        (["--group", "lab", "--timeout", "soon", "--", "true"], 2),
-                       (["--group", "lab"], 2)):  # fmt: skip
+                       (["--group", "lab"], 2),
+                       (["--group", "lab", "--notify", "file:///etc/passwd", "--", "true"], 2),
+                       (["--group", "lab", "--check", "ftp://x/", "--", "true"], 2)):  # fmt: skip
         res = subprocess.run([*HEARTLINE, "-c", lab.config, "rolling", *args],
                              capture_output=True, text=True, timeout=60, check=False)  # fmt: skip
         assert res.returncode == code, (args, res.stderr)
@@ -165,3 +167,63 @@ def test_a_url_gate_asks_each_host_by_its_address(clean: LabHosts) -> None:
     ev = events(res)
     assert [e["host"] for e in ev if e["event"] == "host done"] == lab.hosts
     assert all(e["why"] == "HTTP 200" for e in ev if e["event"] == "gate" and e["ok"])
+
+
+def test_notify_posts_every_step_to_a_receiver(clean: LabHosts) -> None:
+    """A small HTTP receiver on loopback gets started, one host done per host, and finished,
+    as JSON, in order."""
+    import http.server
+    import threading
+
+    got: list[dict[str, Any]] = []
+
+    class Receiver(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            got.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+            self.send_response(204)
+            self.end_headers()
+
+        def log_message(self, *args: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/events"
+        res = rolling(clean, "--notify", url, "--", "true")
+        assert res.returncode == 0, res.stderr
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [e["event"] for e in got] == ["started", *["host done"] * 4, "finished"]
+    assert [e["host"] for e in got if e["event"] == "host done"] == clean.hosts
+
+
+def test_a_dead_notify_receiver_does_not_hold_up_the_roll(clean: LabHosts) -> None:
+    res = rolling(clean, "--notify", "http://127.0.0.1:1/", "--", "true")
+    assert res.returncode == 0, res.stderr
+    assert res.stderr.count("the roll goes on without it") == 1
+
+
+def test_order_load_takes_the_least_loaded_host_first(clean: LabHosts) -> None:
+    lab = clean
+    argv, env = lab.exec_argv("lab1", ["sh", "-c", "timeout 60 sh -c 'while :; do :; done' & "
+                                       "timeout 60 sh -c 'while :; do :; done' & wait"])  # fmt: skip
+    busy = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
+    try:
+
+        def lab1_busy() -> bool:
+            res = subprocess.run([*HEARTLINE, "-c", lab.config, "hosts", "--json"],
+                                 capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
+            hosts = {h["name"]: h for h in json.loads(res.stdout)["hosts"]}
+            return bool(hosts["lab1"]["report"]) and hosts["lab1"]["report"]["runnable"] >= 2
+
+        wait_until(lab1_busy, 15, "lab1's report to show it busy")
+        res = rolling(lab, "--json", "--order", "load", "--", "true")
+        assert res.returncode == 0, res.stderr
+        done = [e["host"] for e in events(res) if e["event"] == "host done"]
+        assert sorted(done) == lab.hosts and done[-1] == "lab1"
+    finally:
+        os.killpg(busy.pid, signal.SIGKILL)
+        busy.wait(10)

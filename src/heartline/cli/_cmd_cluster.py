@@ -222,7 +222,8 @@ def cmd_rolling(args: argparse.Namespace) -> int:
         sys.stderr.flush()
 
     roll = Roll(spec, args.group, args.command, gate=gate, lock=args.lock,
-                pause=durations["pause"], emit=emit, order=args.order)  # fmt: skip
+                pause=durations["pause"], emit=emit, order=args.order,
+                resume=args.resume)  # fmt: skip
     try:
         with _backend_named(args):
             roll.run()

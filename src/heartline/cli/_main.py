@@ -431,6 +431,9 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--notify", metavar="URL", default=None,
                    help="POST each event (started, host done, failures, finished) as "
                    "JSON")  # fmt: skip
+    p.add_argument("--resume", action="store_true",
+                   help="continue the stopped roll (kept in the backend) from the host it "
+                   "stopped at")  # fmt: skip
     p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
     p = add(
         "lab",

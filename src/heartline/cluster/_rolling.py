@@ -15,6 +15,8 @@ caller's ``emit``: a line each in the terminal, or JSON lines with ``--json``.
 
 from __future__ import annotations
 
+import contextlib
+import json
 import subprocess
 import threading
 import time
@@ -23,8 +25,16 @@ from dataclasses import dataclass
 from typing import Any
 
 from heartline.cluster._ssh import Remote, Ssh
+from heartline.cluster._store import EntryStore, open_store
 from heartline.config import ClusterSpec
-from heartline.errors import ClusterError, LockLost, RollStopped, UnknownHostSet, UsageError
+from heartline.errors import (
+    ClusterError,
+    LockError,
+    LockLost,
+    RollStopped,
+    UnknownHostSet,
+    UsageError,
+)
 from heartline.lock import ClientInfo, LeaseState, open_backend
 
 #: The lock's lease: short enough that a roll whose operator's machine died frees the group
@@ -130,6 +140,7 @@ class Roll:
     def __init__(
         self, spec: ClusterSpec, group: str, command: Sequence[str], *, gate: Gate | None,
         lock: str | None = None, pause: float = 0.0, emit: Emit, order: str = "group",
+        resume: bool = False,
     ) -> None:  # fmt: skip
         if not command:
             raise UsageError("rolling: give the command after --: heartline rolling --group G "
@@ -140,6 +151,7 @@ class Roll:
         self.command = list(command)
         self.gate = gate
         self.order = order
+        self.resume = resume
         self.lock = lock or f"heartline-rolling-{group}"
         self.pause = pause
         self.emit = emit
@@ -171,20 +183,61 @@ class Roll:
             who = ClientInfo.here(f"heartline rolling {self.group}")
             lease = backend.acquire(self.lock, limit=1, ttl=LOCK_TTL, wait=None, client=who)
             lease.on_state(self._on_lease)
+            store = open_store(self.spec, ttl=LOCK_TTL, label=who.label)
             try:
-                if self.order == "load":
-                    self.hosts = by_load(self.spec, self.hosts)
-                self._event("started", lock=self.lock, token=lease.token, hosts=self.hosts)
-                for i, host in enumerate(self.hosts):
-                    if i and self.pause:
-                        self._check_lock()
-                        time.sleep(self.pause)
-                    self._one(host, i)
-                self._event("finished", hosts=len(self.hosts))
+                self._roll(store, lease.token)
             finally:
+                store.close()
                 backend.release(lease)
         finally:
             backend.close()
+
+    def _roll(self, store: EntryStore, token: int) -> None:
+        """Under the lock: the hosts still to do (all, or with --resume those the stopped
+        roll left), each in turn; the progress kept in the backend after every host."""
+        key = progress_key(self.lock)
+        before = read_progress(store, key)
+        done: list[str] = []
+        if self.resume:
+            if before is None:
+                raise UsageError(f"--resume: no stopped roll under lock {self.lock!r} to "
+                                 "continue; run it without --resume")  # fmt: skip
+            if before["group"] != self.group:
+                raise UsageError(f"--resume: the stopped roll under lock {self.lock!r} was of "
+                                 f"group {before['group']!r}, not {self.group!r}")  # fmt: skip
+            self.hosts = list(before["hosts"])
+            done = [h for h in before["done"] if h in self.hosts]
+        else:
+            if before is not None:
+                self._event("progress discarded", stopped_at=before.get("stopped_at"),
+                            done=before["done"])  # fmt: skip
+            if self.order == "load":
+                self.hosts = by_load(self.spec, self.hosts)
+        todo = [h for h in self.hosts if h not in done]
+
+        def save(stopped_at: str | None) -> None:
+            doc = {"v": 1, "group": self.group, "hosts": self.hosts, "done": done,
+                   "stopped_at": stopped_at, "command": self.command}  # fmt: skip
+            store.put(key, json.dumps(doc), keep=True)
+
+        self._event("started", lock=self.lock, token=token, hosts=todo, done=done)
+        save(None)
+        host = None
+        try:
+            for i, host in enumerate(todo):
+                if i and self.pause:
+                    self._check_lock()
+                    time.sleep(self.pause)
+                self._one(host, self.hosts.index(host))
+                done.append(host)
+                save(None)
+        except BaseException:
+            # Stopped (a failure, a lost lock, Ctrl-C): --resume continues at this host.
+            with contextlib.suppress(ClusterError, LockError):
+                save(host)
+            raise
+        store.delete(key)
+        self._event("finished", hosts=len(todo))
 
     def _check_lock(self) -> None:
         if self._lost.is_set():
@@ -272,7 +325,6 @@ def by_load(spec: ClusterSpec, hosts: list[str]) -> list[str]:
     without a fresh report last, in the group's order."""
     from heartline.cluster._place import hosts as host_list
     from heartline.cluster._reporter import session_ttl
-    from heartline.cluster._store import open_store
     from heartline.cluster._wire import PREFIX
 
     store = open_store(spec, ttl=session_ttl(spec.report_interval), label="heartline rolling")
@@ -291,3 +343,28 @@ def by_load(spec: ClusterSpec, hosts: list[str]) -> list[str]:
         return (0, load, hosts.index(host))
 
     return sorted(hosts, key=key)
+
+
+#: Where a roll's progress is kept (an entry that outlives the roll), by its lock's name.
+PROGRESS = "heartline/rolling/"
+
+
+def progress_key(lock: str) -> str:
+    return PROGRESS + lock
+
+
+def read_progress(store: EntryStore, key: str) -> dict[str, Any] | None:
+    """The progress a stopped roll left under ``key``, checked; None when there is none (or
+    it cannot be read: a roll then starts over)."""
+    for e in store.entries(key):
+        if e.key != key:
+            continue
+        try:
+            doc = json.loads(e.value)
+        except ValueError:
+            return None
+        ok = (isinstance(doc, dict) and isinstance(doc.get("group"), str)
+              and all(isinstance(doc.get(k), list) and all(isinstance(h, str) for h in doc[k])
+                      for k in ("hosts", "done")))  # fmt: skip
+        return doc if ok else None
+    return None

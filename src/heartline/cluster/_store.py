@@ -43,8 +43,8 @@ class EntryStore:
             )  # fmt: skip
         return self._entries
 
-    def put(self, key: str, value: str) -> None:
-        self.backend.put(key, value)
+    def put(self, key: str, value: str, *, keep: bool = False) -> None:
+        self.backend.put(key, value, keep=keep)
 
     def delete(self, key: str) -> None:
         self.backend.delete(key)

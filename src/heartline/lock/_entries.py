@@ -33,13 +33,14 @@ class Entry(NamedTuple):
 class Entries(Protocol):
     """A backend's entries, under one session of this process."""
 
-    def put(self, key: str, value: str) -> None:
+    def put(self, key: str, value: str, *, keep: bool = False) -> None:
         """Write ``key`` under this session (replacing any writer's); written again after a
-        reconnect, until :meth:`delete` or :meth:`close`."""
+        reconnect, until :meth:`delete` or :meth:`close`. With ``keep``, the entry belongs to
+        no session and stays until deleted (lockd: until it restarts; etcd: for good)."""
         ...
 
     def delete(self, key: str) -> None:
-        """Remove ``key`` if this session wrote it."""
+        """Remove ``key`` if this session wrote it, or it is kept."""
         ...
 
     def entries(self, prefix: str) -> list[Entry]:

@@ -91,7 +91,10 @@ class EtcdEntries:
                 wait = retry.next_delay()
 
     # --- the Entries protocol ---------------------------------------------------------------
-    def put(self, key: str, value: str) -> None:
+    def put(self, key: str, value: str, *, keep: bool = False) -> None:
+        if keep:
+            self.etcd.put(self._key(key), value.encode(), name=key)
+            return
         lease = self._lease_id()
         with self._mutex:
             self._owned[key] = value
@@ -99,7 +102,11 @@ class EtcdEntries:
 
     def delete(self, key: str) -> None:
         with self._mutex:
-            if self._owned.pop(key, None) is None:
+            mine = self._owned.pop(key, None) is not None
+        if not mine:
+            # Another session's entry stays; a kept one (on no lease) anyone may delete.
+            got = self.etcd.range(self._key(key), name=key)
+            if not got.kvs or got.kvs[0].lease != 0:
                 return
         self.etcd.delete_range(self._key(key), name=key)
 

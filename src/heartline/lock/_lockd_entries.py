@@ -271,15 +271,17 @@ class LockdEntries:
             slot.done.set()  # answer None: the connection is gone
 
     # --- the Entries protocol ---------------------------------------------------------------
-    def put(self, key: str, value: str) -> None:
+    def put(self, key: str, value: str, *, keep: bool = False) -> None:
+        if keep:
+            self._call({"op": "put", "key": key, "value": value, "keep": True})
+            return
         with self._mutex:
             self._owned[key] = value
         self._call({"op": "put", "key": key, "value": value})
 
     def delete(self, key: str) -> None:
         with self._mutex:
-            if self._owned.pop(key, None) is None:
-                return
+            self._owned.pop(key, None)
         self._call({"op": "delete", "key": key})
 
     def entries(self, prefix: str) -> list[Entry]:

@@ -9,7 +9,8 @@ Client to server (``id`` is the client's request number, echoed in the answer)::
     {"op": "ping", "id": 3}                                  (renews the session's lease)
     {"op": "locks", "id": 4}
     {"op": "break", "id": 5, "name": "x"}                    (admin)
-    {"op": "put", "id": 6, "key": "k", "value": "v"}         (an entry of this session's)
+    {"op": "put", "id": 6, "key": "k", "value": "v"}         (an entry of this session's;
+                                                   "keep": true: nobody's, it outlives it)
     {"op": "delete", "id": 7, "key": "k"}                    (only one of this session's)
     {"op": "entries", "id": 8, "prefix": "k"}
     {"op": "watch", "id": 9, "prefix": "k"}                  (the watch's id is the request's)
@@ -160,6 +161,7 @@ def decode(line: bytes) -> dict[str, Any]:
         out["key"] = _key(msg, "key")
         if op == "put":
             out["value"] = _text(msg, "value", limit=MAX_VALUE)
+            out["keep"] = bool(_field(msg, "keep", bool, optional=True))
     elif op in ("entries", "watch"):
         out["prefix"] = _key(msg, "prefix", empty=True)
     elif op == "unwatch":

@@ -20,6 +20,11 @@ from heartline.errors import LockError
 MAX_PER_SESSION = 4096
 #: Entries the whole server keeps.
 MAX_TOTAL = 200_000
+#: The owner of a kept entry (one that outlives the session that wrote it, such as a rolling
+#: operation's progress): no session; any session may rewrite or delete it.
+KEPT = ""
+#: Kept entries the server holds at most.
+MAX_KEPT = 10_000
 
 
 class EntryLimit(LockError):
@@ -40,13 +45,18 @@ class EntryTable:
         self.owned: dict[str, set[str]] = {}  # session id -> keys
         self.revision = 0
 
-    def put(self, key: str, value: str, owner: str, now: float) -> int:
-        """Write ``key`` as ``owner``'s (the last writer owns it); its revision."""
+    def put(self, key: str, value: str, owner: str, now: float, *, keep: bool = False) -> int:
+        """Write ``key`` as ``owner``'s (the last writer owns it), or with ``keep`` as nobody's
+        (it outlives the session); its revision."""
+        if keep:
+            owner = KEPT
         old = self.items.get(key)
         mine = self.owned.get(owner, set())
         if old is None or old.owner != owner:
-            if len(mine) >= MAX_PER_SESSION:
-                raise EntryLimit(f"a session may own at most {MAX_PER_SESSION} entries")
+            limit = MAX_KEPT if keep else MAX_PER_SESSION
+            if len(mine) >= limit:
+                raise EntryLimit(f"at most {limit} entries " + ("kept" if keep else
+                                 "owned by one session"))  # fmt: skip
             if old is None and len(self.items) >= MAX_TOTAL:
                 raise EntryLimit(f"lockd keeps at most {MAX_TOTAL} entries")
         if old is not None and old.owner != owner:
@@ -57,12 +67,13 @@ class EntryTable:
         return self.revision
 
     def delete(self, key: str, owner: str) -> int | None:
-        """Remove ``key`` if ``owner`` owns it; the revision of the removal, or None."""
+        """Remove ``key`` if ``owner`` owns it or it is kept; the revision of the removal, or
+        None."""
         item = self.items.get(key)
-        if item is None or item.owner != owner:
+        if item is None or item.owner not in (owner, KEPT):
             return None
         del self.items[key]
-        self._disown(owner, key)
+        self._disown(item.owner, key)
         self.revision += 1
         return self.revision
 

@@ -372,7 +372,7 @@ class LockServer:
         if op == "put":
             key = msg["key"]
             try:
-                rev = self.entries.put(key, msg["value"], s.id, self.clock())
+                rev = self.entries.put(key, msg["value"], s.id, self.clock(), keep=msg["keep"])
             except EntryLimit as e:
                 conn.send({"id": rid, "error": str(e), "code": "limit"})
                 return

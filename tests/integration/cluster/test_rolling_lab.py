@@ -227,3 +227,26 @@ def test_order_load_takes_the_least_loaded_host_first(clean: LabHosts) -> None:
     finally:
         os.killpg(busy.pid, signal.SIGKILL)
         busy.wait(10)
+
+
+def test_resume_continues_a_stopped_roll_at_the_host_it_stopped_at(clean: LabHosts) -> None:
+    """A gate that fails on lab3 stops the roll; once "fixed", --resume runs lab3 and lab4
+    only; a roll that finished leaves nothing to resume."""
+    lab = clean
+    fixed = "/run/fixed"
+    gate = f'[ "$(hostname)" != lab3 ] || [ -e {fixed} ]'
+    cmd = ["sh", "-c", "date +%s.%N >> /run/log"]
+    args = ["--check-exec", gate, "--healthy", "1", "--timeout", "2s"]
+    res = rolling(lab, *args, "--", *cmd)
+    assert res.returncode == 16, res.stderr
+    lab.run("lab3", ["touch", fixed], check=True)
+    try:
+        res = rolling(lab, "--json", "--resume", *args, "--", *cmd)
+        assert res.returncode == 0, res.stderr
+        assert [e["host"] for e in events(res) if e["event"] == "host done"] == ["lab3", "lab4"]
+        runs = {h: len(lab.run(h, ["cat", "/run/log"]).stdout.split()) for h in lab.hosts}
+        assert runs == {"lab1": 1, "lab2": 1, "lab3": 2, "lab4": 1}
+        res = rolling(lab, "--resume", "--", "true")
+        assert res.returncode == 2 and "no stopped roll" in res.stderr, res.stderr
+    finally:
+        lab.run("lab3", ["rm", "-f", fixed])

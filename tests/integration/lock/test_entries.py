@@ -175,3 +175,13 @@ def test_an_unreachable_backend_is_a_lock_error(opened: list[Entries]) -> None:
     opened.append(e)
     with pytest.raises(LockError, match="unreachable"):
         e.put("t/x", "1")
+
+
+def test_a_kept_entry_outlives_its_session(server: Any, opened: list[Entries]) -> None:
+    a, b = entries_on(server, opened, "a"), entries_on(server, opened, "b")
+    a.put("t/kept", "progress", keep=True)
+    a.put("t/mine", "session")
+    a.close()
+    wait_until(lambda: keys(b) == {"t/kept": "progress"}, TTL + 5, "only the kept entry left")
+    b.delete("t/kept")
+    assert keys(b) == {}

@@ -46,3 +46,13 @@ def test_a_session_cannot_own_more_than_the_limit_but_may_rewrite_its_own() -> N
         t.put("one-more", "v", "s", now=0.0)
     t.put("k0", "rewritten", "s", now=0.0)  # not a new entry
     t.put("one-more", "v", "other", now=0.0)  # another session still may
+
+
+def test_a_kept_entry_outlives_its_writer_and_anyone_may_delete_it() -> None:
+    t = EntryTable()
+    t.put("roll/x", "progress", "s1", now=0.0, keep=True)
+    assert t.drop_session("s1") == []
+    assert t.read("roll/", now=1.0)[0][1] == "progress"
+    t.put("roll/x", "more", "s2", now=1.0, keep=True)  # rewritten by another session
+    assert t.delete("roll/x", "s3") is not None
+    assert t.read("roll/", now=1.0) == [] and t.owned == {}

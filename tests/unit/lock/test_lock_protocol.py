@@ -153,7 +153,13 @@ valid_frames = st.one_of(
     st.fixed_dictionaries({"op": st.sampled_from(["ping", "locks"]), "id": ids}),
     st.fixed_dictionaries({"op": st.just("break"), "id": ids, "name": names}),
     st.fixed_dictionaries(
-        {"op": st.just("put"), "id": ids, "key": names, "value": st.text(max_size=200)}
+        {
+            "op": st.just("put"),
+            "id": ids,
+            "key": names,
+            "value": st.text(max_size=200),
+            "keep": st.booleans(),
+        }
     ),
     st.fixed_dictionaries({"op": st.just("delete"), "id": ids, "key": names}),
     st.fixed_dictionaries(
@@ -251,6 +257,8 @@ BAD_FIELDS = [
     ("put", "value", None),
     ("put", "value", 5),
     ("put", "value", "v" * (proto.MAX_VALUE + 1)),
+    ("put", "keep", 1),
+    ("put", "keep", "yes"),
     ("delete", "key", ""),
     ("entries", "prefix", None),
     ("entries", "prefix", "\x07"),

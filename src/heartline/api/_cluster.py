@@ -40,6 +40,10 @@ class HostReport(TypedDict):
     #: CPUs claimed by the placements' holds on this host when the sample was taken (so a
     #: reader can tell the placed commands in ``runnable`` from the host's other load).
     held: float
+    #: The host's own load (its runnable tasks less the placed commands), the lower of this
+    #: sample's and the one before: a spike shorter than an interval (a burst of logins) is
+    #: not load.
+    other: float
     labels: list[str]
     groups: list[str]
     capacity: Capacity

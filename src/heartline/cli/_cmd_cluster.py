@@ -185,8 +185,7 @@ def _place(args: argparse.Namespace) -> int:
 
 def cmd_rolling(args: argparse.Namespace) -> int:
     from heartline._util import parse_duration
-    from heartline.cluster import Gate, Roll
-    from heartline.cluster._rolling import Notifier
+    from heartline.cluster import Gate, Notifier, Roll
 
     spec = _cluster(args)
     durations = {}

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
     from heartline.cluster._load import LoadSampler, Sample, count_runnable
     from heartline.cluster._place import decide, explain, hosts, read_cluster, run_placed
     from heartline.cluster._reporter import Reporter, session_ttl
-    from heartline.cluster._rolling import Gate, Roll
+    from heartline.cluster._rolling import Gate, Notifier, Roll
     from heartline.cluster._score import (
         Candidate,
         Decision,
@@ -43,6 +43,7 @@ _WHERE = {
     "read_cluster": "_place",
     "run_placed": "_place",
     "Gate": "_rolling",
+    "Notifier": "_rolling",
     "Roll": "_rolling",
     "Reporter": "_reporter",
     "session_ttl": "_reporter",
@@ -89,6 +90,7 @@ __all__ = [
     "LabStatus",
     "LoadSampler",
     "NoFit",
+    "Notifier",
     "Remote",
     "Reporter",
     "Request",

@@ -50,6 +50,7 @@ class Reporter:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._store: EntryStore | None = None
+        self._last_other: float | None = None
         self._sampler = LoadSampler()
         self._failing = False
 
@@ -94,6 +95,8 @@ class Reporter:
     def report(self) -> HostReport:
         s = self._sampler.sample()
         held = self.held()
+        other = max(s.runnable - held, 0.0)
+        last, self._last_other = self._last_other, other
         conf = self.spec.host(self.name)
         self.seq += 1
         return HostReport(
@@ -111,6 +114,7 @@ class Reporter:
             psi=s.psi,
             programs=self.programs,
             held=held,
+            other=other if last is None else min(other, last),
             labels=list(conf.labels),
             groups=list(self.spec.groups_of(self.name)),
             capacity={"cpus": conf.cpus, "mem": conf.mem},

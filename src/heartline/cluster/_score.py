@@ -89,6 +89,8 @@ class HostView:
     holds: tuple[Hold, ...] = ()
     #: CPUs the holds on this host claimed when its report was sampled.
     report_held: float = 0.0
+    #: The host's own load as its report gives it (None: runnable less report_held).
+    report_other: float | None = None
 
     @property
     def state(self) -> str:
@@ -107,7 +109,10 @@ def charged(view: HostView) -> tuple[float, int]:
 
 
 def other_load(view: HostView) -> float:
-    """The host's load as its report saw it, less the placed commands it counted."""
+    """The host's load as its report saw it, less the placed commands it counted (the
+    report's own figure when it gives one: the lower of its last two samples)."""
+    if view.report_other is not None:
+        return max(view.report_other, 0.0)
     return max(view.runnable - view.report_held, 0.0)
 
 

@@ -102,6 +102,7 @@ def host_views(spec: ClusterSpec, snap: Snapshot) -> list[HostView]:
                 cpus=r["cpus"],
                 runnable=r["runnable"],
                 report_held=r["held"],
+                report_other=r["other"],
                 mem_available=r["mem_available"],
                 mem_total=r["mem_total"],
                 psi_cpu=psi.get("cpu"),

@@ -109,7 +109,12 @@ def decode_report(text: str) -> HostReport:
         mem_total=_int(doc, "mem_total"),
         psi=psi,
         programs=_int(doc, "programs", hi=1 << 30),
-        held=_num(doc, "held", hi=1 << 20) if "held" in doc else 0.0,
+        held=(held := _num(doc, "held", hi=1 << 20) if "held" in doc else 0.0),
+        other=(
+            _num(doc, "other", hi=1 << 30)
+            if "other" in doc
+            else max(_int(doc, "runnable", hi=1 << 30) - held, 0.0)
+        ),
         labels=_names(doc, "labels"),
         groups=_names(doc, "groups"),
         capacity={

@@ -82,6 +82,8 @@ def test_holds_count_while_they_live_and_the_report_s_own_holds_are_not_counted_
     assert assess(v, Request()).score == pytest.approx((2 + 3 + 1) / 4 + 0.25 * 0.5)
     # A hold the report counted whose command had not started yet: never below zero.
     assert other_load(host("a", runnable=0, report_held=1.0)) == 0.0
+    # The report's own figure (the lower of its last two samples) when it gives one.
+    assert other_load(host("a", runnable=5, report_held=1.0, report_other=0.0)) == 0.0
 
 
 def test_a_stale_report_misses_neither_new_commands_nor_ended_ones() -> None:

@@ -28,7 +28,7 @@ def report(host: str = "h1", **kw: Any) -> dict[str, Any]:
         "v": CLUSTER_FORMAT, "host": host, "sampled": 1000.0, "seq": 1, "interval": 2.0,
         "cpus": 4, "runnable": 2, "load": [0.5, 0.4, 0.3], "cpu_busy": 12.5,
         "mem_available": 1 << 30, "mem_total": 2 << 30, "psi": {"cpu": 1.5},
-        "programs": 3, "held": 1.5, "labels": ["ssd"], "groups": ["web"],
+        "programs": 3, "held": 1.5, "other": 0.5, "labels": ["ssd"], "groups": ["web"],
         "capacity": {"cpus": None, "mem": None}, "address": "198.18.0.11",
     }  # fmt: skip
     doc.update(kw)
@@ -76,6 +76,8 @@ def test_a_good_report_and_hold_round_trip() -> None:
         {"held": "x"},
         {"held": -1},
         {"held": None},
+        {"other": "x"},
+        {"other": -2},
     ],
 )
 def test_each_bad_report_field_is_refused(change: dict[str, Any]) -> None:
@@ -89,8 +91,9 @@ def test_each_bad_report_field_is_refused(change: dict[str, Any]) -> None:
 def test_a_report_without_held_counts_no_holds() -> None:
     """(A report of a daemon that did not say: none of its runnable tasks is a hold's.)"""
     doc = report()
-    del doc["held"]
+    del doc["held"], doc["other"]
     assert decode_report(json.dumps(doc))["held"] == 0.0
+    assert decode_report(json.dumps(doc))["other"] == 2.0  # all its runnable tasks
     assert decode_report(json.dumps(report()))["held"] == 1.5
 
 

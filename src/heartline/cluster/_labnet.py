@@ -41,7 +41,8 @@ def ip(*args: str, step: str, missing_ok: bool = False) -> str:
     if res.returncode != 0:
         err = res.stderr.strip()
         said = err.splitlines()[-1] if err else f"exit {res.returncode}"
-        gone = ("Cannot find device", "No such file", "does not exist", 'Invalid "netns"')
+        gone = ("Cannot find device", "No such device", "No such file", "does not exist",
+                'Invalid "netns"')  # fmt: skip
         if missing_ok and any(m in said for m in gone):
             return ""
         raise LabError(f"{step}: ip {' '.join(args)}: {said}")

@@ -339,7 +339,7 @@ def by_load(spec: ClusterSpec, hosts: list[str]) -> list[str]:
         if info is None or report is None or info["state"] != "up":
             return (1, 0.0, hosts.index(host))
         held = sum(h["cpus"] for h in info["holds"])
-        load = (max(report["runnable"] - report["held"], 0) + held) / max(report["cpus"], 1)
+        load = (report["other"] + held) / max(report["cpus"], 1)
         return (0, load, hosts.index(host))
 
     return sorted(hosts, key=key)

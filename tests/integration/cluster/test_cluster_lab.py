@@ -26,8 +26,9 @@ pytestmark = [
     pytest.mark.timeout(240),
 ]
 
-#: A CPU-bound job, bounded in time.
-SPIN = "timeout {secs} sh -c 'while :; do :; done'"
+#: A CPU-bound job, bounded in time (--foreground: timeout stays in the process group, so
+#: killing the group ends the loop too).
+SPIN = "timeout --foreground {secs} sh -c 'while :; do :; done'"
 
 
 @pytest.fixture(scope="module")
@@ -74,7 +75,9 @@ def test_placements_avoid_a_busy_host(lab: LabHosts) -> None:
     all_up(lab)
     busy = spin_in(lab, "lab1", 2, 60)
     try:
-        seen = wait_until(lambda: (h := hosts(lab))["lab1"]["report"]["runnable"] >= 2 and h,
+        # (A host's own load is the lower of its last two samples: two reports after the
+        # loops began.)
+        seen = wait_until(lambda: (h := hosts(lab))["lab1"]["report"]["other"] >= 2 and h,
                           15, "lab1's report to count its loops")  # fmt: skip
         assert seen["lab2"]["report"]["runnable"] < 2 and seen["lab3"]["report"]["runnable"] < 2
         chosen = []
@@ -91,6 +94,8 @@ def test_thirty_placements_from_six_clients_spread_evenly(lab: LabHosts, tmp_pat
     """6 clients, 5 placements each, all at once, of CPU-bound jobs: each decision sees the
     holds of the ones before, so the hosts get 10 each, give or take one."""
     all_up(lab)
+    wait_until(lambda: all(h["report"]["other"] == 0 and not h["holds"]
+                           for h in hosts(lab).values()), 20, "every host idle")  # fmt: skip
     job = f"{SPIN.format(secs=6)}; hostname"
     script = " ".join([f'heartline -c {lab.config} place -- sh -c "{job}" &'] * 5) + " wait"
     env = {**os.environ, "PATH": f"{os.path.dirname(HEARTLINE[0])}:{os.environ['PATH']}"}

@@ -208,8 +208,9 @@ def test_a_dead_notify_receiver_does_not_hold_up_the_roll(clean: LabHosts) -> No
 
 def test_order_load_takes_the_least_loaded_host_first(clean: LabHosts) -> None:
     lab = clean
-    argv, env = lab.exec_argv("lab1", ["sh", "-c", "timeout 60 sh -c 'while :; do :; done' & "
-                                       "timeout 60 sh -c 'while :; do :; done' & wait"])  # fmt: skip
+    # --foreground: timeout stays in the process group, so killing the group ends the loops.
+    spin = "timeout --foreground 60 sh -c 'while :; do :; done' &"
+    argv, env = lab.exec_argv("lab1", ["sh", "-c", f"{spin} {spin} wait"])
     busy = subprocess.Popen(argv, env=env, stdin=subprocess.DEVNULL, start_new_session=True)
     try:
 
@@ -217,7 +218,7 @@ def test_order_load_takes_the_least_loaded_host_first(clean: LabHosts) -> None:
             res = subprocess.run([*HEARTLINE, "-c", lab.config, "hosts", "--json"],
                                  capture_output=True, text=True, timeout=30, check=False)  # fmt: skip
             hosts = {h["name"]: h for h in json.loads(res.stdout)["hosts"]}
-            return bool(hosts["lab1"]["report"]) and hosts["lab1"]["report"]["runnable"] >= 2
+            return bool(hosts["lab1"]["report"]) and hosts["lab1"]["report"]["other"] >= 2
 
         wait_until(lab1_busy, 15, "lab1's report to show it busy")
         res = rolling(lab, "--json", "--order", "load", "--", "true")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import tempfile
@@ -19,6 +20,8 @@ from typing import Any
 import pytest
 from tests.helpers import wait_until
 from tests.integration.conftest import HEARTLINE, Daemon
+
+from heartline.cluster import Ssh
 
 INTERVAL = 0.5
 
@@ -71,8 +74,10 @@ def cluster(
         yield {"daemons": daemons, "config": str(controller), "backend": backend,
                "env": {"XDG_RUNTIME_DIR": runtime}}  # fmt: skip
     finally:
-        subprocess.run(["ssh", "-F", sshd["ssh_config"], "-o", f"ControlPath={runtime}/%C",
-                        "-O", "exit", "testhost"], capture_output=True, check=False)  # fmt: skip
+        # The shared connection heartline opened (its control socket is under runtime),
+        # then the directory.
+        Ssh(config=sshd["ssh_config"]).close_shared("testhost")
+        shutil.rmtree(runtime, ignore_errors=True)
 
 
 def hl(

@@ -249,11 +249,9 @@ AllowTcpForwarding local
         # mount namespace): the machine's root ~/.bashrc may do slow, locking work (a version
         # manager's rehash) on every session.
         passwd = root / "passwd"
-        passwd.write_text("".join(
-            ":".join([*f[:6], "/bin/sh"]) + "\n" if len(f) == 7 and f[2] == "0" else line
-            for line in Path("/etc/passwd").read_text().splitlines(keepends=True)
-            for f in [line.rstrip("\n").split(":")]
-        ))  # fmt: skip
+        from heartline.cluster._labinit import root_with_sh
+
+        passwd.write_text(root_with_sh(Path("/etc/passwd").read_text()))
         argv = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
                 'mount --bind "$0" /etc/passwd && exec "$@"', str(passwd), *argv]  # fmt: skip
     with open(log, "wb") as logf:

@@ -94,6 +94,17 @@ def private_run(lab_dir: str, daemon_run_dir: str) -> None:
     os.symlink(daemon_run_dir, "/run/heartline")
 
 
+def root_with_sh(passwd: str) -> str:
+    """The text of an /etc/passwd with root's login shell ``/bin/sh``."""
+    out = []
+    for line in passwd.splitlines():
+        fields = line.split(":")
+        if len(fields) == 7 and fields[2] == "0":
+            fields[6] = "/bin/sh"
+        out.append(":".join(fields))
+    return "\n".join(out) + "\n"
+
+
 def plain_root_shell() -> None:
     """Logins to the host get ``/bin/sh``: sshd runs a command through the user's login
     shell, and the machine's root may have a bash whose ~/.bashrc does slow or locking work
@@ -101,17 +112,11 @@ def plain_root_shell() -> None:
     /etc/passwd (on its private /run, bound over the file in its mount namespace only)."""
     try:
         with open("/etc/passwd") as f:
-            lines = f.read().splitlines()
+            text = f.read()
     except OSError:
         return
-    out = []
-    for line in lines:
-        fields = line.split(":")
-        if len(fields) == 7 and fields[2] == "0":
-            fields[6] = "/bin/sh"
-        out.append(":".join(fields))
     with open("/run/passwd", "w") as f:
-        f.write("\n".join(out) + "\n")
+        f.write(root_with_sh(text))
     os.chmod("/run/passwd", 0o644)
     _mount("/run/passwd", "/etc/passwd", None, _MS_BIND, None)
 

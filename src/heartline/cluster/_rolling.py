@@ -98,7 +98,8 @@ class Notifier:
                     why = f"HTTP {resp.status}"
             except (OSError, ValueError) as e:
                 why = str(getattr(e, "reason", e))
-            time.sleep(0.2 * (attempt + 1))
+            if attempt + 1 < self.TRIES:
+                time.sleep(0.2 * (attempt + 1))
         if not self._warned:
             self._warned = True
             self.warn(f"--notify {self.url}: {why}; the roll goes on without it")

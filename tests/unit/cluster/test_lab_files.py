@@ -146,3 +146,12 @@ def test_a_bad_programs_file_is_its_own_config_error(tmp_path: Path) -> None:
     bad.write_text("[programs.x]\ncommand = 5\n")
     with pytest.raises(ConfigError, match=r"bad\.toml:2"):
         programs_of(str(bad))
+
+
+def test_root_logs_in_to_a_lab_host_with_sh_and_nobody_else_changes() -> None:
+    from heartline.cluster._labinit import root_with_sh
+
+    text = "root:x:0:0:root:/root:/bin/bash\nbob:x:1000:1000::/home/bob:/bin/bash\nbroken\n"
+    assert root_with_sh(text) == (
+        "root:x:0:0:root:/root:/bin/sh\nbob:x:1000:1000::/home/bob:/bin/bash\nbroken\n"
+    )

@@ -30,6 +30,7 @@ EXIT_CODES: dict[int, str] = {
     14: "lab: a lab could not be made, changed or removed",
     15: "lab: no such lab, or no such host in it",
     16: "rolling: stopped at a host (its command or its health gate failed)",
+    17: "move: the singleton could not be handed over",
     64: "lock, run: usage error",
     69: "lock, locks, hosts, place: the lock server (the cluster's backend) is unreachable",
     70: "lock: the guard process vanished",
@@ -89,6 +90,7 @@ __all__ = [
     "LockReleased",
     "LockServerUnreachable",
     "LockTimeout",
+    "MoveRefused",
     "NoHostFits",
     "NotInCluster",
     "PermissionDenied",
@@ -283,6 +285,13 @@ class RollStopped(ClusterError):
     not pass in time; the hosts after it were left untouched."""
 
     exit_code = 16
+
+
+class MoveRefused(ClusterError):
+    """`heartline move` could not hand a singleton over: it is not a singleton, runs nowhere,
+    the target does not stand by for it, or it did not start there in time."""
+
+    exit_code = 17
 
 
 class LabNotFound(ClusterError):

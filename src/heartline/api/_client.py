@@ -277,6 +277,10 @@ class Client:
         code, message = str(err.get("code", "http")), str(err.get("message", f"HTTP {status}"))
         if code == "unknown_program":
             raise UnknownProgram(str(err.get("name", "?")))
+        if code == "move_refused":
+            from heartline.errors import MoveRefused
+
+            raise MoveRefused(message)
         if status == 403:
             raise PermissionDenied(message)
         raise ApiError(status, code, message)

@@ -22,7 +22,9 @@ EXIT_REASONS: tuple[ExitReason, ...] = get_args(ExitReason)
 #: What the daemon stops a program for (the reasons of its own in :data:`ExitReason`).
 StopReason = Literal["watchdog", "check", "start-timeout"]
 
-ProgramState = Literal["stopped", "starting", "running", "backoff", "stopping", "exited", "fatal"]
+ProgramState = Literal[
+    "stopped", "starting", "running", "backoff", "stopping", "exited", "fatal", "standby"
+]
 
 
 class ExitRecord(TypedDict):
@@ -56,6 +58,21 @@ class Figures(TypedDict, total=False):
     fds: int | None
 
 
+class SingletonInfo(TypedDict):
+    """Where a singleton program runs, as its daemon knows it."""
+
+    #: The cluster lock it runs under.
+    lock: str
+    #: The host running it (this one or another); None while nobody does.
+    holder: str | None
+    #: The fencing token of that run (grows with every grant); None while nobody runs it.
+    token: int | None
+    #: Hosts standing by to take it over.
+    standby: list[str]
+    #: The lease, in seconds: how long the lock outlives a holder gone silent.
+    lease: float
+
+
 class ProgramStatus(TypedDict):
     name: str
     group: str
@@ -73,6 +90,8 @@ class ProgramStatus(TypedDict):
     health: Health | None
     #: Pids of its processes outside its main process group (escaped or left behind).
     others: list[int]
+    #: For a singleton program (``singleton = true``): where it runs; else None.
+    singleton: SingletonInfo | None
     #: With ``resources=true``.
     resources: NotRequired[Figures | None]
 

@@ -11,7 +11,7 @@ import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING, Any
 
-from heartline.cli._main import config_path, echo
+from heartline.cli._main import client, config_path, echo
 from heartline.errors import NotInCluster, UsageError
 
 if TYPE_CHECKING:
@@ -252,3 +252,18 @@ def _event_text(e: dict[str, Any]) -> str:
         return f"{at}finished: {e['hosts']} hosts"
     extra = {k: v for k, v in e.items() if k not in ("event", "host", "elapsed")}
     return f"{at}{where}{kind} {json.dumps(extra)}"
+
+
+def cmd_move(args: argparse.Namespace) -> int:
+    """`heartline move NAME [--to HOST]`: through this host's daemon, which watches the
+    singleton's seats on every host and waits until it runs on the target."""
+    with client(args) as c:
+        out = c.post("/v1/move", {"name": args.name, "to": args.to})
+    if args.json:
+        from heartline.cli._render import to_json
+
+        echo(to_json(out))
+    else:
+        echo(f"{out['name']}: moved from {out['from']} to {out['to']} (token {out['token']}) "
+             f"in {out['took']:.2f}s\n")  # fmt: skip
+    return 0

@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 _COMMANDS = (
     "up", "down", "status", "top", "report", "attach", "start", "stop", "restart", "signal",
     "logs", "reload", "reopen-logs", "run", "systemd-unit", "init", "lock", "locks", "lockd",
-    "hosts", "place", "rolling", "lab",
+    "hosts", "place", "rolling", "move", "lab",
 )  # fmt: skip
 
 # Exit codes beyond the ones the errors carry (see heartline.errors).
@@ -435,6 +435,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
                    help="continue the stopped roll (kept in the backend) from the host it "
                    "stopped at")  # fmt: skip
     p.add_argument("--json", action="store_true", help="one JSON event per line on stdout")
+    p = add(
+        "move",
+        "_cmd_cluster:cmd_move",
+        "Hand a singleton program over to another host: stop it where it runs, start it on "
+        "HOST (default: the first host standing by). Exit 17: it could not be moved.",
+    )
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--to", metavar="HOST", default=None, help="the host to run it on")
+    p.add_argument("--json", action="store_true", help="print the API's JSON")
     p = add(
         "lab",
         "_cmd_lab:cmd_status",

@@ -19,6 +19,11 @@ def _row(p: ProgramStatus) -> list[str]:
     exit_ = p.get("last_exit")
     exit_text = exit_["text"] if exit_ else ""
     info = p.get("detail") or exit_text
+    one = p.get("singleton")
+    if one is not None and p["state"] not in ("standby", "stopped"):
+        # Where a singleton runs is its standbys' detail; the holder says it holds it.
+        held = f"singleton here, token {one['token']}" if one.get("token") else "singleton"
+        info = f"{held}; {info}" if info and info != exit_text else held
     uptime = p.get("uptime")
     return [
         p["name"],

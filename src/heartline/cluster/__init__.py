@@ -28,6 +28,7 @@ if TYPE_CHECKING:
         charged,
         choose,
     )
+    from heartline.cluster._singleton import SeatKeeper
     from heartline.cluster._ssh import Remote, Ssh
     from heartline.cluster._store import EntryStore, open_store
     from heartline.cluster._view import Snapshot, host_infos, host_views, read_snapshot
@@ -56,6 +57,7 @@ _WHERE = {
     "assess": "_score",
     "charged": "_score",
     "choose": "_score",
+    "SeatKeeper": "_singleton",
     "Remote": "_ssh",
     "Ssh": "_ssh",
     "EntryStore": "_store",
@@ -96,6 +98,7 @@ __all__ = [
     "Request",
     "Roll",
     "Sample",
+    "SeatKeeper",
     "Snapshot",
     "Ssh",
     "assess",

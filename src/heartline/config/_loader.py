@@ -226,6 +226,8 @@ class _Builder:
                             ("programs", name, key), "a program cannot wait for itself"
                         )
         self.check_cycles(programs_t, programs, groups)
+        for name, raw in programs_t.items():
+            self.check_singleton(name, raw, programs[groups[name][0]], len(groups[name]))
         return Config(
             path=os.path.abspath(self.path) if self.path != "<config>" else self.path,
             daemon=daemon,
@@ -265,6 +267,26 @@ class _Builder:
                     state[dep] = 1
                     trail.append(dep)
                     stack.append(iter(self._deps(programs[groups[dep][0]])))
+
+    def check_singleton(
+        self, name: str, own: Mapping[str, Any], spec: ProgramSpec, instances: int
+    ) -> None:
+        """A singleton needs the cluster and is one instance; its keys need it (a program's
+        own table is checked, so [defaults] may set a lease for the singletons among many)."""
+        where = ("programs", name)
+        if not spec.singleton:
+            for key in ("lease", "failover_on"):
+                if key in own:
+                    raise self.error((*where, key), "only applies with singleton = true")
+            return
+        if "cluster" not in self.data:
+            raise self.error(
+                (*where, "singleton"),
+                "a singleton runs on one host of a cluster: add a [cluster] section naming "
+                "the backend its lock lives in",
+            )
+        if instances > 1:
+            raise self.error((*where, "singleton"), "a singleton is one instance: remove numprocs")
 
     @staticmethod
     def _deps(spec: ProgramSpec) -> list[str]:
@@ -615,6 +637,23 @@ def _check(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) ->
     return spec
 
 
+def _lease(b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]) -> float:
+    ttl = _duration(b, v, where, t)
+    if not 1.0 <= ttl <= 3600.0:
+        raise _Invalid("must be from 1s to 1h (the default is 5s)")
+    return ttl
+
+
+def _failover_on(
+    b: _Builder, v: Any, where: tuple[str, ...], t: Mapping[str, Any]
+) -> tuple[str, ...]:
+    if isinstance(v, str):
+        v = [v]
+    if not isinstance(v, list) or not all(x == "fatal" for x in v):
+        raise _Invalid('expected [] or ["fatal"] (hand it over when it turns fatal here)')
+    return tuple(dict.fromkeys(v))
+
+
 _PROGRAM_KEYS: dict[str, Validator] = {
     "command": _command,
     "shell": _bool,
@@ -655,4 +694,7 @@ _PROGRAM_KEYS: dict[str, Validator] = {
     "report_signal": _report_signal,
     "report_wait": _duration,
     "check": _check,
+    "singleton": _bool,
+    "lease": _lease,
+    "failover_on": _failover_on,
 }

@@ -62,6 +62,11 @@ command = ["/bin/sleep", "3600"]    # an argv list, run as is: no shell
 # check.status = "200-399"          # HTTP statuses that pass
 # check.body = "ok"                 # text the HTTP body must contain (default: any)
 # check.insecure = false            # https without certificate checks
+# singleton = false                 # with [cluster]: runs on one host only, the holder of
+#                                   #   its cluster lock; the others stand by to take over
+# lease = "5s"                      # a singleton's lock lease: the longest it stays with a
+#                                   #   host that went silent (crashed, cut off, frozen)
+# failover_on = []                  # ["fatal"]: a singleton that turns fatal here moves on
 
 # A cluster (`heartline hosts`, `heartline place`): every host runs its daemon with the same
 # section; the hosts that report are the cluster. Remove the "#> " to switch it on.

@@ -103,6 +103,12 @@ class ProgramSpec:
     #: How long the report may take to land in the log.
     report_wait: float = 0.05
     check: CheckSpec | None = None
+    #: Cluster mode: run on exactly one host of those whose config has it, under its lock.
+    singleton: bool = False
+    #: The singleton's lease: how long its lock outlives a holder that went silent.
+    lease: float = 5.0
+    #: What hands the singleton to another host besides its host's failure ("fatal").
+    failover_on: tuple[str, ...] = ()
 
     def argv(self) -> list[str]:
         """The argv to exec: the command itself, or ``/bin/sh -c`` when ``shell`` is set."""

@@ -16,7 +16,7 @@ from heartline._util import handles_signal
 from heartline.api import Figures, StatusReply, openapi_bytes
 from heartline.config import load_config, parse_signal
 from heartline.daemon._http import Request, Response
-from heartline.errors import ConfigError, UnknownProgram
+from heartline.errors import ConfigError, MoveRefused, UnknownProgram
 from heartline.supervise import (
     FollowBuffer,
     LogFile,
@@ -108,6 +108,7 @@ class Api:
             ("GET", "/v1/openapi.json"): self.openapi,
             ("GET", "/v1/top"): self.top,
             ("POST", "/v1/report"): self.report,
+            ("POST", "/v1/move"): self.move,
         }
         self._reading: Reading | None = None
 
@@ -245,6 +246,24 @@ class Api:
     async def shutdown(self, body: Any) -> Response:
         self.daemon.request_stop()
         return Response.json({"ok": True})
+
+    async def move(self, body: Any) -> Response:
+        """Hand a singleton program over to another host (``to``, or any standing by)."""
+        name, to = body.get("name"), body.get("to")
+        if not isinstance(name, str) or not name:
+            raise _Invalid('"name" must be a program name')
+        if to is not None and (not isinstance(to, str) or not to):
+            raise _Invalid('"to" must be a host name, or null for any host standing by')
+        self.sup.resolve([name])  # an unknown name is a 404
+        seats = self.daemon.seats
+        if seats is None:
+            return Response.error(
+                409, "move_refused", f"{name}: this daemon's config has no [cluster] section"
+            )
+        try:
+            return Response.json(await seats.move(name, to))
+        except MoveRefused as e:
+            return Response.error(409, "move_refused", str(e))
 
     async def report(self, body: Any) -> Response:
         """Ask a running program for a report (its report signal) and answer with it."""

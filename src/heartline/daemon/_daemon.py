@@ -24,7 +24,7 @@ from heartline.errors import ConfigError, DaemonAlreadyRunning, DaemonStartError
 from heartline.supervise import Saved, State, Supervisor, load_state
 
 if TYPE_CHECKING:
-    from heartline.cluster import Reporter
+    from heartline.cluster import Reporter, SeatKeeper
 
 log = logging.getLogger("heartline.daemon")
 
@@ -90,6 +90,8 @@ class Daemon:
         self.notifier = SystemdNotifier()
         self._watchdog: asyncio.TimerHandle | None = None
         self.reporter: Reporter | None = None
+        self.seats: SeatKeeper | None = None
+        self._holder: Holder | None = None
 
     def request_stop(self) -> None:
         if self._stop is not None:
@@ -130,6 +132,8 @@ class Daemon:
                     subreaper=become_subreaper(),
                 )
             loop.add_signal_handler(signal.SIGCHLD, self.supervisor.on_sigchld)
+            self._holder = holder
+            self._start_seats()
             guarding = True
             adopted = self._adopt(saved, old_holder)
             api = Api(self)
@@ -171,6 +175,8 @@ class Daemon:
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(sock_path)
             await self.supervisor.shutdown()
+            if self.seats is not None:
+                await self.seats.close()
             clean = True
             log.info("heartline daemon %d stopped; every program is stopped", os.getpid())
         finally:
@@ -216,7 +222,9 @@ class Daemon:
                 if prog is not None and prog.restore(rec):
                     settled.add(name)
                 continue
-            if prog is None:
+            if prog is None or prog.spec.singleton:
+                # A singleton is never adopted: its lock went with the old daemon (whose fd
+                # holder stopped it, or is stopping it); it runs again once granted again.
                 sup.add_leftover(rec.pid, rec.start_time, name)
                 for pid, ticks in rec.others:
                     sup.add_leftover(pid, ticks, name)
@@ -272,6 +280,10 @@ class Daemon:
             self._start_reporter()
             if self.reporter is None:
                 log.info("no [cluster] any more: this host stopped reporting")
+            seats, self.seats = self.seats, None
+            if seats is not None:
+                await seats.close()
+            self._start_seats()
         return diff
 
     def _status_text(self) -> str:
@@ -299,6 +311,22 @@ class Daemon:
             "reporting this host's load as %s to %s every %gs",
             self.reporter.name, self.config.cluster.backend, self.reporter.interval,
         )  # fmt: skip
+
+    def _start_seats(self) -> None:
+        """In a cluster, the seats of the singleton programs (they contend for their locks
+        as they come to stand by)."""
+        cluster = self.config.cluster
+        if cluster is None:
+            return
+        import socket
+
+        from heartline.cluster import SeatKeeper, session_ttl
+
+        self.seats = SeatKeeper(
+            cluster, self.supervisor, host=cluster.name or socket.gethostname(),
+            fences=self._holder, session_ttl=session_ttl(cluster.report_interval),
+        )  # fmt: skip
+        self.seats.resume()
 
     def _watchdog_ping(self, loop: asyncio.AbstractEventLoop) -> None:
         self.notifier.notify("WATCHDOG=1")

@@ -6,6 +6,15 @@ could only restart them. The holder is a small process forked by the daemon at s
 a second read end of every output pipe (passed over a socketpair with SCM_RIGHTS) and a pidfd
 of every program. It never reads. While the daemon lives it only follows add/drop messages.
 
+A singleton program runs under a cluster lock's lease, and must never outlive it: the daemon
+*fences* it here, telling the holder after every renewal until when the lease is proven
+(monotonic time, which both processes share) and handing over a copy of the lock's
+connection (lockd lets a lock go only when the last copy of its session's connection closes).
+If the daemon is frozen and that deadline draws near, the holder stops the program (stop
+signal, SIGKILL before the deadline) on its own; if the daemon dies, the holder stops its
+fenced programs at once and only then closes the connection. So the lock can pass to another
+host only after the program here is gone, however the daemon ends.
+
 When the daemon vanishes without saying goodbye, the pipes stay open (writes go on until the
 pipe buffer fills), and the holder waits ``adopt_timeout`` for a successor: a new daemon reads
 the state file, opens new read ends through /proc/PID/fd/N, and then ends the old holder. If no
@@ -23,6 +32,7 @@ import select
 import signal
 import socket
 import struct
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -45,6 +55,31 @@ class _Held:
     others: dict[int, int] = field(default_factory=dict)
 
 
+@dataclass
+class _Fence:
+    """A singleton's lease as the holder knows it: stop its processes ``lead`` seconds before
+    ``until`` (the daemon moves it on at each renewal), SIGKILL ``grace`` later and before
+    ``until``; ``conns`` keep its lock's session open until they are gone."""
+
+    until: float
+    lead: float
+    grace: float
+    conns: list[int]
+    stopping_at: float | None = None
+    killed: bool = False
+
+    def kill_at(self) -> float | None:
+        if self.stopping_at is None:
+            return None
+        return min(self.stopping_at + self.grace, self.until - 0.05)
+
+    def close(self) -> None:
+        for fd in self.conns:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+        self.conns = []
+
+
 class Holder:
     """Daemon side of the holder."""
 
@@ -52,6 +87,8 @@ class Holder:
         self.sock = sock
         self.pid = pid
         self.alive = True
+        # Fences are sent from a lock's lease thread, the rest from the loop.
+        self._mutex = threading.Lock()
 
     @classmethod
     def start(
@@ -89,7 +126,8 @@ class Holder:
             else []
         )
         try:
-            self.sock.sendmsg([msg], anc)
+            with self._mutex:
+                self.sock.sendmsg([msg], anc)
         except OSError as e:
             log.warning("fd holder is gone (%s); a daemon crash now would break program output", e)
             self.alive = False
@@ -103,6 +141,18 @@ class Holder:
 
     def drop(self, key: str) -> None:
         self._send(json.dumps(["D", key]).encode())
+
+    def fence(self, key: str, until: float, *, lead: float, grace: float, conn: int = -1) -> None:
+        """Program ``key`` runs under a lease proven until ``until`` (monotonic): see the
+        module doc. ``conn``: a new copy of the lock's connection to keep open (-1: none, or
+        the same as before). Thread-safe."""
+        self._send(
+            json.dumps(["F", key, until, lead, grace]).encode(), [conn] if conn >= 0 else None
+        )
+
+    def unfence(self, key: str) -> None:
+        """Program ``key`` no longer runs under a lease (its lock was given back)."""
+        self._send(json.dumps(["F", key, 0, 0, 0]).encode())
 
     def abandon(self) -> None:
         """Leave without a goodbye: the holder then guards the programs (see module doc)."""
@@ -186,8 +236,14 @@ def _become_holder(
     os.closerange(3, sock.fileno())
     os.closerange(sock.fileno() + 1, 65536)
     held: dict[str, _Held] = {}
+    fences: dict[str, _Fence] = {}
     fd_space = socket.CMSG_SPACE(_MAX_FDS * struct.calcsize("i"))
+    poller = select.poll()
+    poller.register(sock, select.POLLIN)
     while True:
+        timeout = _keep_fences(held, fences, time.monotonic())
+        if not poller.poll(None if timeout is None else max(0.0, timeout) * 1000 + 1):
+            continue
         try:
             msg, anc, _flags, _addr = sock.recvmsg(4096, fd_space)
         except InterruptedError:
@@ -209,6 +265,9 @@ def _become_holder(
             _release(held.pop(key, None))
             held[key] = _Held(pid, _pidfd(pid), fds, stop_sig)
             continue
+        if cmd and cmd[0] == "F":
+            _fence(fences, cmd, fds)
+            continue
         for fd in fds:
             os.close(fd)
         if cmd and cmd[0] == "O":
@@ -226,14 +285,94 @@ def _become_holder(
             _release(held.pop(cmd[1], None))
         elif cmd and cmd[0] == "B":
             return
-    # The daemon vanished without a goodbye. Wait for a successor to end us; if none comes,
-    # stop the programs so that nothing runs unsupervised.
+    # The daemon vanished without a goodbye. Its singletons stop now: nobody renews their
+    # leases any more. Then wait for a successor to end us; if none comes, stop the programs
+    # so that nothing runs unsupervised.
     sock.close()
+    _stop_fenced(held, fences)
     try:
         time.sleep(adopt_timeout)
     finally:
         # Whatever went wrong while waiting, nothing may run unsupervised.
         _stop_all(held, grace)
+
+
+def _fence(fences: dict[str, _Fence], cmd: list[object], fds: list[int]) -> None:
+    _, key, until, lead, grace = cmd
+    assert isinstance(key, str) and isinstance(until, int | float)
+    assert isinstance(lead, int | float) and isinstance(grace, int | float)
+    fence = fences.get(key)
+    if not until:  # unfenced: the lock was given back
+        if fence is not None:
+            fences.pop(key).close()
+        for fd in fds:
+            os.close(fd)
+        return
+    if fence is None:
+        fence = fences[key] = _Fence(float(until), float(lead), float(grace), [])
+    if fds:  # a new connection (the lock client reconnected): keep it instead
+        fence.close()
+        fence.conns = list(fds)
+    if until > fence.until:
+        fence.until, fence.lead, fence.grace = float(until), float(lead), float(grace)
+        # Renewed in time: the daemon runs and holds the lock; a stop begun on the deadline
+        # goes no further (what it stopped, the daemon sees exit and handles).
+        fence.stopping_at, fence.killed = None, False
+
+
+def _signal_program(h: _Held | None, sig: int) -> None:
+    if h is None:
+        return
+    if _alive(h.pidfd):
+        signal_leader(h.pid, h.pidfd, sig)
+    for pid, fd in h.others.items():
+        if _alive(fd):
+            signal_leader(pid, fd, sig)
+
+
+def _keep_fences(held: dict[str, _Held], fences: dict[str, _Fence], now: float) -> float | None:
+    """Stop each fenced program whose lease's deadline came with no renewal from the daemon
+    (it is frozen); returns the seconds until the next thing to do, or None."""
+    wake: float | None = None
+    for key, fence in fences.items():
+        h = held.get(key)
+        if fence.stopping_at is None and now >= fence.until - fence.lead:
+            fence.stopping_at = now
+            _signal_program(h, h.stop_signal if h is not None else signal.SIGTERM)
+        kill_at = fence.kill_at()
+        if kill_at is not None and not fence.killed and now >= kill_at:
+            fence.killed = True
+            _signal_program(h, signal.SIGKILL)
+        due = fence.until - fence.lead if fence.stopping_at is None else kill_at
+        if due is not None and not fence.killed:
+            wake = due - now if wake is None else min(wake, due - now)
+    return wake
+
+
+def _stop_fenced(held: dict[str, _Held], fences: dict[str, _Fence]) -> None:  # pragma: no cover
+    """The daemon is gone: stop every fenced program now, wait until it is gone (SIGKILL
+    before its lease's end), then let its lock connections go."""
+    now = time.monotonic()
+    for key, fence in fences.items():
+        if fence.stopping_at is None:
+            fence.stopping_at = now
+            h = held.get(key)
+            _signal_program(h, h.stop_signal if h is not None else signal.SIGTERM)
+    while True:
+        timeout = _keep_fences(held, fences, time.monotonic())
+        live = [
+            fd
+            for key in fences
+            if (h := held.get(key)) is not None
+            for fd in (h.pidfd, *h.others.values())
+            if _alive(fd)
+        ]
+        if not live:
+            break
+        select.select(live, [], [], None if timeout is None else max(0.0, timeout) + 0.001)
+    for fence in fences.values():
+        fence.close()
+    fences.clear()
 
 
 def _pidfd(pid: int) -> int:

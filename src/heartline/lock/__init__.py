@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 from heartline.errors import LockError, LockLost, LockReleased, LockTimeout
 from heartline.lock._backend import ClientInfo, Holder, LockBackend, LockInfo
 from heartline.lock._entries import Entries, Entry, Mirror
-from heartline.lock._lease import Lease, LeaseState
+from heartline.lock._lease import HELD, Lease, LeaseState, stop_grace
 from heartline.lock._lock import Lock, open_backend, open_entries
 from heartline.lock._params import (
     DEFAULT_TTL,
@@ -37,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DEFAULT_TTL",
     "DEFAULT_URL",
+    "HELD",
     "MAX_TTL",
     "MIN_TTL",
     "ClientInfo",
@@ -68,6 +69,7 @@ __all__ = [
     "protocol",
     "read_token_text",
     "run_locked",
+    "stop_grace",
 ]
 
 

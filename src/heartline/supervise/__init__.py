@@ -1,5 +1,6 @@
 """Supervision: spawn programs, watch them by pidfd, restart them by policy, keep their logs."""
 
+from heartline.supervise._host import Seats
 from heartline.supervise._logs import FollowBuffer, LogFile
 from heartline.supervise._policy import Decision, ExitInfo, History, backoff_delay, decide
 from heartline.supervise._process import SpawnFailed, spawn
@@ -20,6 +21,7 @@ __all__ = [
     "Reading",
     "Record",
     "Saved",
+    "Seats",
     "SpawnFailed",
     "State",
     "Supervisor",

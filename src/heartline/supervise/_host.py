@@ -12,6 +12,7 @@ import asyncio
 from collections.abc import Callable, Coroutine
 from typing import TYPE_CHECKING, Any, Protocol
 
+from heartline.api import SingletonInfo
 from heartline.config import ProgramSpec
 from heartline.supervise._launch import Launcher
 from heartline.supervise._logs import OpenFiles
@@ -28,6 +29,21 @@ class NotifySource(Protocol):
 
     def owns(self, address: str) -> bool:
         """Whether datagrams sent to ``address`` reach this daemon."""
+
+
+class Seats(Protocol):
+    """Where singleton programs learn whether this host holds their cluster lock (the
+    cluster's seat keeper; the daemon plugs it in)."""
+
+    def seat(self, name: str) -> str | None:
+        """None when this host holds singleton ``name``'s lock (it may run here now); else
+        why it stands by, for its status ("runs on web2", "waiting for the lock")."""
+
+    def env(self, name: str) -> dict[str, str]:
+        """What the holder's run gets in its environment (the lock's name and token)."""
+
+    def info(self, name: str) -> SingletonInfo:
+        """Where singleton ``name`` runs, as far as this host knows."""
 
 
 class Host(Protocol):
@@ -61,6 +77,13 @@ class Host(Protocol):
 
     def report_dir(self, name: str) -> str:
         """Where a program's reports land."""
+
+    def seat(self, prog: Program) -> str | None:
+        """For a singleton: None when this host holds its cluster lock, else why it stands by
+        (see :class:`Seats`). None for every other program."""
+
+    def singleton_info(self, prog: Program) -> SingletonInfo | None:
+        """Where the singleton ``prog`` runs (for its status)."""
 
     def gate(self, prog: Program) -> list[str]:
         """What ``prog`` must still wait for before it may be spawned (empty: go); a program

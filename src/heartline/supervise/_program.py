@@ -81,6 +81,8 @@ class Program(LivenessMixin):
         self._kill_timer: asyncio.TimerHandle | None = None
         self._stop_waiters: list[asyncio.Future[StopResult]] = []
         self._after_stop: Callable[[], None] | None = None
+        #: Set while a stop ends in STANDBY (the singleton gives up its lock): the detail.
+        self._standby_after: str | None = None
         self._killed = False
         self._restart_pending = False
         #: Why the daemon is stopping the program for a restart ("watchdog", "check", ...).
@@ -187,6 +189,7 @@ class Program(LivenessMixin):
             ),
             "health": self.health,
             "others": list(self.others),
+            "singleton": self.host.singleton_info(self) if self.spec.singleton else None,
         }
 
     # --- start ----------------------------------------------------------------------------
@@ -216,9 +219,14 @@ class Program(LivenessMixin):
             self.spawn()
 
     def _may_spawn(self) -> bool:
-        """True when the program may be spawned now; otherwise it waits in STARTING."""
+        """True when the program may be spawned now; otherwise it waits in STARTING (for the
+        programs it needs) or, a singleton whose cluster lock this host lacks, in STANDBY."""
         self._timer = None
         self._deadline = None
+        standby = self.host.seat(self)
+        if standby is not None:
+            self._set_state(State.STANDBY, standby)
+            return False
         missing = self.host.gate(self)
         if missing:
             self._set_state(State.STARTING, "waiting for " + ", ".join(missing))
@@ -505,7 +513,11 @@ class Program(LivenessMixin):
                 "killed": self._killed,
                 "exit": info.to_json(),
             }
-            self._set_state(State.STOPPED)
+            standby, self._standby_after = self._standby_after, None
+            if standby is not None:
+                self._set_state(State.STANDBY, standby)
+            else:
+                self._set_state(State.STOPPED)
             waiters, self._stop_waiters = self._stop_waiters, []
             for w in waiters:
                 if not w.done():
@@ -522,6 +534,12 @@ class Program(LivenessMixin):
 
     def _exited(self, info: ExitInfo, uptime: float) -> None:
         self.last_exit = info
+        standby = self.host.seat(self)
+        if standby is not None:
+            # A singleton whose lock is no longer (surely) held here, stopped for that by the
+            # fd holder while the daemon did not run: no restart policy, it stands by.
+            self._set_state(State.STANDBY, standby)
+            return
         d: Decision = decide(
             self.spec,
             info,
@@ -566,19 +584,59 @@ class Program(LivenessMixin):
         self.try_spawn()
 
     # --- stop -----------------------------------------------------------------------------
-    async def stop(self) -> StopResult:
-        """Stop the program: stop signal to its group, SIGKILL after ``stop_timeout``."""
+    async def stand_by(self, why: str, *, kill_in: float | None = None) -> StopResult:
+        """A singleton gives up its cluster lock here: stop it (if it runs) and stand by.
+
+        ``kill_in``: seconds within which it must be gone whatever its ``stop_timeout`` (the
+        lease it ran under may end then); SIGKILL follows the stop signal no later. A program
+        an operator stopped, or that is stopping for good, stays as it is.
+        """
+        if (
+            self.state in (State.STOPPED, State.STANDBY, State.EXITED, State.FATAL)
+            or self.intent == "stop"
+        ):
+            if kill_in is not None:
+                self._kill_within(kill_in)
+            return {"name": self.spec.name, "stopped": True, "killed": False, "exit": None}
+        self._standby_after = why
+        return await self.stop(why=why, kill_in=kill_in)
+
+    def _kill_within(self, seconds: float) -> None:
+        """Have SIGKILL follow no later than ``seconds`` from now (a stop under way)."""
+        if self.state is not State.STOPPING:
+            return
+        due = self.loop.time() + max(0.0, seconds)
+        timer = self._kill_timer
+        if timer is not None and timer.when() <= due:
+            return
+        if timer is not None:
+            timer.cancel()
+        self._kill_timer = self.loop.call_at(due, self._kill)
+
+    async def stop(self, *, why: str | None = None, kill_in: float | None = None) -> StopResult:
+        """Stop the program: stop signal to its group, SIGKILL after ``stop_timeout``.
+
+        An operator's stop (``why`` None) is kept in the state file; a singleton's
+        :meth:`stand_by` passes ``why`` and may ask for SIGKILL sooner (``kill_in``).
+        """
         self._after_stop = None
         self._kill_reason = None  # an operator's stop wins over a restart in progress
-        if self.intent != "restart":
-            self.intent = "stop"
+        if why is None:
+            self._standby_after = None
+            if self.intent != "restart":
+                self.intent = "stop"
         if self.state is State.STOPPING:
+            if kill_in is not None:
+                self._kill_within(kill_in)
             fut: asyncio.Future[StopResult] = self.loop.create_future()
             self._stop_waiters.append(fut)
             return await fut
         if self.proc is None:
             self._cancel_timer()
-            if self.state is not State.STOPPED:
+            if why is not None:
+                self._standby_after = None
+                self._set_state(State.STANDBY, why)
+            elif self.state is not State.STOPPED:
                 self._set_state(State.STOPPED)
             else:
                 self.host.changed(self)  # the operator's intent goes into the state file
@@ -588,11 +646,12 @@ class Program(LivenessMixin):
         self._disarm_watchdog()
         self._stop_checks()
         self._killed = False
-        self._set_state(State.STOPPING)
+        self._set_state(State.STOPPING, why or "")
         fut = self.loop.create_future()
         self._stop_waiters.append(fut)
         self._send_stop(self.spec.stop_signal)
-        self._kill_timer = self.loop.call_later(self.spec.stop_timeout, self._kill)
+        grace = self.spec.stop_timeout if kill_in is None else min(self.spec.stop_timeout, kill_in)
+        self._kill_timer = self.loop.call_later(max(0.0, grace), self._kill)
         return await fut
 
     def _kill(self) -> None:

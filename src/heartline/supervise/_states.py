@@ -25,6 +25,9 @@ class State(enum.Enum):
         exited/fatal/stopped  --start-->  starting
         stopped  --adopted after a daemon restart-->  running
         stopped  --restored after a daemon restart-->  exited/fatal
+        any but stopping  --a singleton whose cluster lock this host does not hold-->  standby
+        stopping  --exit (the lock is given up)-->  standby
+        standby  --the lock granted-->  starting;  standby  --stop-->  stopped
     A state may also be set again with a new detail (starting: "waiting for db").
     """
 
@@ -43,6 +46,9 @@ class State(enum.Enum):
     #: Hit the crash-loop limit. Retried after the cool-down (see ``detail``), or never when the
     #: cool-down is "never": it is then shown as fatal until an operator starts it.
     FATAL = "fatal"
+    #: A singleton program whose cluster lock this host does not hold: it runs on another
+    #: host (``detail`` names it) or is waiting for the lock; it starts here when granted.
+    STANDBY = "standby"
 
     @property
     def alive(self) -> bool:
@@ -53,13 +59,16 @@ class State(enum.Enum):
 _S = State
 #: Every allowed change of state (a state to itself is always allowed: a new detail).
 TRANSITIONS: dict[State, frozenset[State]] = {
-    _S.STOPPED: frozenset({_S.STARTING, _S.RUNNING, _S.EXITED, _S.FATAL}),
-    _S.STARTING: frozenset({_S.RUNNING, _S.STOPPING, _S.STOPPED, _S.BACKOFF, _S.EXITED, _S.FATAL}),
-    _S.RUNNING: frozenset({_S.STARTING, _S.STOPPING, _S.BACKOFF, _S.EXITED, _S.FATAL}),
-    _S.BACKOFF: frozenset({_S.STARTING, _S.STOPPED}),
-    _S.STOPPING: frozenset({_S.STOPPED, _S.STARTING, _S.BACKOFF, _S.EXITED, _S.FATAL}),
-    _S.EXITED: frozenset({_S.STARTING, _S.STOPPED}),
-    _S.FATAL: frozenset({_S.STARTING, _S.STOPPED}),
+    _S.STOPPED: frozenset({_S.STARTING, _S.RUNNING, _S.EXITED, _S.FATAL, _S.STANDBY}),
+    _S.STARTING: frozenset(
+        {_S.RUNNING, _S.STOPPING, _S.STOPPED, _S.BACKOFF, _S.EXITED, _S.FATAL, _S.STANDBY}
+    ),
+    _S.RUNNING: frozenset({_S.STARTING, _S.STOPPING, _S.BACKOFF, _S.EXITED, _S.FATAL, _S.STANDBY}),
+    _S.BACKOFF: frozenset({_S.STARTING, _S.STOPPED, _S.STANDBY}),
+    _S.STOPPING: frozenset({_S.STOPPED, _S.STARTING, _S.BACKOFF, _S.EXITED, _S.FATAL, _S.STANDBY}),
+    _S.EXITED: frozenset({_S.STARTING, _S.STOPPED, _S.STANDBY}),
+    _S.FATAL: frozenset({_S.STARTING, _S.STOPPED, _S.STANDBY}),
+    _S.STANDBY: frozenset({_S.STARTING, _S.STOPPED}),
 }
 
 #: Raise on a transition outside the table (tests set it); the daemon only logs one.

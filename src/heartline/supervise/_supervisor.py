@@ -12,12 +12,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Protocol
 
 from heartline._util import SYSTEM_CLOCK, Clock, atomic_write, boot_id, format_duration
-from heartline.api import ProgramStatus, StateFileError, StopResult
+from heartline.api import ProgramStatus, SingletonInfo, StateFileError, StopResult
 from heartline.config import Config, ProgramSpec
 from heartline.errors import UnknownProgram
 from heartline.supervise import _statefile
 from heartline.supervise._escapes import Escapes
 from heartline.supervise._heartbeat import NotifyReceiver, notify_address
+from heartline.supervise._host import Seats
 from heartline.supervise._launch import Launcher, OsLauncher
 from heartline.supervise._logs import OpenFiles
 from heartline.supervise._process import identity_env
@@ -110,6 +111,8 @@ class Supervisor:
         self.resumed_at = -1e9
         if log_dir is not None:
             os.makedirs(log_dir, mode=0o750, exist_ok=True)
+        #: The cluster's seat keeper for singleton programs (the daemon plugs it in).
+        self.seats: Seats | None = None
         self.programs: dict[str, Program] = {}
         for name, spec in programs.items():
             self.programs[name] = Program(spec, self)
@@ -185,7 +188,23 @@ class Supervisor:
             env["HEARTLINE_REPORT_DIR"] = self.report_dir(spec.name)
         if spec.watchdog > 0:
             env["WATCHDOG_USEC"] = str(int(spec.watchdog * 1e6))
+        if spec.singleton and self.seats is not None:
+            env.update(self.seats.env(spec.name))
         return env
+
+    # --- singletons -------------------------------------------------------------------------
+    def seat(self, prog: Program) -> str | None:
+        """See Host.seat."""
+        if not prog.spec.singleton:
+            return None
+        if self.seats is None:
+            return "waiting for the cluster's backend"
+        return self.seats.seat(prog.spec.name)
+
+    def singleton_info(self, prog: Program) -> SingletonInfo | None:
+        if self.seats is None:
+            return None
+        return self.seats.info(prog.spec.name)
 
     def report_dir(self, name: str) -> str:
         """Where a program's heartline.service.reports land (set in its environment)."""

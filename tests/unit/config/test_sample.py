@@ -17,7 +17,9 @@ def _uncommented() -> str:
     out = []
     for line in SAMPLE.splitlines():
         m = _KEY_LINE.match(line)
-        if m and m.group(1) not in ("user", "group", "cwd"):  # machine-specific values
+        # user, group, cwd: machine-specific values; lease, failover_on: only with
+        # singleton = true and a [cluster] (test_the_singleton_keys_load_in_a_cluster).
+        if m and m.group(1) not in ("user", "group", "cwd", "lease", "failover_on"):
             out.append(f"{m.group(1)} = {m.group(2)}")
         else:
             out.append(line)
@@ -69,3 +71,15 @@ def test_the_samples_cluster_block_loads_when_switched_on() -> None:
     host_keys = {line[3:].split(" = ")[0].split(".")[2] for line in SAMPLE.splitlines()
                  if line.startswith("#> hosts.")}  # fmt: skip
     assert host_keys == set(_HOST_KEYS)
+
+
+def test_the_singleton_keys_load_in_a_cluster() -> None:
+    """The singleton lines of the sample, switched on with singleton = true in a cluster."""
+    lines = [
+        f"{m.group(1)} = {m.group(2)}"
+        for line in SAMPLE.splitlines()
+        if (m := _KEY_LINE.match(line)) and m.group(1) in ("lease", "failover_on")
+    ]
+    text = "[cluster]\n[programs.one]\ncommand = ['true']\nsingleton = true\n" + "\n".join(lines)
+    one = parse_config(text).programs["one"]
+    assert one.singleton and one.lease == 5.0 and one.failover_on == ()

@@ -34,7 +34,7 @@ class World:
     errors: list[dict[str, Any]] = field(default_factory=list)
     _last: dict[str, State] = field(default_factory=dict)
 
-    def start(self, programs: str) -> Supervisor:
+    def start(self, programs: str, *, seats: FakeSeats | None = None) -> Supervisor:
         config = parse_config(textwrap.dedent(programs))
         sup = Supervisor(
             config.programs,
@@ -45,6 +45,7 @@ class World:
             clock=self.clock,
             rng=lambda: 0.5,  # no jitter: delays are exact
         )
+        sup.seats = seats
         for name in sup.programs:
             self._last[name] = State.STOPPED
         sup.listeners.append(self._note)
@@ -74,6 +75,28 @@ class World:
 
     def transitions(self) -> set[tuple[State, State]]:
         return {(old, new) for _name, old, new, _t in self.changes if old is not new}
+
+
+class FakeSeats:
+    """The cluster's seat keeper, reduced to which singletons this host holds (the real one,
+    over real backends, is tested in tests/integration/cluster/test_singleton_*)."""
+
+    def __init__(self) -> None:
+        self.held: set[str] = set()
+        self.token = 0
+
+    def grant(self, name: str) -> None:
+        self.held.add(name)
+        self.token += 1
+
+    def seat(self, name: str) -> str | None:
+        return None if name in self.held else "runs on h9 (token 7)"
+
+    def env(self, name: str) -> dict[str, str]:
+        return {"HEARTLINE_LOCK_TOKEN": str(self.token)} if name in self.held else {}
+
+    def info(self, name: str) -> Any:
+        return {"lock": name, "holder": None, "token": None, "standby": [], "lease": 5.0}
 
 
 @pytest.fixture
@@ -326,7 +349,89 @@ def scenario_exits_before_it_is_ready(w: World) -> None:
     assert p.state is State.EXITED
 
 
+SINGLETON = "[cluster]\n" + BASE + '    singleton = true\n    stop_timeout = "10s"\n'
+
+
+def scenario_singleton_stands_by_until_granted_and_yields_in_time(w: World) -> None:
+    """A singleton stands by until its host holds the lock, then runs with the token; when
+    the lease is at risk it is stopped and SIGKILLed within the lease's margin (not after its
+    10 s stop_timeout), and stands by again; an operator's stop ends its standing by."""
+    seats = FakeSeats()
+    w.start(SINGLETON, seats=seats)
+    p = w.prog()
+    assert p.state is State.STANDBY and p.detail == "runs on h9 (token 7)"
+    assert w.launcher.spawned == []
+    seats.grant("app")
+    p.try_spawn()
+    assert p.state is State.RUNNING and w.launcher.last.env["HEARTLINE_LOCK_TOKEN"] == "1"
+    proc = w.launcher.last
+    proc.ignores = frozenset({signal.SIGTERM})
+    seats.held.discard("app")
+    began = w.clock.now
+    w.run(p.stand_by("its lease could not be renewed in time", kill_in=0.7))
+    assert _signals(proc) == [(round(began - T0, 6), "SIGTERM"),
+                              (round(began + 0.7 - T0, 6), "SIGKILL")]  # fmt: skip
+    assert p.state is State.STANDBY and "renewed in time" in p.detail
+    w.run(p.stop())
+    assert p.state is State.STOPPED
+
+
+def scenario_singleton_without_its_lock_never_restarts(w: World) -> None:
+    """Whatever the restart policy says, a singleton whose lock this host lost stands by: in
+    back-off, when its process ends (stopped by the fd holder while the daemon was frozen),
+    before it was ready, and when its cool-down or an operator's start comes."""
+    seats = FakeSeats()
+    seats.grant("app")
+    w.start(SINGLETON + '    ready = "notify"\n', seats=seats)
+    p = w.prog()
+    w.launcher.last.exit(1)  # immediate restart
+    w.wait(0)
+    w.launcher.last.exit(1)
+    w.wait(0)
+    assert p.state is State.BACKOFF
+    seats.held.discard("app")
+    w.run(p.stand_by("lost"))
+    assert p.state is State.STANDBY and p.retry_at is None
+    seats.grant("app")
+    p.try_spawn()
+    assert p.state is State.STARTING  # waits for READY=1
+    seats.held.discard("app")
+    w.launcher.last.die(signal.SIGTERM)
+    w.wait(0)
+    assert p.state is State.STANDBY
+    seats.grant("app")
+    p.try_spawn()
+    p._became_ready()
+    assert p.state is State.RUNNING
+    seats.held.discard("app")
+    w.launcher.last.exit(1)
+    w.wait(0)
+    assert p.state is State.STANDBY and len(w.launcher.spawned) == 4
+    # exited, then started by hand without the lock
+    seats.grant("app")
+    p.try_spawn()
+    w.launcher.last.exit(0)
+    w.wait(0)
+    assert p.state is State.EXITED
+    seats.held.discard("app")
+    p.start()
+    assert p.state is State.STANDBY
+    # fatal, then the cool-down ends without the lock
+    seats.grant("app")
+    p.try_spawn()
+    while p.state is not State.FATAL:
+        w.launcher.last.exit(1)
+        w.until(lambda: (p.state in (State.FATAL, State.STARTING) and p.pid is not None)
+                or p.state is State.FATAL)  # fmt: skip
+    seats.held.discard("app")
+    spawned = len(w.launcher.spawned)
+    w.until(lambda: p.state is State.STANDBY)
+    assert len(w.launcher.spawned) == spawned
+
+
 SCENARIOS = [
+    scenario_singleton_stands_by_until_granted_and_yields_in_time,
+    scenario_singleton_without_its_lock_never_restarts,
     scenario_crash_backoff_fatal_cooldown,
     scenario_watchdog_chain,
     scenario_watchdog_without_report_handler,

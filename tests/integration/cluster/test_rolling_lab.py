@@ -1,32 +1,59 @@
 """`heartline rolling` over four lab hosts: one host at a time under the cluster lock, a health
 gate after each, the first failure stops the roll, two rolls on one lock take turns, Ctrl-C
-stops the command on the host. Skipped (with the reason) where lab hosts cannot be made."""
+and a lost lock each stop the command on the host. The roll's lock and progress live in the
+backend the controller's config names: the tests that take ``config`` run once with the lab's
+lockd and once with a real etcd on loopback (the hosts' daemons keep reporting to the lab's
+lockd; a roll in the group's order reads no reports). Skipped (with the reason) where lab hosts
+cannot be made."""
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import subprocess
+import tomllib
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 from tests.helpers import wait_until
 from tests.integration.conftest import HEARTLINE
 
-from heartline.testing import LabHosts, lab_hosts, lab_unavailable
+from heartline.testing import EtcdServer, LabHosts, lab_hosts, lab_unavailable
 
 pytestmark = [
     pytest.mark.skipif(lab_unavailable() is not None, reason=lab_unavailable() or ""),
     pytest.mark.timeout(180),
 ]
 
+LOCK = "heartline-rolling-lab"
+
 
 @pytest.fixture(scope="module")
 def lab() -> Iterator[LabHosts]:
     with lab_hosts(4) as made:
         yield made
+
+
+@pytest.fixture(scope="module")
+def etcd_config(lab: LabHosts, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The lab's controller config with its backend a real etcd on loopback (the controller
+    runs in the root namespace), for as long as the module's tests need it."""
+    where = tmp_path_factory.mktemp("rolling-etcd")
+    server = EtcdServer(where / "etcd")
+    server.start()
+    try:
+        text, n = re.subn(r"(?m)^backend = .*$", f"backend = {json.dumps(server.url)}",
+                          Path(lab.config).read_text())  # fmt: skip
+        assert n == 1, text
+        path = where / "heartline.toml"
+        path.write_text(text)
+        yield str(path)
+    finally:
+        server.kill()
 
 
 @pytest.fixture
@@ -37,26 +64,42 @@ def clean(lab: LabHosts) -> LabHosts:
     return lab
 
 
-def rolling(lab: LabHosts, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([*HEARTLINE, "-c", lab.config, "rolling", "--group", "lab", *args],
-                          capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
+@pytest.fixture(params=["lockd", "etcd"])
+def config(request: pytest.FixtureRequest, clean: LabHosts) -> str:
+    """The controller's config: the lab's own (its lockd), or the same naming etcd."""
+    if request.param == "lockd":
+        return clean.config
+    path: str = request.getfixturevalue("etcd_config")
+    return path
+
+
+def rolling(lab: LabHosts, *args: str, config: str | None = None,
+            timeout: float = 120) -> subprocess.CompletedProcess[str]:  # fmt: skip
+    return subprocess.run([*HEARTLINE, "-c", config or lab.config, "rolling", "--group", "lab",
+                           *args], capture_output=True, text=True, timeout=timeout, check=False)  # fmt: skip
 
 
 def events(res: subprocess.CompletedProcess[str]) -> list[dict[str, Any]]:
     return [json.loads(line) for line in res.stdout.splitlines()]
 
 
-def rolled(lab: LabHosts) -> list[str]:
-    return [h for h in lab.hosts if lab.run(h, ["test", "-e", "/run/rolled"]).returncode == 0]
+def rolled(lab: LabHosts, mark: str = "/run/rolled") -> list[str]:
+    return [h for h in lab.hosts if lab.run(h, ["test", "-e", mark]).returncode == 0]
+
+
+def backend_of(config: str) -> dict[str, Any]:
+    with open(config, "rb") as f:
+        cluster: dict[str, Any] = tomllib.load(f)["cluster"]
+    return cluster
 
 
 MARK = ["sh", "-c", "date +%s.%N > /run/rolled"]
 
 
-def test_a_roll_runs_on_each_host_in_turn_behind_its_gate(clean: LabHosts) -> None:
+def test_a_roll_runs_on_each_host_in_turn_behind_its_gate(clean: LabHosts, config: str) -> None:
     lab = clean
     res = rolling(lab, "--json", "--check-exec", "test -e /run/rolled", "--healthy", "2",
-                  "--", *MARK)  # fmt: skip
+                  "--", *MARK, config=config)  # fmt: skip
     assert res.returncode == 0, res.stderr
     ev = events(res)
     assert [e["host"] for e in ev if e["event"] == "host done"] == lab.hosts
@@ -71,16 +114,6 @@ def test_a_roll_runs_on_each_host_in_turn_behind_its_gate(clean: LabHosts) -> No
     assert stamps == sorted(stamps)
 
 
-def test_a_failing_gate_stops_the_roll_and_leaves_the_rest_untouched(clean: LabHosts) -> None:
-    lab = clean
-    res = rolling(lab, "--check-exec", '[ "$(hostname)" != lab3 ]', "--healthy", "1",
-                  "--timeout", "3s", "--", *MARK)  # fmt: skip
-    assert res.returncode == 16, res.stderr
-    last = res.stderr.strip().splitlines()[-1]
-    assert last.startswith("heartline: stopped at host lab3:") and "did not pass" in last
-    assert rolled(lab) == ["lab1", "lab2", "lab3"]
-
-
 def test_a_failing_command_stops_the_roll(clean: LabHosts) -> None:
     lab = clean
     cmd = 'date > /run/rolled; [ "$(hostname)" != lab2 ]'
@@ -90,7 +123,7 @@ def test_a_failing_command_stops_the_roll(clean: LabHosts) -> None:
     assert rolled(lab) == ["lab1", "lab2"]
 
 
-def test_two_rolls_on_one_lock_take_turns(clean: LabHosts) -> None:
+def test_two_rolls_on_one_lock_take_turns(clean: LabHosts, config: str) -> None:
     """Started at once, the second waits for the first's lock: on every host one roll's
     command ran wholly before the other's began."""
     lab = clean
@@ -98,7 +131,7 @@ def test_two_rolls_on_one_lock_take_turns(clean: LabHosts) -> None:
     for tag in ("A", "B"):
         cmd = f"echo {tag}-in >> /run/log; sleep 0.2; echo {tag}-out >> /run/log"
         procs.append(subprocess.Popen(
-            [*HEARTLINE, "-c", lab.config, "rolling", "--group", "lab", "--", "sh", "-c", cmd],
+            [*HEARTLINE, "-c", config, "rolling", "--group", "lab", "--", "sh", "-c", cmd],
             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
         ))  # fmt: skip
     for p in procs:
@@ -113,32 +146,82 @@ def test_two_rolls_on_one_lock_take_turns(clean: LabHosts) -> None:
         assert log[0] == first
 
 
-def test_ctrl_c_stops_the_command_on_the_host_and_releases_the_lock(clean: LabHosts) -> None:
+class OnLab1:
+    """A roll whose command, on lab1, writes its pid to /run/roll.pid and sleeps for long:
+    started in a session of its own, and killed (with its ssh) if the test leaves it running."""
+
+    def __init__(self, lab: LabHosts, config: str) -> None:
+        self.lab = lab
+        argv = [*HEARTLINE, "-c", config, "rolling", "--group", "lab", "--", "sh", "-c",
+                "echo $$ > /run/roll.pid; exec sleep 300"]  # fmt: skip
+        self.proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                                     text=True, start_new_session=True)  # fmt: skip
+
+    def __enter__(self) -> OnLab1:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+        if self.proc.stderr is not None:
+            self.proc.stderr.close()
+
+    def started(self) -> str:
+        """The command's pid on lab1 (in lab1's pid namespace), once it runs."""
+
+        def pid() -> str:
+            return self.lab.run("lab1", ["cat", "/run/roll.pid"]).stdout.strip()
+
+        return wait_until(pid, 20, "the command on lab1")
+
+    def ended(self, timeout: float = 30) -> tuple[int, str]:
+        _out, err = self.proc.communicate(timeout=timeout)
+        return self.proc.returncode, err
+
+    def gone(self, pid: str) -> None:
+        """The command's process is gone on lab1 (checked there, within a deadline)."""
+        wait_until(lambda: self.lab.run("lab1", ["kill", "-0", pid]).returncode != 0, 15,
+                   "the command on lab1 to stop")  # fmt: skip
+
+
+def test_ctrl_c_stops_the_command_on_the_host_and_releases_the_lock(
+    clean: LabHosts, config: str
+) -> None:
     lab = clean
-    proc = subprocess.Popen(
-        [*HEARTLINE, "-c", lab.config, "rolling", "--group", "lab", "--", "sh", "-c",
-         "echo $$ > /run/roll.pid; exec sleep 300"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True,
-    )  # fmt: skip
-    try:
-
-        def started() -> str:
-            return lab.run("lab1", ["cat", "/run/roll.pid"]).stdout.strip()
-
-        pid = wait_until(started, 20, "the command on lab1")
-        os.killpg(proc.pid, signal.SIGINT)
-        _out, err = proc.communicate(timeout=30)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait(10)
-    assert proc.returncode == 130, err
-    wait_until(lambda: lab.run("lab1", ["kill", "-0", pid]).returncode != 0, 15,
-               "the command on lab1 to stop")  # fmt: skip
-    assert rolled(lab) == []
+    with OnLab1(lab, config) as roll:
+        pid = roll.started()
+        os.killpg(roll.proc.pid, signal.SIGINT)
+        rc, err = roll.ended()
+    assert rc == 130, err
+    roll.gone(pid)
+    assert rolled(lab, "/run/roll.pid") == ["lab1"]
     # The lock is free at once: another roll starts and finishes.
-    res = rolling(lab, "--", "true", timeout=60)
+    res = rolling(lab, "--", "true", config=config, timeout=60)
     assert res.returncode == 0, res.stderr
+
+
+def test_a_lost_lock_stops_the_command_on_the_host_and_the_roll(
+    clean: LabHosts, config: str
+) -> None:
+    """An admin breaks the roll's lock while its command runs on lab1: the command there is
+    stopped, the roll exits 79 with one line saying so, and lab2..lab4 are left untouched."""
+    lab = clean
+    cluster = backend_of(config)
+    with OnLab1(lab, config) as roll:
+        pid = roll.started()
+        broke = subprocess.run([*HEARTLINE, "lock", "--break", LOCK, "--server",
+                                cluster["backend"]], capture_output=True, text=True, timeout=30,
+                               env={**os.environ, "HEARTLINE_LOCK_TOKEN_FILE":
+                                    cluster["token_file"]}, check=False)  # fmt: skip
+        assert broke.returncode == 0 and "1 holder(s) dropped" in broke.stdout, broke
+        rc, err = roll.ended()
+    assert rc == 79, err
+    last = err.strip().splitlines()[-1]
+    assert last.startswith("heartline: ") and "lost the lock" in last, err
+    assert "Traceback" not in err and err.count("lost the lock") == 1, err
+    roll.gone(pid)
+    assert rolled(lab, "/run/roll.pid") == ["lab1"]
 
 
 def test_bad_input_is_one_line(lab: LabHosts) -> None:
@@ -230,24 +313,43 @@ def test_order_load_takes_the_least_loaded_host_first(clean: LabHosts) -> None:
         busy.wait(10)
 
 
-def test_resume_continues_a_stopped_roll_at_the_host_it_stopped_at(clean: LabHosts) -> None:
-    """A gate that fails on lab3 stops the roll; once "fixed", --resume runs lab3 and lab4
-    only; a roll that finished leaves nothing to resume."""
+def kept_in_etcd(config: str) -> list[str]:
+    """The keys of rolls' progress in the etcd ``config`` names, read with etcdctl."""
+    url = backend_of(config)["backend"].replace("etcd://", "http://", 1)
+    res = subprocess.run(["etcdctl", f"--endpoints={url}", "get", "", "--prefix", "--keys-only"],
+                         capture_output=True, text=True, timeout=30, check=True)  # fmt: skip
+    return [k for k in res.stdout.split() if k.endswith(f"heartline/rolling/{LOCK}")]
+
+
+def test_resume_continues_a_stopped_roll_at_the_host_it_stopped_at(
+    clean: LabHosts, config: str
+) -> None:
+    """A gate that fails on lab3 stops the roll with one line, lab4 untouched; once "fixed", --resume runs
+    lab3 and lab4 only; a roll that finished leaves nothing to resume. On etcd the progress
+    is a key there while the roll is stopped, and gone once it finished."""
     lab = clean
+    on_etcd = backend_of(config)["backend"].startswith("etcd://")
     fixed = "/run/fixed"
     gate = f'[ "$(hostname)" != lab3 ] || [ -e {fixed} ]'
     cmd = ["sh", "-c", "date +%s.%N >> /run/log"]
     args = ["--check-exec", gate, "--healthy", "1", "--timeout", "2s"]
-    res = rolling(lab, *args, "--", *cmd)
+    res = rolling(lab, *args, "--", *cmd, config=config)
     assert res.returncode == 16, res.stderr
+    last = res.stderr.strip().splitlines()[-1]
+    assert last.startswith("heartline: stopped at host lab3:") and "did not pass" in last
+    assert rolled(lab, "/run/log") == ["lab1", "lab2", "lab3"]
+    if on_etcd:
+        assert len(kept_in_etcd(config)) == 1
     lab.run("lab3", ["touch", fixed], check=True)
     try:
-        res = rolling(lab, "--json", "--resume", *args, "--", *cmd)
+        res = rolling(lab, "--json", "--resume", *args, "--", *cmd, config=config)
         assert res.returncode == 0, res.stderr
         assert [e["host"] for e in events(res) if e["event"] == "host done"] == ["lab3", "lab4"]
         runs = {h: len(lab.run(h, ["cat", "/run/log"]).stdout.split()) for h in lab.hosts}
         assert runs == {"lab1": 1, "lab2": 1, "lab3": 2, "lab4": 1}
-        res = rolling(lab, "--resume", "--", "true")
+        if on_etcd:
+            assert kept_in_etcd(config) == []
+        res = rolling(lab, "--resume", "--", "true", config=config)
         assert res.returncode == 2 and "no stopped roll" in res.stderr, res.stderr
     finally:
         lab.run("lab3", ["rm", "-f", fixed])

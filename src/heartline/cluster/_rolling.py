@@ -257,9 +257,12 @@ class Roll:
         self._check_lock()
         began = time.monotonic()
         self._event("host started", host, step=f"{index + 1}/{len(self.hosts)}")
-        self._remote = self.ssh.start(self._destination(host), self.command)
+        self._remote = remote = self.ssh.start(self._destination(host), self.command)
+        if self._lost.is_set():
+            # Lost while the command was being started, before _on_lease could see it.
+            remote.stop()
         try:
-            rc = self._remote.wait()
+            rc = remote.wait()
         finally:
             self._remote = None
         self._check_lock()

@@ -100,12 +100,18 @@ def cmd_exec(args: argparse.Namespace) -> None:
 def cmd_crash(args: argparse.Namespace) -> None:
     lab = _open(args)
     lab.crash(args.host)
+    if args.host == "backend":
+        echo("backend crashed: the lab's lockd was killed\n")
+        return
     echo(f"{args.host} crashed: every process of its pid namespace was killed\n")
 
 
 def cmd_boot(args: argparse.Namespace) -> None:
     lab = _open(args)
     lab.boot(args.host)
+    if args.host == "backend":
+        echo(f"backend up again (lockd pid {lab.status()['keeper_pid']})\n")
+        return
     h = next(h for h in lab.status()["hosts"] if h["name"] == args.host)
     echo(f"{args.host} up again (init pid {h['init_pid']}, sshd {h['sshd_pid']}, "
          f"daemon {h['daemon_pid']})\n")  # fmt: skip

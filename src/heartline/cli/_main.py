@@ -521,7 +521,15 @@ def _lab_commands(lab: argparse.ArgumentParser) -> None:
     )
     # Not REMAINDER: it would swallow --dir after HOST; a command with options goes after --.
     p.add_argument("command", nargs="*", metavar="-- CMD ARGS")
-    add("crash", "Crash a host: every process of it killed at once (SIGKILL to its init).")
-    add("boot", "Bring a crashed host back: new init, its sshd and daemon started again.")
+    add(
+        "crash",
+        "Crash a host: every process of it killed at once (SIGKILL to its init); "
+        "`backend`: SIGKILL the lab's lockd.",
+    )
+    add(
+        "boot",
+        "Bring a crashed host back: new init, its sshd and daemon started again; "
+        "`backend`: start the lab's lockd again (its journal hands each lock back).",
+    )
     add("cut", "Cut a host off the lab network (its link down).")
     add("heal", "Plug a cut host back in (its link up).")

@@ -46,6 +46,8 @@ from heartline.cluster._labfiles import (
 from heartline.cluster._labinit import last_line, notify_socket, said_ready
 from heartline.errors import LabError, LabNotFound, UsageError
 
+#: What ``crash`` and ``boot`` call the keeper (the lab's lockd); no host is named so.
+BACKEND = "backend"
 _INIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_labinit.py")
 _SSHD = "/usr/sbin/sshd"
 #: Longest name a host's daemon socket may have (a unix socket path is at most 107 bytes).
@@ -330,8 +332,10 @@ class Lab:
         s = self.state
         sock, address = notify_socket(f"heartline-lab-{s.id}-keeper")
         listen = f"{s.gateway}:{KEEPER_PORT}"
+        # With a journal, as a real cluster's lockd: a keeper crashed and booted again hands
+        # each lock back to its holder and to nobody else.
         argv = [sys.executable, "-m", "heartline", "lockd", "--listen", listen,
-                "--no-data", "--token-file", s.path("token")]  # fmt: skip
+                "--data", s.path("lockd"), "--token-file", s.path("token")]  # fmt: skip
         with open(s.path("keeper.log"), "ab") as log:
             proc = subprocess.Popen(
                 argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
@@ -342,7 +346,7 @@ class Lab:
         s.save()
         return sock
 
-    def _wait_keeper(self, sock: Any, deadline: float) -> None:
+    def _wait_keeper(self, sock: Any, deadline: float, step: str = "up") -> None:
         s = self.state
         assert s.keeper_pid is not None
         pidfd = os.pidfd_open(s.keeper_pid)
@@ -351,11 +355,11 @@ class Lab:
                 left = deadline - time.monotonic()
                 ready, _, _ = select.select([sock, pidfd], [], [], max(0.0, left))
                 if not ready:
-                    raise LabError(f"up: the keeper (lockd) was not ready in time; see "
+                    raise LabError(f"{step}: the keeper (lockd) was not ready in time; see "
                                    f"{s.path('keeper.log')}")  # fmt: skip
                 if pidfd in ready:
                     why = last_line(s.path("keeper.log")) or f"see {s.path('keeper.log')}"
-                    raise LabError(f"up: the keeper (lockd) ended at start-up: {why}")
+                    raise LabError(f"{step}: the keeper (lockd) ended at start-up: {why}")
                 if said_ready(sock):
                     return
         finally:
@@ -471,7 +475,11 @@ class Lab:
     # --- what a lab host goes through ----------------------------------------------------------
     def crash(self, name: str) -> None:
         """The host crashes: its pid namespace's init SIGKILLed, so the kernel kills every
-        process of the host at once (sshd, daemon, programs, sessions)."""
+        process of the host at once (sshd, daemon, programs, sessions). ``backend``: the
+        keeper (the lab's lockd) is SIGKILLed."""
+        if name == BACKEND:
+            self._crash_keeper()
+            return
         h = self._up_host(name, "crash")
         assert h.init_pid is not None
         inside = self._host_pids(h)
@@ -484,7 +492,11 @@ class Lab:
 
     def boot(self, name: str, *, timeout: float = 30.0) -> None:
         """A crashed host comes back: a new init (new pid, mount and UTS namespaces in the
-        same network namespace), its sshd (same host key) and daemon started again."""
+        same network namespace), its sshd (same host key) and daemon started again.
+        ``backend``: the keeper starts again, on its address and journal."""
+        if name == BACKEND:
+            self._boot_keeper(timeout)
+            return
         self._reread()
         h = self.state.host(name)
         if self._alive(h):
@@ -503,6 +515,35 @@ class Lab:
             net.kill(half)
             net.wait_gone(half, 10.0)
             raise
+        finally:
+            os.close(lock)
+
+    def _crash_keeper(self) -> None:
+        self._reread()
+        s = self.state
+        if not net.same(s.keeper_pid, s.keeper_start):
+            raise LabError(f"crash: the backend is down already; boot it with `heartline lab "
+                           f"boot {BACKEND} --dir {self.dir}`")  # fmt: skip
+        assert s.keeper_pid is not None
+        net.kill([s.keeper_pid])
+        left = net.wait_gone([s.keeper_pid], 10.0)
+        self._procs = [p for p in self._procs if p.poll() is None]
+        if left:
+            raise LabError(f"crash: the backend (pid {s.keeper_pid}) did not end within 10s")
+
+    def _boot_keeper(self, timeout: float) -> None:
+        self._reread()
+        s = self.state
+        if net.same(s.keeper_pid, s.keeper_start):
+            raise LabError(f"boot: the backend is up; crash it first (`heartline lab crash "
+                           f"{BACKEND}`)")  # fmt: skip
+        lock = _lock_dir(self.dir, wait=timeout)
+        try:
+            ready = self._start_keeper()
+            try:
+                self._wait_keeper(ready, time.monotonic() + timeout, step="boot")
+            finally:
+                ready.close()
         finally:
             os.close(lock)
 

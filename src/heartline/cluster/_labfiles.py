@@ -299,11 +299,21 @@ def programs_of(path: str) -> dict[str, Any]:
     file's directory (``dir``: the hosts' daemons run there)."""
     import tomllib
 
-    from heartline.config import load_config
+    from heartline.config import load_config, parse_config
 
-    load_config(path)
-    with open(path, "rb") as f:
-        data = tomllib.load(f)
+    try:
+        with open(path, encoding="utf-8") as f:
+            text = f.read()
+        data = tomllib.loads(text)
+    except (OSError, ValueError):
+        load_config(path)  # raises the loader's own one-line error
+        raise
+    if "cluster" in data:
+        load_config(path)
+    else:
+        # Checked as the hosts' daemons will read it: with the lab's [cluster] (which a
+        # singleton needs), which the file itself may leave out.
+        parse_config(text + "\n[cluster]\n", path=path)
     base = os.path.dirname(os.path.abspath(path))
     out: dict[str, Any] = {"defaults": dict(data.get("defaults", {})), "programs": {}, "dir": base}
     for name, table in data.get("programs", {}).items():

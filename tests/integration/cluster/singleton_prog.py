@@ -11,10 +11,12 @@ appends ``stop HOST TOKEN T`` and exits.
 import fcntl
 import os
 import signal
+import socket
 import sys
 import time
 
-history, lockfile, host = sys.argv[1:4]
+history, lockfile = sys.argv[1:3]
+host = sys.argv[3] if len(sys.argv) > 3 else socket.gethostname()
 token = os.environ.get("HEARTLINE_LOCK_TOKEN", "-")
 
 

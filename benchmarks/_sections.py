@@ -4,6 +4,7 @@ tables, and each other script (liveness.py, inside.py, locks.py) owns one sectio
 
 from __future__ import annotations
 
+import json
 import os
 import re
 
@@ -14,6 +15,11 @@ RESULTS_MD = os.path.join(BENCH_DIR, "RESULTS.md")
 
 def _section_pattern(name: str) -> re.Pattern[str]:
     return re.compile(rf"<!-- section: {name} -->.*?<!-- /section -->\n?", re.S)
+
+
+def section_text(name: str, lines: list[str]) -> str:
+    """``lines`` as the text of the section ``name``, between its markers."""
+    return "\n".join([f"<!-- section: {name} -->", *lines, "<!-- /section -->"]) + "\n"
 
 
 def kept_sections(path: str = RESULTS_MD) -> str:
@@ -37,3 +43,15 @@ def write_section(text: str, name: str) -> None:
     new = pattern.sub(lambda _m: text, old) if pattern.search(old) else old.rstrip() + "\n\n" + text
     with open(RESULTS_MD, "w") as f:
         f.write(new)
+
+
+def publish(text: str, name: str, results: object, json_path: str, *, print_only: bool) -> None:
+    """Keep ``results`` in ``json_path`` and write ``text`` as the section ``name`` of
+    RESULTS.md; with ``print_only``, print ``text`` and write nothing."""
+    if print_only:
+        print(text)
+        return
+    os.makedirs(os.path.dirname(json_path), exist_ok=True)
+    with open(json_path, "w") as f:
+        json.dump(results, f, indent=2)
+    write_section(text, name)

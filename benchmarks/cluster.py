@@ -42,7 +42,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import HEARTLINE_BIN, WORK_DIR
 from _procfs import sched_ns
-from _sections import write_section
+from _sections import publish, section_text
 
 RESULTS_JSON = os.path.join(WORK_DIR, "cluster.json")
 SECTION = "cluster"
@@ -278,7 +278,7 @@ def bench_lab(samples: int) -> dict[str, object]:
 
 
 def render(results: dict[str, object]) -> str:
-    lines = [f"<!-- section: {SECTION} -->", "## 9. Cluster: what a load report costs", ""]
+    lines = ["## 9. Cluster: what a load report costs", ""]
     rep = results.get("report")
     if isinstance(rep, dict):
         verdict = "met" if rep["overhead_pct"] <= 0.1 else "missed"
@@ -356,8 +356,7 @@ def render(results: dict[str, object]) -> str:
             "the makespan: most / 10 of the ideal).",
             "",
         ]
-    lines.append("<!-- /section -->")
-    return "\n".join(lines) + "\n"
+    return section_text(SECTION, lines)
 
 
 def main() -> int:
@@ -385,14 +384,7 @@ def main() -> int:
         log(json.dumps(results["lab"]))
     elif "lab" in old:
         results["lab"] = old["lab"]
-    text = render(results)
-    if args.no_write:
-        print(text)
-        return 0
-    os.makedirs(WORK_DIR, exist_ok=True)
-    with open(RESULTS_JSON, "w") as f:
-        json.dump(results, f, indent=2)
-    write_section(text, SECTION)
+    publish(render(results), SECTION, results, RESULTS_JSON, print_only=args.no_write)
     return 0
 
 

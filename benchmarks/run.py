@@ -4,12 +4,14 @@
 Usage:
     python3 benchmarks/run.py [--quick] [--only NAME] [--tools LIST]
 
-NAME is one of: crash, startup, idle, status, herding.
+NAME is one of: crash, startup, idle, status, herding, rolling.
 LIST is a comma-separated subset of: heartline, supervisord, circus.
 
 herding is a simulation of placement under stale load reports (herding.py: no daemon, no
 peers, no network); it writes its own section of RESULTS.md, and `--only herding` runs it
-alone, without setting up the peers or the child.
+alone, without setting up the peers or the child. rolling (rolling.py: `heartline rolling` beside
+ansible-playbook on lab hosts, needs root) also writes its own section and runs alone with
+`--only rolling`; it runs under the project's .venv Python, as a process of its own.
 
 Standard library only. The peers (supervisor, circus) are installed into
 benchmarks/.venv-peers on first use; heartline is taken from the
@@ -26,7 +28,7 @@ This file runs the benchmarks and keeps the results; the parts live beside it:
 _tools.py (the adapter interface and heartline's config and commands), _peers.py
 (supervisord and circus), _scenarios.py (the four benchmarks), _harness.py (process
 housekeeping), _procfs.py (/proc sampling), _render.py (the tables of RESULTS.md), herding.py
-(the placement simulation and its section).
+(the placement simulation and its section), rolling.py (rolling operations and their section).
 """
 
 import argparse
@@ -34,9 +36,10 @@ import datetime
 import json
 import os
 import signal
+import subprocess
 import sys
 
-from _common import BIN_DIR, HEARTLINE_BIN, REPO_DIR, WORK_DIR, one_line
+from _common import BENCH_DIR, BIN_DIR, HEARTLINE_BIN, REPO_DIR, VENV_PY, WORK_DIR, one_line
 from _harness import TRACKER, BenchError, Budget, become_subreaper, log
 from _peers import (
     CIRCUS_DEFAULT_CHECK_DELAY,
@@ -54,7 +57,9 @@ from _tools import CHILD_BIN, Heartline
 RESULTS_JSON = os.path.join(WORK_DIR, "results.json")
 
 TOOLS = ["heartline", "supervisord", "circus"]
-BENCHES = ["crash", "startup", "idle", "status", "herding"]
+BENCHES = ["crash", "startup", "idle", "status", "herding", "rolling"]
+#: The benchmarks that write their own section and need neither the peers nor the child.
+OWN_SECTION = {"herding", "rolling"}
 
 MODES = {
     "quick": {
@@ -363,8 +368,8 @@ def main():
         if t not in TOOLS:
             ap.error(f"unknown tool {t!r}")
     benches = [args.only] if args.only else list(BENCHES)
-    if benches == ["herding"] and not args.setup_only:
-        return herding(args.quick)
+    if set(benches) <= OWN_SECTION and not args.setup_only:
+        return own_sections(benches, args.quick)
 
     os.makedirs(WORK_DIR, exist_ok=True)
     if not become_subreaper():
@@ -390,9 +395,17 @@ def main():
         run.status()
     run.finish()
     run.write()
+    return own_sections([b for b in benches if b in OWN_SECTION], args.quick)
+
+
+def own_sections(benches, quick):
+    """The benchmarks that write their own section of RESULTS.md; 1 if one failed."""
+    rc = 0
     if "herding" in benches:
-        return herding(args.quick)
-    return 0
+        rc |= herding(quick)
+    if "rolling" in benches:
+        rc |= rolling(quick)
+    return rc
 
 
 def herding(quick):
@@ -407,6 +420,24 @@ def herding(quick):
         return 1
     hl = [round(row["heartline"]["p95_ratio"], 2) for row in res["rows"].values()]
     log(f"   -> heartline p95 / ideal p95 at ages {list(res['rows'])} s: {hl}")
+    return 0
+
+
+def rolling(quick):
+    """`heartline rolling` beside ansible-playbook on lab hosts (rolling.py, under the
+    project's .venv, where heartline.testing is): it writes its own section of RESULTS.md."""
+    py = VENV_PY if os.path.exists(VENV_PY) else sys.executable
+    argv = [py, os.path.join(BENCH_DIR, "rolling.py")] + (["--quick"] if quick else [])
+    log("rolling (heartline rolling and ansible-playbook on lab hosts) ...")
+    proc = subprocess.Popen(argv)
+    try:
+        rc = proc.wait(900)
+    except subprocess.TimeoutExpired:
+        proc.terminate()  # its SIGTERM handler takes the lab down
+        rc = proc.wait(120)
+    if rc != 0:
+        log(f"   rolling failed (exit {rc})")
+        return 1
     return 0
 
 

@@ -179,11 +179,16 @@ class Roll:
         """Roll over every host; raises RollStopped or LockLost at the first failure."""
         backend = open_backend(self.spec.backend, token_file=self.spec.token_file,
                                ca_file=self.spec.ca_file)  # fmt: skip
+        # The gate's URLs need each host's address (an `ssh -G` each): looked up all at once
+        # while the lock is asked for, not one by one between hosts.
+        lookup = self._look_up_addresses()
         try:
             self._event("waiting for the lock", lock=self.lock)
             who = ClientInfo.here(f"heartline rolling {self.group}")
             lease = backend.acquire(self.lock, limit=1, ttl=LOCK_TTL, wait=None, client=who)
             lease.on_state(self._on_lease)
+            if lookup is not None:
+                lookup.join()
             store = open_store(self.spec, ttl=LOCK_TTL, label=who.label)
             try:
                 self._roll(store, lease.token)
@@ -246,6 +251,22 @@ class Roll:
 
     def _destination(self, host: str) -> str:
         return self.spec.host(host).ssh_destination or host
+
+    def _look_up_addresses(self) -> threading.Thread | None:
+        gate = self.gate
+        if gate is None or gate.url is None or "{host}" not in gate.url:
+            return None
+
+        def look_up() -> None:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(min(8, len(self.hosts)) or 1) as pool:
+                found = pool.map(lambda h: self.ssh.hostname(self._destination(h)), self.hosts)
+                self._addresses.update(zip(self.hosts, found, strict=True))
+
+        thread = threading.Thread(target=look_up, name="heartline-addresses", daemon=True)
+        thread.start()
+        return thread
 
     def _address(self, host: str) -> str:
         """The host's address for a URL: its ssh destination as ssh resolves it."""

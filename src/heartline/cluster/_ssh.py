@@ -41,7 +41,7 @@ from heartline.errors import HostKeyRefused, SshFailed
 _GUARD = (
     "printf '\\036heartline-started\\n' >&2; exec 3<&0; "
     'setsid "$@" </dev/null 3<&- & p=$!; '
-    "( cat <&3 >/dev/null; kill -TERM -$p 2>/dev/null || exit 0; "
+    "( while read -r _ <&3; do :; done; kill -TERM -$p 2>/dev/null || exit 0; "
     "i=0; while kill -0 -$p 2>/dev/null && [ $i -lt 50 ]; do sleep 0.1; i=$((i+1)); done; "
     "kill -KILL -$p 2>/dev/null ) >/dev/null 2>&1 & w=$!; "
     "wait $p; rc=$?; kill $w 2>/dev/null; exit $rc"

@@ -337,10 +337,10 @@ class SeatKeeper:
         if state is State.STANDBY and s.phase == "idle":
             self._contend(s)
         elif state is State.STOPPED and s.phase in ("waiting", "held"):
-            self._leave(s, why="", then="idle")
+            self._leave(s)
         elif state is State.FATAL and "fatal" in prog.spec.failover_on and s.phase == "held":
             log.warning("%s: fatal on this host; handing it to another host", name)
-            self._leave(s, why="", then="idle")
+            self._leave(s)
         self._publish(s, prog)
 
     def _publish(self, s: _Seat, prog: Program | None) -> None:
@@ -425,7 +425,7 @@ class SeatKeeper:
             log.info("%s: granted (token %d) while it moves to %s; passing it on",
                      s.name, lease.token, order.to)  # fmt: skip
             s.phase = "leaving"
-            s.task = self.loop.create_task(self._release_then(s, lock, contend=True))
+            s.task = self.loop.create_task(self._release_then(s, lock))
             return
         s.lease = lease
         s.phase = "held"
@@ -472,16 +472,16 @@ class SeatKeeper:
         s.phase = "leaving"
         s.task = self.loop.create_task(self._step_down(s, lock, why, kill_in=max(0.0, left)))
 
-    async def _step_down(
-        self, s: _Seat, lock: Lock, why: str, *, kill_in: float | None, contend: bool = True
-    ) -> None:
+    async def _step_down(self, s: _Seat, lock: Lock, why: str, *, kill_in: float | None) -> None:
         """Stop the program here (standing by), then give the lock back."""
         prog = self._program(s)
         if prog is not None:
             await prog.stand_by(why, kill_in=kill_in)
-        await self._release_then(s, lock, contend=contend)
+        await self._release_then(s, lock)
 
-    async def _release_then(self, s: _Seat, lock: Lock, *, contend: bool) -> None:
+    async def _release_then(self, s: _Seat, lock: Lock) -> None:
+        """Give the lock back (its program has no process here), then contend again if the
+        program stands by (not if it was stopped, or turned fatal and is handed on)."""
         await asyncio.get_running_loop().run_in_executor(None, self._give_back, lock)
         if self.fences is not None:
             self.fences.unfence(s.name)
@@ -491,7 +491,7 @@ class SeatKeeper:
         s.phase = "idle"
         prog = self._program(s)
         self._publish(s, prog)
-        if contend and prog is not None and prog.state is State.STANDBY:
+        if prog is not None and prog.state is State.STANDBY and not self._closed:
             self._contend(s)
 
     @staticmethod
@@ -499,17 +499,20 @@ class SeatKeeper:
         with contextlib.suppress(HeartlineError):
             lock.release()
 
-    def _leave(self, s: _Seat, *, why: str, then: str) -> None:
-        """Stop contending (or holding) for good: an operator's stop, a fatal handed on."""
+    def _leave(self, s: _Seat) -> None:
+        """Stop contending, or give the lock back: the program was stopped, or turned fatal
+        and is handed on (it has no process here either way)."""
+        if s.phase == "leaving":
+            return  # a step down under way gives the lock back once the program is gone
         lock = s.lock
         task, s.task = s.task, None
         if task is not None:
-            task.cancel()
+            task.cancel()  # a wait for the lock (a grant that raced in is given back)
         if lock is None:
             s.phase = "idle"
             return
         s.phase = "leaving"
-        s.task = self.loop.create_task(self._release_then(s, lock, contend=then != "idle"))
+        s.task = self.loop.create_task(self._release_then(s, lock))
 
     @staticmethod
     def _close_lock(lock: Lock) -> None:

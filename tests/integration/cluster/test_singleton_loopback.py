@@ -228,3 +228,21 @@ def test_fatal_on_one_host_hands_it_to_another(
     wait_until(lambda: h0.program("one")["singleton"]["holder"] == "h1", 10, "h0 to see h1 hold it")
     runs = check_history(hist, 4)
     assert [h for h, _ in runs] == ["h0", "h0", "h0", "h1"], (runs, info)
+
+
+def test_a_reload_that_changes_it_keeps_one_copy_and_the_host_in_the_contest(trio: Trio) -> None:
+    i, token = trio.holder()
+    d = trio.daemons[i]
+    d.config.write_text(d.config.read_text().replace('stop_timeout = "2s"', 'stop_timeout = "3s"'))
+    d.cli("reload")
+    j, token2 = trio.holder()
+    assert token2 > token
+    # The reloaded host contends again: it runs it, or stands by for it.
+    if j != i:
+        d.wait_state("one", "standby")
+    trio.daemons[j].cli("stop", "one")
+    if j != i:
+        trio.holder()
+        trio.daemons[j].cli("start", "one")
+        trio.daemons[j].wait_state("one", "standby")
+    check_history(trio.history, 3 if j != i else 2)

@@ -23,7 +23,7 @@ STATE = "lab.json"
 #: Every name a lab makes at the top of its directory (``hosts`` holds one directory a host).
 TOP_FILES = (
     "heartline.toml", "token", "id_ed25519", "id_ed25519.pub", "authorized_keys",
-    "ssh_config", "known_hosts", "keeper.log", "hosts",
+    "ssh_config", "known_hosts", "keeper.log", "hosts", "lockd",
 )  # fmt: skip
 #: Hosts a lab may have (addresses .11 to .74 of its /24).
 LAB_MAX_HOSTS = 64

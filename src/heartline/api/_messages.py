@@ -73,6 +73,20 @@ class SingletonInfo(TypedDict):
     lease: float
 
 
+MoveResult = TypedDict(
+    "MoveResult",
+    {
+        "name": str,
+        "from": str,  # a keyword in Python: hence the functional form
+        "to": str,
+        #: The fencing token of the run on the target.
+        "token": int,
+        #: Seconds from the order to the program running on the target.
+        "took": float,
+    },
+)
+
+
 class ProgramStatus(TypedDict):
     name: str
     group: str
@@ -149,4 +163,5 @@ SCHEMAS: dict[str, type] = {
     "Status": StatusReply,
     "StopResult": StopResult,
     "Error": ErrorReply,
+    "MoveResult": MoveResult,
 }

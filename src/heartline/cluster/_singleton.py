@@ -36,7 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
-from heartline.api import SingletonInfo
+from heartline.api import MoveResult, SingletonInfo
 from heartline.cluster._store import EntryStore, open_store
 from heartline.cluster._wire import PREFIX
 from heartline.errors import HeartlineError, MoveRefused
@@ -545,9 +545,7 @@ class SeatKeeper:
         holder = holder_of(self._seen.get(name, []))
         return holder is None or holder.token is None or holder.token <= order.token
 
-    async def move(
-        self, name: str, to: str | None, *, timeout: float | None = None
-    ) -> dict[str, Any]:
+    async def move(self, name: str, to: str | None, *, timeout: float | None = None) -> MoveResult:
         """Hand singleton ``name`` over to host ``to`` (or the first host standing by):
         stop it where it runs, start it there. Returns once it runs there."""
         prog = self.sup.programs.get(name)
@@ -589,7 +587,7 @@ class SeatKeeper:
                     and now_holder.host == to
                     and (now_holder.token or 0) > token
                 ):
-                    return {"name": name, "from": holder, "to": to, "token": now_holder.token,
+                    return {"name": name, "from": holder, "to": to, "token": now_holder.token or 0,
                             "took": round(time.monotonic() - began, 3)}  # fmt: skip
                 left = deadline - time.monotonic()
                 if left <= 0:

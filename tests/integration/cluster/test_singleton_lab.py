@@ -102,6 +102,8 @@ def trio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
 
 
 def test_holder_crashed_another_host_runs_it_within_the_lease(trio: Lab) -> None:
+    """The holder host crashed (its pid namespace killed): another host runs it within the
+    lease plus a start, with a larger token; booted again, the host stands by."""
     host, token = trio.holder()
     at = time.monotonic()
     trio.lab.crash(host)
@@ -114,6 +116,8 @@ def test_holder_crashed_another_host_runs_it_within_the_lease(trio: Lab) -> None
 
 
 def test_holder_cut_off_stops_it_before_another_host_starts_it(trio: Lab) -> None:
+    """The holder host cut off (its link down): it stops its copy by itself before another
+    host starts one (within the lease plus a start); healed, it stands by."""
     host, token = trio.holder()
     at = time.monotonic()
     assert trio.lab.cut(host)
@@ -132,6 +136,8 @@ def test_holder_cut_off_stops_it_before_another_host_starts_it(trio: Lab) -> Non
 
 
 def test_holder_daemon_frozen_past_the_lease(trio: Lab) -> None:
+    """The holder's daemon SIGSTOPped: its fd holder stops the program before the lease ends,
+    another host runs it in time; thawed, the daemon stands by."""
     host, token = trio.holder()
     pid = trio.daemon_pid(host)
     at = time.monotonic()
@@ -147,6 +153,8 @@ def test_holder_daemon_frozen_past_the_lease(trio: Lab) -> None:
 
 
 def test_backend_killed_and_started_again_still_one_copy(trio: Lab) -> None:
+    """The lab's lockd SIGKILLed and started again on its journal: still one copy; a new run,
+    if any, has a larger token."""
     host, token = trio.holder()
     before = len(history(trio.history))
     trio.lab.crash("backend")

@@ -117,6 +117,9 @@ def trio(lock_server: Any, make_daemon: Callable[..., Daemon], tmp_path: Path) -
 
 
 def test_one_host_runs_it_the_others_stand_by_and_say_where(trio: Trio) -> None:
+    """One daemon runs it, with the lock's name and token in its environment; the other two
+    stand by, each saying where it runs (status, --json and the table), and the holder
+    lists them as standing by."""
     i, token = trio.holder()
     holder = trio.hosts[i]
     for j, d in enumerate(trio.daemons):
@@ -140,6 +143,8 @@ def test_one_host_runs_it_the_others_stand_by_and_say_where(trio: Trio) -> None:
 
 
 def test_daemon_killed_its_program_stops_and_another_host_takes_over(trio: Trio) -> None:
+    """The holder's daemon SIGKILLed: its fd holder stops the program at once, then the lock
+    passes to another daemon, which runs it with a larger token; never two copies."""
     i, token = trio.holder()
     pid = trio.daemons[i].program("one")["pid"]
     trio.daemons[i].kill9()
@@ -152,6 +157,8 @@ def test_daemon_killed_its_program_stops_and_another_host_takes_over(trio: Trio)
 
 
 def test_frozen_daemon_its_program_is_stopped_before_the_lease_ends(trio: Trio) -> None:
+    """The holder's daemon SIGSTOPped past the lease: the fd holder stops its program before
+    the lease ends, another daemon runs it; thawed, the old holder stands by."""
     i, token = trio.holder()
     d = trio.daemons[i]
     assert d.proc is not None
@@ -170,6 +177,8 @@ def test_frozen_daemon_its_program_is_stopped_before_the_lease_ends(trio: Trio) 
 
 
 def test_stop_hands_it_over_and_move_takes_it_where_asked(trio: Trio) -> None:
+    """`stop` on the holder lets another host take it; `move --to` from a third host takes it
+    where asked; moving it where it is, or to a host not standing by, is one line, exit 17."""
     i, token = trio.holder()
     trio.daemons[i].cli("stop", "one")
     j, token2 = trio.holder()
@@ -231,6 +240,9 @@ def test_fatal_on_one_host_hands_it_to_another(
 
 
 def test_a_reload_that_changes_it_keeps_one_copy_and_the_host_in_the_contest(trio: Trio) -> None:
+    """A reload that changes the singleton on its holder stops it there; one copy runs again,
+    and the reloaded host is back in the contest (it runs it, or stands by and takes it
+    when the new holder stops it)."""
     i, token = trio.holder()
     d = trio.daemons[i]
     d.config.write_text(d.config.read_text().replace('stop_timeout = "2s"', 'stop_timeout = "3s"'))

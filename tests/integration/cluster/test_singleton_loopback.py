@@ -192,6 +192,12 @@ def test_stop_hands_it_over_and_move_takes_it_where_asked(trio: Trio) -> None:
     m, token3 = trio.holder()
     assert m == k and token3 > token2
     trio.daemons[j].wait_state("one", "standby")
+    # No gap longer than a start: the old copy's stop to the new copy's start.
+    check_history(trio.history, 3)
+    events = history(trio.history)
+    stopped = next(t for what, h, tok, t in events if what == "stop" and tok == token2)
+    started = next(t for what, h, tok, t in events if what == "start" and tok == token3)
+    assert 0 < started - stopped < 1.0, (stopped, started)
     # Moving it where it is, to a host not standing by, or with nobody else standing by.
     res = trio.daemons[k].cli("move", "one", "--to", trio.hosts[k], check=False)
     assert res.returncode == 17 and "already runs on" in res.stderr, res.stderr

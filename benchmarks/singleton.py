@@ -254,6 +254,12 @@ class EtcdRig(Rig):
             return self.ctl_run("endpoint", "health", timeout=5).returncode == 0
 
         wait_for(healthy, 30, "healthy etcd", step=0.1)
+        # Nothing beyond loopback without authentication: a client without a certificate is
+        # turned away.
+        bare = [x for x in self.ctl if not x.startswith(("--cert=", "--key="))]
+        if subprocess.run([*bare, "endpoint", "health"], capture_output=True, timeout=10,
+                          env=etcd_env(), check=False).returncode == 0:  # fmt: skip
+            raise RuntimeError("etcd answered a client without a certificate")
         for host in self.lab.hosts:
             self.start_loop(host)
 
@@ -321,10 +327,9 @@ class EtcdRig(Rig):
                         step=0.1)  # fmt: skip
 
     def rejoin(self, host: str) -> None:
-        # A crashed host lost its loop with it; a cut one's was killed in after_failover.
-        gone = self.loops.pop(host, None)
-        if gone is not None:
-            gone.wait(10)
+        # A crashed host lost its loop with it; a cut one's was killed in after_failover
+        # (unless no copy ran elsewhere): either way none of it may be left.
+        self.kill_loop(host)
         self.start_loop(host)
         wait_for(lambda: self.contenders() == HOSTS, RESTORE_LIMIT, f"{host}'s etcdctl waiting",
                  step=0.1)  # fmt: skip
@@ -402,23 +407,22 @@ def trial(rig: Rig, fault: str) -> dict[str, Any]:
     rig.fault(fault, old)
     res: dict[str, Any] = {"fault": fault, "from": old}
     new: Line | None = None
-    try:
 
-        def elsewhere() -> Line | None:
-            return next((x for x in read_history(rig.history)[mark:]
-                         if x.what == "start" and x.host != old and x.t > t0), None)  # fmt: skip
+    def elsewhere() -> Line | None:
+        return next((x for x in read_history(rig.history)[mark:]
+                     if x.what == "start" and x.host != old and x.t > t0), None)  # fmt: skip
 
-        with contextlib.suppress(TimeoutError):
-            new = wait_for(elsewhere, FAILOVER_LIMIT, "copy on another host")
-        if new is not None:
-            res.update(to=new.host, failover_s=round(new.t - t0, 4))
-            for k, v in rig.after_failover(fault, old, t0, new).items():
-                if isinstance(v, float):
-                    res[k + "_s"] = round(v - t0, 4)
-                elif v is not None:
-                    res[k] = v
-    finally:
-        rig.restore(fault, old)
+    with contextlib.suppress(TimeoutError):
+        new = wait_for(elsewhere, FAILOVER_LIMIT, "copy on another host")
+    if new is not None:
+        res.update(to=new.host, failover_s=round(new.t - t0, 4))
+        for k, v in rig.after_failover(fault, old, t0, new).items():
+            if isinstance(v, float):
+                res[k + "_s"] = round(v - t0, 4)
+            elif v is not None:
+                res[k] = v
+    # Not in a `finally`: an error ends the series, and the lab goes down with it.
+    rig.restore(fault, old)
     if new is not None:
         # The new copy holds the flock by now, unless an older copy still does.
         with contextlib.suppress(TimeoutError):
@@ -658,7 +662,8 @@ def render(results: dict[str, Any]) -> str:
         f"The peer: etcd {et.get('version', '?')} (Debian's etcd-server, default heartbeat 100 ms "
         "and election timeout 1 s) on the lab's gateway address, TLS with client-certificate "
         "authentication (a throwaway CA, server and client certificates made with openssl at "
-        "run time, removed at the end); on each host `while true; do etcdctl --endpoints=https://"
+        "run time, removed at the end; a client without a certificate is checked to be "
+        "turned away); on each host `while true; do etcdctl --endpoints=https://"
         f"GATEWAY:PORT --cacert ... --cert ... --key ... lock --ttl={int(LEASE)} {NAME} -- "
         "PROG; sleep 0.1; done` (the pause only bounds the loop if etcdctl fails at once; the "
         "host that takes over is already waiting inside `etcdctl lock`). etcd leases are whole "

@@ -4,9 +4,12 @@ tables, and each other script (liveness.py, inside.py, locks.py) owns one sectio
 
 from __future__ import annotations
 
+import datetime
 import json
 import os
 import re
+from collections.abc import Callable
+from typing import Any
 
 from _common import BENCH_DIR
 
@@ -55,3 +58,33 @@ def publish(text: str, name: str, results: object, json_path: str, *, print_only
     with open(json_path, "w") as f:
         json.dump(results, f, indent=2)
     write_section(text, name)
+
+
+def load_average() -> str:
+    return "{:.2f} / {:.2f} / {:.2f}".format(*os.getloadavg())
+
+
+def measure_and_publish(
+    name: str,
+    measure: Callable[[], dict[str, Any]],
+    render: Callable[[dict[str, Any]], str],
+    json_path: str,
+    *,
+    print_only: bool,
+    log: Callable[[str], None],
+) -> dict[str, Any]:
+    """``measure()``, with the load average before and after it (``results["load"]``) and the
+    time (``results["when"]``), published as the section ``name``. A result that says
+    ``skipped`` leaves RESULTS.md as it was (with ``print_only`` its section is printed)."""
+    load0 = load_average()
+    results = measure()
+    results["load"] = [load0, load_average()]
+    if "skipped" in results:
+        log(f"skipped: {results['skipped']}")
+        if not print_only:
+            return results
+    results["when"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    publish(render(results), name, results, json_path, print_only=print_only)
+    if not print_only:
+        log(f"wrote the {name} section of benchmarks/RESULTS.md")
+    return results

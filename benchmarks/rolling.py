@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime
 import itertools
 import json
 import os
@@ -51,7 +50,7 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from _common import HEARTLINE_BIN, PEERS_PY, PEERS_VENV, WORK_DIR, install_peers, one_line
 from _common import percentile as pct
-from _sections import publish, section_text
+from _sections import measure_and_publish, section_text
 from cluster import CLI_ENV, median, started
 
 SECTION = "rolling"
@@ -518,17 +517,8 @@ def main() -> int:
     ap.add_argument("--no-write", action="store_true", help="print the section instead")
     args = ap.parse_args()
     runs = 2 if args.quick else 5
-    load0 = "{:.2f} / {:.2f} / {:.2f}".format(*os.getloadavg())
-    results = bench(runs, 8 if args.quick else 20)
-    results["load"] = [load0, "{:.2f} / {:.2f} / {:.2f}".format(*os.getloadavg())]
-    if "skipped" in results:
-        log(f"skipped: {results['skipped']}")
-        if not args.no_write:
-            return 0  # RESULTS.md keeps its last figures
-    results["when"] = datetime.datetime.now(datetime.UTC).strftime("%Y-%m-%d %H:%M UTC")
-    publish(render(results), SECTION, results, RESULTS_JSON, print_only=args.no_write)
-    if not args.no_write:
-        log("wrote the rolling section of benchmarks/RESULTS.md")
+    measure_and_publish(SECTION, lambda: bench(runs, 8 if args.quick else 20), render,
+                        RESULTS_JSON, print_only=args.no_write, log=log)  # fmt: skip
     return 0
 
 

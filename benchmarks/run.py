@@ -4,14 +4,16 @@
 Usage:
     python3 benchmarks/run.py [--quick] [--only NAME] [--tools LIST]
 
-NAME is one of: crash, startup, idle, status, herding, rolling.
+NAME is one of: crash, startup, idle, status, herding, rolling, singleton.
 LIST is a comma-separated subset of: heartline, supervisord, circus.
 
 herding is a simulation of placement under stale load reports (herding.py: no daemon, no
 peers, no network); it writes its own section of RESULTS.md, and `--only herding` runs it
 alone, without setting up the peers or the child. rolling (rolling.py: `heartline rolling` beside
 ansible-playbook on lab hosts, needs root) also writes its own section and runs alone with
-`--only rolling`; it runs under the project's .venv Python, as a process of its own.
+`--only rolling`; it runs under the project's .venv Python, as a process of its own. singleton
+(singleton.py: failover of a singleton program on lab hosts, heartline beside an `etcdctl lock`
+loop, needs root) is run the same way, alone with `--only singleton`.
 
 Standard library only. The peers (supervisor, circus) are installed into
 benchmarks/.venv-peers on first use; heartline is taken from the
@@ -28,7 +30,8 @@ This file runs the benchmarks and keeps the results; the parts live beside it:
 _tools.py (the adapter interface and heartline's config and commands), _peers.py
 (supervisord and circus), _scenarios.py (the four benchmarks), _harness.py (process
 housekeeping), _procfs.py (/proc sampling), _render.py (the tables of RESULTS.md), herding.py
-(the placement simulation and its section), rolling.py (rolling operations and their section).
+(the placement simulation and its section), rolling.py (rolling operations and their section),
+singleton.py (singleton failover and its section).
 """
 
 import argparse
@@ -57,9 +60,9 @@ from _tools import CHILD_BIN, Heartline
 RESULTS_JSON = os.path.join(WORK_DIR, "results.json")
 
 TOOLS = ["heartline", "supervisord", "circus"]
-BENCHES = ["crash", "startup", "idle", "status", "herding", "rolling"]
+BENCHES = ["crash", "startup", "idle", "status", "herding", "rolling", "singleton"]
 #: The benchmarks that write their own section and need neither the peers nor the child.
-OWN_SECTION = {"herding", "rolling"}
+OWN_SECTION = {"herding", "rolling", "singleton"}
 
 MODES = {
     "quick": {
@@ -404,7 +407,9 @@ def own_sections(benches, quick):
     if "herding" in benches:
         rc |= herding(quick)
     if "rolling" in benches:
-        rc |= rolling(quick)
+        rc |= lab_script("rolling.py", "heartline rolling and ansible-playbook", quick)
+    if "singleton" in benches:
+        rc |= lab_script("singleton.py", "singleton failover, heartline and an etcdctl loop", quick)
     return rc
 
 
@@ -423,12 +428,13 @@ def herding(quick):
     return 0
 
 
-def rolling(quick):
-    """`heartline rolling` beside ansible-playbook on lab hosts (rolling.py, under the
-    project's .venv, where heartline.testing is): it writes its own section of RESULTS.md."""
+def lab_script(script, what, quick):
+    """A benchmark on lab hosts (rolling.py: `heartline rolling` beside ansible-playbook;
+    singleton.py: singleton failover beside an `etcdctl lock` loop), under the project's .venv,
+    where heartline.testing is: it writes its own section of RESULTS.md."""
     py = VENV_PY if os.path.exists(VENV_PY) else sys.executable
-    argv = [py, os.path.join(BENCH_DIR, "rolling.py")] + (["--quick"] if quick else [])
-    log("rolling (heartline rolling and ansible-playbook on lab hosts) ...")
+    argv = [py, os.path.join(BENCH_DIR, script)] + (["--quick"] if quick else [])
+    log(f"{script} ({what} on lab hosts) ...")
     proc = subprocess.Popen(argv)
     try:
         rc = proc.wait(900)
@@ -436,7 +442,7 @@ def rolling(quick):
         proc.terminate()  # its SIGTERM handler takes the lab down
         rc = proc.wait(120)
     if rc != 0:
-        log(f"   rolling failed (exit {rc})")
+        log(f"   {script} failed (exit {rc})")
         return 1
     return 0
 

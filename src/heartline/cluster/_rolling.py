@@ -161,6 +161,7 @@ class Roll:
         self._lost = threading.Event()
         self._remote: Remote | None = None
         self._addresses: dict[str, str] = {}
+        self._lookup: threading.Thread | None = None
 
     def _event(self, event: str, host: str | None = None, **kw: Any) -> None:
         self.emit({"event": event, "host": host, "elapsed": round(time.monotonic() - self.t0, 3),
@@ -179,16 +180,15 @@ class Roll:
         """Roll over every host; raises RollStopped or LockLost at the first failure."""
         backend = open_backend(self.spec.backend, token_file=self.spec.token_file,
                                ca_file=self.spec.ca_file)  # fmt: skip
-        # The gate's URLs need each host's address (an `ssh -G` each): looked up all at once
-        # while the lock is asked for, not one by one between hosts.
+        # The gate's URLs need each host's address (an `ssh -G` each): looked up all at once,
+        # while the lock is asked for and the first command runs, not one by one between hosts.
         lookup = self._look_up_addresses()
         try:
             self._event("waiting for the lock", lock=self.lock)
             who = ClientInfo.here(f"heartline rolling {self.group}")
             lease = backend.acquire(self.lock, limit=1, ttl=LOCK_TTL, wait=None, client=who)
             lease.on_state(self._on_lease)
-            if lookup is not None:
-                lookup.join()
+            self._lookup = lookup
             store = open_store(self.spec, ttl=LOCK_TTL, label=who.label)
             try:
                 self._roll(store, lease.token)
@@ -270,6 +270,9 @@ class Roll:
 
     def _address(self, host: str) -> str:
         """The host's address for a URL: its ssh destination as ssh resolves it."""
+        lookup, self._lookup = self._lookup, None
+        if lookup is not None:
+            lookup.join()  # done by now, mostly: it ran while the first command did
         if host not in self._addresses:
             self._addresses[host] = self.ssh.hostname(self._destination(host))
         return self._addresses[host]

@@ -199,11 +199,23 @@ def _lock_client_options(p: argparse.ArgumentParser) -> None:
         metavar="URL",
         default=None,
         help="heartline://HOST:PORT, heartlines://HOST:PORT (TLS) or etcd://HOST:PORT[,...] "
-        "(default: $HEARTLINE_LOCK_URL or heartline://127.0.0.1:7717)",
+        "(etcds:// with TLS) (default: $HEARTLINE_LOCK_URL or heartline://127.0.0.1:7717)",
     )
     p.add_argument("--token-file", metavar="FILE", default=None,
                    help="lockd client token (default: $HEARTLINE_LOCK_TOKEN_FILE)")  # fmt: skip
     p.add_argument("--ca-file", metavar="FILE", default=None, help="CA bundle for TLS")
+    p.add_argument(
+        "--cert-file",
+        metavar="FILE",
+        default=None,
+        help="etcds:// client certificate (default: $HEARTLINE_LOCK_CERT_FILE)",
+    )
+    p.add_argument(
+        "--key-file",
+        metavar="FILE",
+        default=None,
+        help="its private key, mode 600 (default: $HEARTLINE_LOCK_KEY_FILE)",
+    )
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:

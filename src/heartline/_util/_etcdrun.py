@@ -58,6 +58,20 @@ class TlsFiles(NamedTuple):
     client_cert: str
     client_key: str
 
+    @classmethod
+    def in_dir(cls, directory: str) -> TlsFiles:
+        """The files :func:`make_tls_files` writes into ``directory``."""
+        names = ("ca.pem", "server.pem", "server.key", "client.pem", "client.key")
+        return cls(*(os.path.join(directory, name) for name in names))
+
+    def client_context(self) -> ssl.SSLContext:
+        """A TLS client context that trusts the CA and shows the client certificate."""
+        import ssl
+
+        context = ssl.create_default_context(cafile=self.ca)
+        context.load_cert_chain(self.client_cert, self.client_key)
+        return context
+
 
 def make_tls_files(
     directory: str, *, ips: Sequence[str], names: Sequence[str] = (), days: int = 365,
@@ -66,8 +80,7 @@ def make_tls_files(
     """A CA, a server certificate for ``ips`` and ``names`` and a client certificate (common
     name ``client``), written into ``directory``. Raises OSError when openssl is missing or
     fails (its message in the error)."""
-    files = TlsFiles(*(os.path.join(directory, name) for name in (
-        "ca.pem", "server.pem", "server.key", "client.pem", "client.key")))  # fmt: skip
+    files = TlsFiles.in_dir(directory)
     ca_key, conf = os.path.join(directory, "ca.key"), os.path.join(directory, "openssl.cnf")
     san = ", ".join([f"IP:{ip}" for ip in ips] + [f"DNS:{name}" for name in names])
     try:
@@ -117,7 +130,8 @@ def etcd_argv(
     """The command line of a single-member etcd on ``client_url`` and ``peer_url`` (its only
     listeners), tuned to elect itself at once (20 ms heartbeats, 200 ms election timeout, so
     it also grants leases as short as a second). With ``tls`` (``client_url`` https://) it
-    asks every client for a certificate its CA signed (``--client-cert-auth``)."""
+    asks every client for a certificate its CA signed (``--client-cert-auth``), and so it
+    does on the peer port when ``peer_url`` is https:// too."""
     argv = [
         binary,
         "--name=default",
@@ -141,6 +155,13 @@ def etcd_argv(
             f"--cert-file={tls.server_cert}",
             f"--key-file={tls.server_key}",
         ]
+        if peer_url.startswith("https://"):
+            argv += [
+                "--peer-client-cert-auth",
+                f"--peer-trusted-ca-file={tls.ca}",
+                f"--peer-cert-file={tls.server_cert}",
+                f"--peer-key-file={tls.server_key}",
+            ]
     return argv
 
 

@@ -20,13 +20,9 @@ import socket
 import subprocess
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from heartline._util import ETCD_BINARY, TlsFiles, etcd_argv, etcd_serves, make_tls_files
 from heartline.testing._process import ServerProcess
-
-if TYPE_CHECKING:
-    import ssl
 
 _START_TIMEOUT = 20.0
 
@@ -124,7 +120,7 @@ class EtcdServer(ServerProcess):
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout
-        context = self._client_context()
+        context = self.tls.client_context() if self.tls is not None else None
         while not etcd_serves("127.0.0.1", self.client_port, context):
             if self._proc.poll() is not None:
                 code = self._proc.returncode
@@ -137,15 +133,6 @@ class EtcdServer(ServerProcess):
                     f"{self._log_tail()}"
                 )
             time.sleep(0.02)
-
-    def _client_context(self) -> ssl.SSLContext | None:
-        if self.tls is None:
-            return None
-        import ssl
-
-        context = ssl.create_default_context(cafile=self.tls.ca)
-        context.load_cert_chain(self.tls.client_cert, self.tls.client_key)
-        return context
 
     def _log_tail(self, lines: int = 20) -> str:
         try:

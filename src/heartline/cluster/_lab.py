@@ -105,11 +105,6 @@ def check_backend(backend: str) -> str:
 def lab_unavailable(backend: str = "lockd") -> str | None:
     """Why lab hosts (with ``backend`` as the keeper) cannot be made here (not root, a tool
     missing), or None when they can."""
-    if backend == "etcd":
-        if not os.access(ETCD_BINARY, os.X_OK):
-            return f"a lab on etcd needs {ETCD_BINARY}: install etcd-server"
-        if shutil.which("openssl") is None:
-            return "a lab on etcd needs openssl (for its certificates): install openssl"
     if os.geteuid() != 0:
         return "lab hosts need root (they make network namespaces, links and mounts)"
     for tool, package in (("ip", "iproute2"), ("unshare", "util-linux"),
@@ -119,6 +114,11 @@ def lab_unavailable(backend: str = "lockd") -> str | None:
             return f"lab hosts need {tool}: install {package}"
     if not os.access(_SSHD, os.X_OK):
         return f"lab hosts need {_SSHD}: install openssh-server"
+    if backend == "etcd":
+        if not os.access(ETCD_BINARY, os.X_OK):
+            return f"a lab on etcd needs {ETCD_BINARY}: install etcd-server"
+        if shutil.which("openssl") is None:
+            return "a lab on etcd needs openssl (for its certificates): install openssl"
     return None
 
 

@@ -36,7 +36,7 @@ EXIT_CODES: dict[int, str] = {
     70: "lock: the guard process vanished",
     75: "lock: not granted in time, or busy with --try",
     77: "lock, locks: not authorized",
-    78: "lock, locks: the token file is open to other users",
+    78: "lock, locks: the token file (or the client key) is open to other users",
     79: "lock: the lock was lost while the command ran; the command was stopped",
     86: "a program's own watchdog found it stalled (heartline.service.watchdog)",
     127: "lock, run: the command could not be started",
@@ -233,8 +233,9 @@ class LockAuthError(LockError):
 
 
 class UnsafeTokenFile(LockError):
-    """A client token file that other users could read or change: refused, as ssh refuses
-    such a private key, before anything is sent (you did it: fix the file's mode)."""
+    """A client token file (or an etcd client key) that other users could read or change:
+    refused, as ssh refuses such a private key, before anything is sent (you did it: fix the
+    file's mode)."""
 
     exit_code = EXIT_UNSAFE_TOKEN_FILE  # sysexits EX_CONFIG: fix the file, then try again
 

@@ -1,6 +1,6 @@
 """Small shared helpers: durations, sizes, atomic files, the clock, retries, Linux process
 helpers (/proc, pidfds, process groups), inotify, batched datagram reads, private directories,
-and a small TOML writer.
+a small TOML writer, and running an etcd of one's own (its command line, its TLS files).
 
 Names are loaded on first use: heartline.service runs inside users' programs and imports only
 what it uses from here (no typing, no ctypes until asked for).
@@ -14,6 +14,13 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from heartline._util._atomic import atomic_write
     from heartline._util._clock import SYSTEM_CLOCK, Clock, SystemClock
+    from heartline._util._etcdrun import (
+        ETCD_BINARY,
+        TlsFiles,
+        etcd_argv,
+        etcd_serves,
+        make_tls_files,
+    )
     from heartline._util._inotify import add_watch, drain, open_inotify, watch_directory, watch_file
     from heartline._util._linux import (
         OWN_CHILDREN,
@@ -48,6 +55,11 @@ _WHERE = {
     "SYSTEM_CLOCK": "_clock",
     "Clock": "_clock",
     "SystemClock": "_clock",
+    "ETCD_BINARY": "_etcdrun",
+    "TlsFiles": "_etcdrun",
+    "etcd_argv": "_etcdrun",
+    "etcd_serves": "_etcdrun",
+    "make_tls_files": "_etcdrun",
     "add_watch": "_inotify",
     "drain": "_inotify",
     "open_inotify": "_inotify",
@@ -83,6 +95,7 @@ _WHERE = {
 }
 
 __all__ = [
+    "ETCD_BINARY",
     "OWN_CHILDREN",
     "SYSTEM_CLOCK",
     "BatchReader",
@@ -90,6 +103,7 @@ __all__ = [
     "ProcInfo",
     "Retry",
     "SystemClock",
+    "TlsFiles",
     "UnsafeDirectory",
     "add_watch",
     "atomic_write",
@@ -101,8 +115,11 @@ __all__ = [
     "drain",
     "ensure_private_dir",
     "environ_of",
+    "etcd_argv",
+    "etcd_serves",
     "format_duration",
     "handles_signal",
+    "make_tls_files",
     "open_inotify",
     "parse_duration",
     "parse_size",

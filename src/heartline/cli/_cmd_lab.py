@@ -38,11 +38,13 @@ def cmd_up(args: argparse.Namespace) -> None:
     for sig in (signal.SIGTERM, signal.SIGHUP):
         signal.signal(sig, _interrupt)
     began = time.monotonic()
-    lab = Lab.up(args.n, args.dir, programs=args.programs, timeout=args.timeout)
+    lab = Lab.up(args.n, args.dir, programs=args.programs, timeout=args.timeout,
+                 backend=args.backend)  # fmt: skip
     s = lab.status()
     echo(
         f"lab {s['id']} up in {time.monotonic() - began:.1f}s: {len(s['hosts'])} hosts on "
-        f"{s['network']}, backend {s['backend']} (keeper pid {s['keeper_pid']})\n"
+        f"{s['network']}, backend {s['backend']} ({s['backend_kind']}, keeper pid "
+        f"{s['keeper_pid']})\n"
     )
     echo(status_table(s))
     echo(
@@ -80,7 +82,7 @@ def cmd_status(args: argparse.Namespace) -> None:
     keeper = f"pid {s['keeper_pid']}" if s["keeper_pid"] else "down"
     phase = "" if s["phase"] == "up" else f" ({s['phase']}: `heartline lab down` clears it)"
     echo(f"lab {s['id']} in {s['dir']}{phase}: {s['network']}, backend {s['backend']} "
-         f"(keeper {keeper})\n")  # fmt: skip
+         f"({s['backend_kind']}, keeper {keeper})\n")  # fmt: skip
     echo(status_table(s))
 
 
@@ -101,7 +103,7 @@ def cmd_crash(args: argparse.Namespace) -> None:
     lab = _open(args)
     lab.crash(args.host)
     if args.host == "backend":
-        echo("backend crashed: the lab's lockd was killed\n")
+        echo(f"backend crashed: the lab's {lab.state.backend_kind} was killed\n")
         return
     echo(f"{args.host} crashed: every process of its pid namespace was killed\n")
 
@@ -110,7 +112,8 @@ def cmd_boot(args: argparse.Namespace) -> None:
     lab = _open(args)
     lab.boot(args.host)
     if args.host == "backend":
-        echo(f"backend up again (lockd pid {lab.status()['keeper_pid']})\n")
+        s = lab.status()
+        echo(f"backend up again ({s['backend_kind']} pid {s['keeper_pid']})\n")
         return
     h = next(h for h in lab.status()["hosts"] if h["name"] == args.host)
     echo(f"{args.host} up again (init pid {h['init_pid']}, sshd {h['sshd_pid']}, "

@@ -10,9 +10,13 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from typing import TYPE_CHECKING
 
 from heartline.cli._main import echo
 from heartline.errors import UsageError
+
+if TYPE_CHECKING:
+    from heartline.lock import LockBackend
 
 
 def cmd_lock(args: argparse.Namespace) -> int:
@@ -23,11 +27,7 @@ def cmd_lock(args: argparse.Namespace) -> int:
     if args.break_lock:
         if command:
             raise UsageError("--break takes no command: heartline lock --break NAME")
-        from heartline.lock import log_to_stderr_when_used, open_backend
-
-        log_to_stderr_when_used()
-
-        backend = open_backend(args.server, token_file=args.token_file, ca_file=args.ca_file)
+        backend = _backend(args)
         try:
             n = backend.break_lock(args.name)
         finally:
@@ -50,6 +50,8 @@ def cmd_lock(args: argparse.Namespace) -> int:
         wait=check_wait(wait),
         token_file=args.token_file,
         ca_file=args.ca_file,
+        cert_file=args.cert_file,
+        key_file=args.key_file,
     )
     # The lock is released and the command gone: skip the interpreter's teardown (a few ms of
     # every run; `heartline lock` is often called in loops).
@@ -67,12 +69,21 @@ def _seconds(option: str, text: str) -> float:
         raise UsageError(f"{option} {text!r}: {e}") from None
 
 
-def cmd_locks(args: argparse.Namespace) -> None:
-    from heartline.cli._render import locks_table, to_json
+def _backend(args: argparse.Namespace) -> LockBackend:
+    """The backend the options name (``--server`` and the credentials)."""
     from heartline.lock import log_to_stderr_when_used, open_backend
 
     log_to_stderr_when_used()  # a backend's warning is a `heartline: ` line like the rest
-    backend = open_backend(args.server, token_file=args.token_file, ca_file=args.ca_file)
+    return open_backend(
+        args.server, token_file=args.token_file, ca_file=args.ca_file,
+        cert_file=args.cert_file, key_file=args.key_file,
+    )  # fmt: skip
+
+
+def cmd_locks(args: argparse.Namespace) -> None:
+    from heartline.cli._render import locks_table, to_json
+
+    backend = _backend(args)
     try:
         locks = backend.locks()
     finally:

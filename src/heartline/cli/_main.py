@@ -199,11 +199,23 @@ def _lock_client_options(p: argparse.ArgumentParser) -> None:
         metavar="URL",
         default=None,
         help="heartline://HOST:PORT, heartlines://HOST:PORT (TLS) or etcd://HOST:PORT[,...] "
-        "(default: $HEARTLINE_LOCK_URL or heartline://127.0.0.1:7717)",
+        "(etcds:// with TLS) (default: $HEARTLINE_LOCK_URL or heartline://127.0.0.1:7717)",
     )
     p.add_argument("--token-file", metavar="FILE", default=None,
                    help="lockd client token (default: $HEARTLINE_LOCK_TOKEN_FILE)")  # fmt: skip
     p.add_argument("--ca-file", metavar="FILE", default=None, help="CA bundle for TLS")
+    p.add_argument(
+        "--cert-file",
+        metavar="FILE",
+        default=None,
+        help="etcds:// client certificate (default: $HEARTLINE_LOCK_CERT_FILE)",
+    )
+    p.add_argument(
+        "--key-file",
+        metavar="FILE",
+        default=None,
+        help="its private key, mode 600 (default: $HEARTLINE_LOCK_KEY_FILE)",
+    )
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
@@ -499,9 +511,13 @@ def _lab_commands(lab: argparse.ArgumentParser) -> None:
                        "/run/heartline-lab as root)")  # fmt: skip
         return p
 
-    p = add("up", "Make N lab hosts (1 to 64) and the lab's lockd; write the lab's files "
-            "(ssh_config, known_hosts, heartline.toml) into DIR.", host=False)  # fmt: skip
+    p = add("up", "Make N lab hosts (1 to 64) and the lab's backend (its lockd, or an etcd); "
+            "write the lab's files (ssh_config, known_hosts, heartline.toml) into DIR.",
+            host=False)  # fmt: skip
     p.add_argument("n", metavar="N", type=_lab_hosts, help="how many hosts")
+    p.add_argument("--backend", choices=("lockd", "etcd"), default="lockd",
+                   help="the lab's cluster backend: lockd with a token (the default), or etcd "
+                   "with TLS and client certificates")  # fmt: skip
     p.add_argument(
         "--config",
         dest="programs",
@@ -524,12 +540,13 @@ def _lab_commands(lab: argparse.ArgumentParser) -> None:
     add(
         "crash",
         "Crash a host: every process of it killed at once (SIGKILL to its init); "
-        "`backend`: SIGKILL the lab's lockd.",
+        "`backend`: SIGKILL the lab's lockd or etcd.",
     )
     add(
         "boot",
         "Bring a crashed host back: new init, its sshd and daemon started again; "
-        "`backend`: start the lab's lockd again (its journal hands each lock back).",
+        "`backend`: start the lab's lockd again (its journal hands each lock back), or its "
+        "etcd (on its data directory).",
     )
     add("cut", "Cut a host off the lab network (its link down).")
     add("heal", "Plug a cut host back in (its link up).")

@@ -3,8 +3,9 @@
 Each host is a network namespace with its own address on a private /24 of 198.18.0.0/15,
 behind a bridge in the root namespace, and a pid, mount and UTS namespace of its own whose
 first process (``_labinit``) runs the host's sshd and heartline daemon. A keeper process in
-the root namespace (a lockd on the bridge's gateway address, with a token) is the lab's
-cluster backend. What the kernel sees is made in ``_labnet``, the files in ``_labfiles``.
+the root namespace on the bridge's gateway address is the lab's cluster backend: a lockd with
+a token, or an etcd with TLS and client certificates (its own CA, made for the lab). What the
+kernel sees is made in ``_labnet``, the files in ``_labfiles``.
 
 Undo is the design's centre: the state file names every namespace, link and file before it
 is made, and every process the lab starts carries ``HEARTLINE_LAB=<id>:<dir>`` in its
@@ -25,9 +26,12 @@ import time
 from collections.abc import Callable
 from typing import Any, Self, TypedDict
 
-from heartline._util import children_of, start_time
+from heartline._util import ETCD_BINARY, children_of, start_time
 from heartline.cluster import _labnet as net
 from heartline.cluster._labfiles import (
+    BACKENDS,
+    ETCD_PEER_PORT,
+    ETCD_PORT,
     KEEPER_PORT,
     LAB_MAX_HOSTS,
     STATE,
@@ -38,6 +42,7 @@ from heartline.cluster._labfiles import (
     default_lab_dir,
     host_config_text,
     known_hosts_text,
+    lab_tls_files,
     load_state,
     programs_of,
     ssh_config_text,
@@ -46,7 +51,7 @@ from heartline.cluster._labfiles import (
 from heartline.cluster._labinit import last_line, notify_socket, said_ready
 from heartline.errors import LabError, LabNotFound, UsageError
 
-#: What ``crash`` and ``boot`` call the keeper (the lab's lockd); no host is named so.
+#: What ``crash`` and ``boot`` call the keeper (the lab's lockd or etcd); no host is named so.
 BACKEND = "backend"
 _INIT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_labinit.py")
 _SSHD = "/usr/sbin/sshd"
@@ -76,6 +81,8 @@ class LabStatus(TypedDict):
     network: str
     gateway: str
     backend: str
+    #: lockd | etcd
+    backend_kind: str
     config: str
     ssh_config: str
     keeper_pid: int | None
@@ -89,8 +96,15 @@ def check_count(n: int) -> int:
     return n
 
 
-def lab_unavailable() -> str | None:
-    """Why lab hosts cannot be made here (not root, a tool missing), or None when they can."""
+def check_backend(backend: str) -> str:
+    if backend not in BACKENDS:
+        raise UsageError(f"lab up: the backend is one of {', '.join(BACKENDS)}, not {backend!r}")
+    return backend
+
+
+def lab_unavailable(backend: str = "lockd") -> str | None:
+    """Why lab hosts (with ``backend`` as the keeper) cannot be made here (not root, a tool
+    missing), or None when they can."""
     if os.geteuid() != 0:
         return "lab hosts need root (they make network namespaces, links and mounts)"
     for tool, package in (("ip", "iproute2"), ("unshare", "util-linux"),
@@ -100,6 +114,11 @@ def lab_unavailable() -> str | None:
             return f"lab hosts need {tool}: install {package}"
     if not os.access(_SSHD, os.X_OK):
         return f"lab hosts need {_SSHD}: install openssh-server"
+    if backend == "etcd":
+        if not os.access(ETCD_BINARY, os.X_OK):
+            return f"a lab on etcd needs {ETCD_BINARY}: install etcd-server"
+        if shutil.which("openssl") is None:
+            return "a lab on etcd needs openssl (for its certificates): install openssl"
     return None
 
 
@@ -211,11 +230,14 @@ class Lab:
         programs: str | None = None,
         timeout: float = 30.0,
         progress: Callable[[str], None] | None = None,
+        backend: str = "lockd",
     ) -> Self:
         """Make ``n`` hosts; ``programs`` is a config whose ``[programs]`` (and ``[defaults]``)
-        every host's daemon runs. On any failure everything made so far is undone."""
+        every host's daemon runs; ``backend``: the keeper, ``lockd`` or ``etcd``. On any
+        failure everything made so far is undone."""
         check_count(n)
-        why = lab_unavailable()
+        check_backend(backend)
+        why = lab_unavailable(backend)
         if why:
             raise LabError(f"lab up: {why}")
         extra = programs_of(programs) if programs else {}
@@ -233,7 +255,8 @@ class Lab:
         lock = _lock_dir(real, wait=0)
         try:
             made = cls._clear_remains(real) or made
-            lab = cls(LabState(id=_new_id(), dir=real, made_dir=made, slot=0))
+            lab = cls(LabState(id=_new_id(), dir=real, made_dir=made, slot=0,
+                               backend_kind=backend))  # fmt: skip
             try:
                 lab._build(n, extra, timeout, progress or (lambda _: None))
             except BaseException:
@@ -286,7 +309,10 @@ class Lab:
             net.make_bridge(s)
         progress(f"bridge {s.bridge} on {s.network}")
         keygens = self._keygen()
-        self._write_token()
+        if s.backend_kind == "etcd":
+            self._make_certificates()
+        else:
+            self._write_token()
         keeper_ready = self._start_keeper()
         try:
             for h in s.hosts:
@@ -296,8 +322,9 @@ class Lab:
             self._write_files(keygens, extra, timeout)
             self._wait_keeper(keeper_ready, deadline)
         finally:
-            keeper_ready.close()
-        progress(f"keeper (lockd) on {s.backend}")
+            if keeper_ready is not None:
+                keeper_ready.close()
+        progress(f"keeper ({s.backend_kind}) on {s.backend}")
         self._start_hosts(s.hosts, deadline, step="up")
         s.phase = "up"
         s.save()
@@ -327,19 +354,48 @@ class Lab:
         with os.fdopen(fd, "w") as f:
             f.write(f"{secrets.token_hex(24)} admin\n")
 
-    def _start_keeper(self) -> Any:
-        """The lab's lockd, detached (a session of its own), on the gateway address."""
+    def _make_certificates(self) -> None:
+        """The etcd keeper's CA, its server certificate (for the gateway address and its peer
+        address) and the client certificate every host and the controller show it."""
+        from heartline._util import make_tls_files
+
         s = self.state
-        sock, address = notify_socket(f"heartline-lab-{s.id}-keeper")
-        listen = f"{s.gateway}:{KEEPER_PORT}"
-        # With a journal, as a real cluster's lockd: a keeper crashed and booted again hands
-        # each lock back to its holder and to nobody else.
-        argv = [sys.executable, "-m", "heartline", "lockd", "--listen", listen,
-                "--data", s.path("lockd"), "--token-file", s.path("token")]  # fmt: skip
+        os.makedirs(s.path("tls"), mode=0o700, exist_ok=True)
+        try:
+            make_tls_files(s.path("tls"), ips=[s.gateway, s.etcd_peer],
+                           client=f"heartline-lab-{s.id}")  # fmt: skip
+        except OSError as e:
+            raise LabError(f"up: the etcd keeper's certificates: {e}") from None
+
+    def _start_keeper(self) -> Any:
+        """The lab's keeper, detached (a session of its own), on the gateway address: its
+        lockd, or its etcd. Returns the socket a lockd says ``READY=1`` on (None for etcd,
+        which is asked for its health instead)."""
+        s = self.state
+        sock = None
+        if s.backend_kind == "etcd":
+            from heartline._util import etcd_argv
+
+            # On its data directory, as a real cluster's member: a keeper crashed and booted
+            # again has every key and lease it had (etcd gives each lease its full TTL again).
+            argv = etcd_argv(
+                data_dir=s.path("etcd"), client_url=f"https://{s.gateway}:{ETCD_PORT}",
+                peer_url=f"https://{s.etcd_peer}:{ETCD_PEER_PORT}", tls=lab_tls_files(s),
+                cluster=f"heartline-lab-{s.id}",
+            )  # fmt: skip
+            env = {k: v for k, v in _env(s).items() if not k.startswith("ETCD")}
+        else:
+            sock, address = notify_socket(f"heartline-lab-{s.id}-keeper")
+            listen = f"{s.gateway}:{KEEPER_PORT}"
+            # With a journal, as a real cluster's lockd: a keeper crashed and booted again
+            # hands each lock back to its holder and to nobody else.
+            argv = [sys.executable, "-m", "heartline", "lockd", "--listen", listen,
+                    "--data", s.path("lockd"), "--token-file", s.path("token")]  # fmt: skip
+            env = _env(s, NOTIFY_SOCKET=address)
         with open(s.path("keeper.log"), "ab") as log:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log,
-                env=_env(s, NOTIFY_SOCKET=address), start_new_session=True,
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=log, env=env,
+                start_new_session=True,
             )  # fmt: skip
         self._procs.append(proc)
         s.keeper_pid, s.keeper_start = proc.pid, start_time(proc.pid)
@@ -347,21 +403,31 @@ class Lab:
         return sock
 
     def _wait_keeper(self, sock: Any, deadline: float, step: str = "up") -> None:
+        """Until the keeper is ready: a lockd says so on ``sock``; an etcd is asked for its
+        health (over TLS, with the lab's client certificate) every 50 ms."""
+        from heartline._util import etcd_serves
+
         s = self.state
         assert s.keeper_pid is not None
+        context = lab_tls_files(s).client_context() if sock is None else None
         pidfd = os.pidfd_open(s.keeper_pid)
         try:
             while True:
+                if context is not None and etcd_serves(s.gateway, ETCD_PORT, context):
+                    return
                 left = deadline - time.monotonic()
-                ready, _, _ = select.select([sock, pidfd], [], [], max(0.0, left))
-                if not ready:
-                    raise LabError(f"{step}: the keeper (lockd) was not ready in time; see "
-                                   f"{s.path('keeper.log')}")  # fmt: skip
+                waits = [pidfd] if sock is None else [sock, pidfd]
+                pause = max(0.0, left if sock is not None else min(left, 0.05))
+                ready, _, _ = select.select(waits, [], [], pause)
                 if pidfd in ready:
                     why = last_line(s.path("keeper.log")) or f"see {s.path('keeper.log')}"
-                    raise LabError(f"{step}: the keeper (lockd) ended at start-up: {why}")
-                if said_ready(sock):
+                    raise LabError(f"{step}: the keeper ({s.backend_kind}) ended at start-up: "
+                                   f"{why}")  # fmt: skip
+                if sock is not None and sock in ready and said_ready(sock):
                     return
+                if time.monotonic() >= deadline:
+                    raise LabError(f"{step}: the keeper ({s.backend_kind}) was not ready in "
+                                   f"time; see {s.path('keeper.log')}")  # fmt: skip
         finally:
             os.close(pidfd)
 
@@ -476,7 +542,7 @@ class Lab:
     def crash(self, name: str) -> None:
         """The host crashes: its pid namespace's init SIGKILLed, so the kernel kills every
         process of the host at once (sshd, daemon, programs, sessions). ``backend``: the
-        keeper (the lab's lockd) is SIGKILLed."""
+        keeper (the lab's lockd or etcd) is SIGKILLed."""
         if name == BACKEND:
             self._crash_keeper()
             return
@@ -493,7 +559,8 @@ class Lab:
     def boot(self, name: str, *, timeout: float = 30.0) -> None:
         """A crashed host comes back: a new init (new pid, mount and UTS namespaces in the
         same network namespace), its sshd (same host key) and daemon started again.
-        ``backend``: the keeper starts again, on its address and journal."""
+        ``backend``: the keeper starts again, on its address and its journal (lockd) or data
+        directory (etcd)."""
         if name == BACKEND:
             self._boot_keeper(timeout)
             return
@@ -543,7 +610,8 @@ class Lab:
             try:
                 self._wait_keeper(ready, time.monotonic() + timeout, step="boot")
             finally:
-                ready.close()
+                if ready is not None:
+                    ready.close()
         finally:
             os.close(lock)
 
@@ -616,7 +684,8 @@ class Lab:
         keeper = net.same(s.keeper_pid, s.keeper_start)
         return LabStatus(
             id=s.id, dir=s.dir, phase=s.phase, network=s.network, gateway=s.gateway,
-            backend=s.backend, config=self.config, ssh_config=self.ssh_config,
+            backend=s.backend, backend_kind=s.backend_kind, config=self.config,
+            ssh_config=self.ssh_config,
             keeper_pid=s.keeper_pid if keeper else None, keeper="up" if keeper else "down",
             hosts=hosts,
         )  # fmt: skip

@@ -16,14 +16,14 @@ import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from heartline._util import toml_key, toml_value
+from heartline._util import TlsFiles, toml_key, toml_value
 from heartline.errors import LabError, LabNotFound
 
 STATE = "lab.json"
 #: Every name a lab makes at the top of its directory (``hosts`` holds one directory a host).
 TOP_FILES = (
     "heartline.toml", "token", "id_ed25519", "id_ed25519.pub", "authorized_keys",
-    "ssh_config", "known_hosts", "keeper.log", "hosts", "lockd",
+    "ssh_config", "known_hosts", "keeper.log", "hosts", "lockd", "etcd", "tls",
 )  # fmt: skip
 #: Hosts a lab may have (addresses .11 to .74 of its /24).
 LAB_MAX_HOSTS = 64
@@ -31,7 +31,14 @@ LAB_MAX_HOSTS = 64
 #: one /24 of it (a "slot", 0 to 511).
 LAB_NET = "198.18.0.0/15"
 SLOTS = 512
+#: What a lab's keeper can be: the lab's lockd (with a token), or an etcd (TLS, with client
+#: certificates, as production etcd clusters run).
+BACKENDS = ("lockd", "etcd")
 KEEPER_PORT = 7717
+#: The etcd keeper's client port on the gateway, and its peer port (on a loopback address
+#: of the lab's own, 127.X.Y.1 for the lab's 198.X.Y.0/24: no other lab's etcd is there).
+ETCD_PORT = 2379
+ETCD_PEER_PORT = 2380
 _ID = re.compile(r"^[0-9a-f]{6}$")
 _FORMAT = 1
 
@@ -84,6 +91,8 @@ class LabState:
     hosts: list[HostRecord] = field(default_factory=list)
     keeper_pid: int | None = None
     keeper_start: int | None = None
+    #: What the keeper is (one of BACKENDS).
+    backend_kind: str = "lockd"
 
     # --- names and addresses, all from the id and the slot ---------------------------------
     @property
@@ -105,7 +114,15 @@ class LabState:
 
     @property
     def backend(self) -> str:
+        """The keeper's URL, as the hosts' and the controller's ``[cluster]`` name it."""
+        if self.backend_kind == "etcd":
+            return f"etcds://{self.gateway}:{ETCD_PORT}"
         return f"heartline://{self.gateway}:{KEEPER_PORT}"
+
+    @property
+    def etcd_peer(self) -> str:
+        """The etcd keeper's peer address: loopback, the lab's own."""
+        return "127." + slot_prefix(self.slot).split(".", 1)[1] + ".1"
 
     def plan_hosts(self, n: int) -> None:
         self.hosts = [
@@ -184,9 +201,13 @@ def _parse(data: dict[str, Any], real_dir: str) -> LabState:
     assert slot is not None
     if slot >= SLOTS or data["phase"] not in ("starting", "up", "stopping"):
         raise ValueError("bad slot or phase")
+    kind = data.get("backend_kind", "lockd")  # a lab made before etcd keepers: lockd
+    if kind not in BACKENDS:
+        raise ValueError(f"bad backend {kind!r}")
     state = LabState(
         id=lab_id, dir=real_dir, made_dir=bool(data["made_dir"]), slot=slot, phase=data["phase"],
         keeper_pid=num(data["keeper_pid"]), keeper_start=num(data["keeper_start"]),
+        backend_kind=kind,
     )  # fmt: skip
     hosts = data["hosts"]
     if not isinstance(hosts, list) or len(hosts) > LAB_MAX_HOSTS:
@@ -252,18 +273,26 @@ def sshd_config_text(state: LabState, h: HostRecord) -> str:
 def cluster_text(state: LabState, *, name: str | None = None) -> str:
     """The ``[cluster]`` section every lab host's daemon and the controller share."""
     names = [h.name for h in state.hosts]
-    out = [
-        "[cluster]\n",
-        f"backend = {toml_value(state.backend)}\n",
-        f"token_file = {toml_value(state.path('token'))}\n",
-        f"ssh_config = {toml_value(state.path('ssh_config'))}\n",
-    ]
+    out = ["[cluster]\n", f"backend = {toml_value(state.backend)}\n"]
+    if state.backend_kind == "etcd":
+        tls = lab_tls_files(state)
+        out += [f"ca_file = {toml_value(tls.ca)}\n",
+                f"cert_file = {toml_value(tls.client_cert)}\n",
+                f"key_file = {toml_value(tls.client_key)}\n"]  # fmt: skip
+    else:
+        out.append(f"token_file = {toml_value(state.path('token'))}\n")
+    out.append(f"ssh_config = {toml_value(state.path('ssh_config'))}\n")
     if name:
         out.append(f"name = {toml_value(name)}\n")
     out.append(f"\n[cluster.groups]\nlab = {toml_value(names)}\n")
     for h in state.hosts:
         out.append(f"\n[cluster.hosts.{h.name}]\naddress = {toml_value(h.name)}\n")
     return "".join(out)
+
+
+def lab_tls_files(state: LabState) -> TlsFiles:
+    """Where the etcd keeper's CA, server and client certificates and keys are."""
+    return TlsFiles.in_dir(state.path("tls"))
 
 
 def controller_config_text(state: LabState) -> str:

@@ -178,8 +178,7 @@ class Roll:
 
     def run(self) -> None:
         """Roll over every host; raises RollStopped or LockLost at the first failure."""
-        backend = open_backend(self.spec.backend, token_file=self.spec.token_file,
-                               ca_file=self.spec.ca_file)  # fmt: skip
+        backend = open_backend(self.spec.backend, **self.spec.credentials)
         # The gate's URLs need each host's address (an `ssh -G` each): looked up all at once,
         # while the lock is asked for and the first command runs, not one by one between hosts.
         lookup = self._look_up_addresses()

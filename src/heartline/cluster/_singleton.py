@@ -378,8 +378,7 @@ class SeatKeeper:
             if s.lock is not None:
                 self._close_lock(s.lock)
             s.lock = Lock(
-                lock_name(s.name), url=self.spec.backend, ttl=ttl,
-                token_file=self.spec.token_file, ca_file=self.spec.ca_file,
+                lock_name(s.name), url=self.spec.backend, ttl=ttl, **self.spec.credentials,
                 label=f"singleton {s.name} on {self.host}",
             )  # fmt: skip
         s.phase = "waiting"

@@ -39,7 +39,7 @@ class EntryStore:
         if self._entries is None:
             self._entries = open_entries(
                 self.spec.backend, ttl=self.ttl, client=ClientInfo.here(self.label),
-                token_file=self.spec.token_file, ca_file=self.spec.ca_file,
+                **self.spec.credentials,
             )  # fmt: skip
         return self._entries
 
@@ -59,9 +59,7 @@ class EntryStore:
     def locked(self, name: str, *, wait: float) -> Iterator[None]:
         """Hold the lock ``name`` for a moment (decisions are serialised by it)."""
         if self._locks is None:
-            self._locks = open_backend(
-                self.spec.backend, token_file=self.spec.token_file, ca_file=self.spec.ca_file
-            )
+            self._locks = open_backend(self.spec.backend, **self.spec.credentials)
         lease = self._locks.acquire(
             name, limit=1, ttl=self.ttl, wait=wait, client=ClientInfo.here(self.label)
         )

@@ -22,6 +22,8 @@ _KEYS = [
     "backend",
     "token_file",
     "ca_file",
+    "cert_file",
+    "key_file",
     "name",
     "report_interval",
     "ssh_config",
@@ -51,7 +53,8 @@ def build_cluster(b: Builder, raw: object) -> ClusterSpec:
         raise b.error(
             (*where, "backend"),
             f"{backend!r} is not a backend URL: write heartline://HOST:PORT (lockd), "
-            "heartlines://HOST:PORT (TLS) or etcd://HOST:PORT[,HOST:PORT...]",
+            "heartlines://HOST:PORT (TLS) or etcd://HOST:PORT[,HOST:PORT...] (etcds:// "
+            "with TLS)",
         )
     name = b.string(t, "name", where) or ""
     if name and not _HOST_NAME.fullmatch(name):
@@ -68,6 +71,19 @@ def build_cluster(b: Builder, raw: object) -> ClusterSpec:
             )
     token_file = b.string(t, "token_file", where)
     ca_file = b.string(t, "ca_file", where)
+    cert_file = b.string(t, "cert_file", where)
+    key_file = b.string(t, "key_file", where)
+    if (cert_file or key_file) and not backend.startswith("etcds://"):
+        key = "cert_file" if cert_file else "key_file"
+        raise b.error(
+            (*where, key),
+            "a client certificate needs TLS: write the backend as etcds://HOST:PORT"
+            if backend.startswith("etcd://")
+            else "a client certificate is for an etcd backend with TLS (etcds://HOST:PORT); "
+            "lockd checks token_file instead",
+        )
+    if key_file and not cert_file:
+        raise b.error((*where, "key_file"), "give cert_file too: the certificate of this key")
     ssh_config = b.string(t, "ssh_config", where)
     options = t.get("ssh_options", [])
     if not isinstance(options, list) or not all(
@@ -83,6 +99,8 @@ def build_cluster(b: Builder, raw: object) -> ClusterSpec:
         backend=backend,
         token_file=b.resolve(token_file) if token_file else None,
         ca_file=b.resolve(ca_file) if ca_file else None,
+        cert_file=b.resolve(cert_file) if cert_file else None,
+        key_file=b.resolve(key_file) if key_file else None,
         name=name,
         report_interval=interval,
         ssh_config=b.resolve(ssh_config) if ssh_config else None,

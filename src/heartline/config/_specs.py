@@ -6,6 +6,7 @@ import signal
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
+from typing import TypedDict
 
 
 @dataclass(frozen=True)
@@ -167,6 +168,16 @@ class HostSpec:
 DEFAULT_BACKEND = "heartline://127.0.0.1:7717"
 
 
+class Credentials(TypedDict):
+    """What a client shows the backend, as the lock API's keyword arguments: a lockd token,
+    the CA to check the server against, an etcd client certificate and its key."""
+
+    token_file: str | None
+    ca_file: str | None
+    cert_file: str | None
+    key_file: str | None
+
+
 @dataclass(frozen=True)
 class ClusterSpec:
     """``[cluster]``: the coordination backend and what is known of the hosts. Every host
@@ -175,6 +186,9 @@ class ClusterSpec:
     backend: str = DEFAULT_BACKEND
     token_file: str | None = None
     ca_file: str | None = None
+    #: The client certificate and key an etcd with --client-cert-auth asks for (etcds://).
+    cert_file: str | None = None
+    key_file: str | None = None
     #: This host's name in the cluster (default: its hostname).
     name: str = ""
     #: How often a daemon publishes its load report (and at once on a big change).
@@ -185,6 +199,13 @@ class ClusterSpec:
     ssh_options: tuple[str, ...] = ()
     groups: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: MappingProxyType({}))
     hosts: Mapping[str, HostSpec] = field(default_factory=lambda: MappingProxyType({}))
+
+    @property
+    def credentials(self) -> Credentials:
+        """``token_file``, ``ca_file``, ``cert_file``, ``key_file``: for ``**`` into
+        ``open_backend``, ``open_entries`` or ``Lock``."""
+        return Credentials(token_file=self.token_file, ca_file=self.ca_file,
+                           cert_file=self.cert_file, key_file=self.key_file)  # fmt: skip
 
     def host(self, name: str) -> HostSpec:
         """What the section says of ``name`` (an empty spec for a host it does not list)."""

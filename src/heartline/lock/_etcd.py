@@ -33,6 +33,7 @@ import logging
 import socket
 import threading
 import time
+from typing import TYPE_CHECKING
 
 from heartline._util import Retry
 from heartline.errors import LockError, LockServerUnreachable, LockTimeout, UsageError
@@ -49,6 +50,9 @@ from heartline.lock._etcd_gateway import (
 from heartline.lock._etcd_keys import Kv, etcd_ttl, lock_key, lock_name, lock_prefix, sorted_kvs
 from heartline.lock._lease import Lease, LeaseState, frozen_for
 from heartline.lock._params import check_name, check_request
+
+if TYPE_CHECKING:
+    import ssl
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +95,9 @@ class EtcdBackend:
 
     ``endpoints`` are the members' client addresses; requests go to the one that answered last
     and move on to the next when it does not answer. ``tls`` talks HTTPS, checking the members'
-    certificates against ``ca_file`` (or the system's CAs). Every key lives under ``prefix``.
+    certificates against ``ca_file`` (or the system's CAs) and showing them the client
+    certificate ``cert_file`` (its key in ``key_file``) when they ask for one; ``context``: a
+    TLS context made already, instead. Every key lives under ``prefix``.
     """
 
     def __init__(
@@ -100,9 +106,13 @@ class EtcdBackend:
         *,
         tls: bool = False,
         ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
+        context: ssl.SSLContext | None = None,
         prefix: str = DEFAULT_PREFIX,
     ) -> None:
-        self.etcd = EtcdGateway(endpoints, tls=tls, ca_file=ca_file)
+        self.etcd = EtcdGateway(endpoints, tls=tls, ca_file=ca_file, cert_file=cert_file,
+                                key_file=key_file, context=context)  # fmt: skip
         if not prefix:
             raise UsageError("etcd lock backend: the key prefix must not be empty")
         self.endpoints = self.etcd.endpoints

@@ -24,6 +24,7 @@ from collections.abc import Iterator
 from typing import Any, NamedTuple
 
 from heartline.errors import LockAuthError, LockError, LockServerUnreachable, UsageError
+from heartline.lock._tls import ClientCert, client_context
 
 log = logging.getLogger(__name__)
 
@@ -152,6 +153,27 @@ def describe(e: BaseException) -> str:
     return str(e) or type(e).__name__
 
 
+#: TLS alerts a server sends when it turns the client's certificate away (none shown, not
+#: signed by a CA it trusts, expired, ...). A certificate the *client* does not accept is an
+#: SSLCertVerificationError raised here instead, never an alert.
+_REFUSAL_ALERTS = ("ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_REQUIRED", "ALERT_UNKNOWN_CA",
+                   "ALERT_CERTIFICATE_EXPIRED", "ALERT_CERTIFICATE_REVOKED",
+                   "ALERT_CERTIFICATE_UNKNOWN", "ALERT_UNSUPPORTED_CERTIFICATE",
+                   "ALERT_ACCESS_DENIED")  # fmt: skip
+
+
+#: How a connection closed under the first request looks (see EtcdGateway._why_closed), and
+#: how long the second try waits for an alert.
+_CLOSED_EARLY = (ssl.SSLEOFError, ssl.SSLZeroReturnError, ConnectionResetError,
+                 BrokenPipeError, http.client.RemoteDisconnected)  # fmt: skip
+_ALERT_WAIT = 0.5
+
+
+def _cert_refused(e: BaseException) -> bool:
+    reason = getattr(e, "reason", None) if isinstance(e, ssl.SSLError) else None
+    return isinstance(reason, str) and reason.endswith(_REFUSAL_ALERTS)
+
+
 def _first_json(raw: bytes) -> Any:
     """The first JSON document of a body (streaming answers are one document per line)."""
     return json.JSONDecoder().raw_decode(raw.decode("utf-8", "replace").lstrip())[0]
@@ -186,23 +208,29 @@ class EtcdGateway:
 
     Requests go to the member that answered last and move on to the next when it does not
     answer (refused, timed out, or etcd says it is unavailable). ``tls`` talks HTTPS, checking
-    the members' certificates against ``ca_file`` (or the system's CAs). Thread-safe. Every
-    call takes ``name``: the lock (or other object) an error it raises concerns.
+    the members' certificates against ``ca_file`` (or the system's CAs) and showing the client
+    certificate ``cert_file`` with its key ``key_file`` (None: in ``cert_file``) to members
+    that ask for one (etcd's ``--client-cert-auth``); or ``context``, a TLS context made
+    already. Thread-safe. Every call takes ``name``: the lock (or other object) an error it
+    raises concerns.
     """
 
     def __init__(
         self, endpoints: tuple[tuple[str, int], ...], *, tls: bool = False,
-        ca_file: str | None = None,
+        ca_file: str | None = None, cert_file: str | None = None, key_file: str | None = None,
+        context: ssl.SSLContext | None = None,
     ) -> None:  # fmt: skip
         if not endpoints:
             raise UsageError("etcd lock backend: give at least one HOST:PORT")
         self.endpoints = tuple(endpoints)
         self._ssl: ssl.SSLContext | None = None
         if tls:
-            try:
-                self._ssl = ssl.create_default_context(cafile=ca_file)
-            except (OSError, ssl.SSLError) as e:
-                raise UsageError(f"etcd CA file {ca_file!r}: {describe(e)}") from None
+            cert = ClientCert(cert_file, key_file) if cert_file else None
+            if key_file and not cert_file:
+                raise UsageError(f"client key {key_file}: no client certificate goes with it")
+            self._ssl = context or client_context(ca_file, cert)
+        elif cert_file or key_file or context is not None:
+            raise UsageError("a client certificate needs TLS: write the etcd URL as etcds://")
         self._mutex = threading.Lock()
         self._pool: dict[int, list[http.client.HTTPConnection]] = {}
         self._preferred = 0
@@ -299,6 +327,7 @@ class EtcdGateway:
         data = json.dumps({"create_request": request}).encode()
         connect_timeout = min(REQUEST_TIMEOUT, max(until - time.monotonic(), 0.05))
         failures: list[str] = []
+        errors: list[BaseException] = []
         for idx in self._order():
             conn = self._connect(idx, connect_timeout)
             streaming = False
@@ -338,16 +367,16 @@ class EtcdGateway:
                     return  # quiet until ``until``
                 # Broken before or while streaming: the next member (a cancelled watch ends
                 # there, as it does not start).
+                why = e if streaming else self._why_closed(idx, e)
                 host, port = self.endpoints[idx]
-                log.debug("%r: watch on %s:%d failed: %s", name, host, port, describe(e))
-                failures.append(f"{host}:{port}: {describe(e)}")
+                log.debug("%r: watch on %s:%d failed: %s", name, host, port, describe(why))
+                failures.append(f"{host}:{port}: {describe(why)}")
+                errors.append(why)
                 continue
             finally:
                 watch._attach(None)
                 conn.close()
-        raise LockServerUnreachable(
-            f"etcd at {self.where} is unreachable ({'; '.join(failures)})", name=name
-        )
+        raise self._unreachable(failures, errors, name)
 
     # --- transport --------------------------------------------------------------------------
     def _connect(self, idx: int, timeout: float) -> http.client.HTTPConnection:
@@ -355,6 +384,28 @@ class EtcdGateway:
         if self._ssl is not None:
             return http.client.HTTPSConnection(host, port, timeout=timeout, context=self._ssl)
         return http.client.HTTPConnection(host, port, timeout=timeout)
+
+    def _why_closed(self, idx: int, e: BaseException) -> BaseException:
+        """``e``, or the TLS alert behind it: a member that turns this client's certificate
+        away says so after a TLS 1.3 handshake, and a request written meanwhile often meets a
+        closed connection instead of the alert. So a fresh TLS connection closed under its
+        first request is tried once more, writing nothing, to read what the member says."""
+        if self._ssl is None or not isinstance(e, _CLOSED_EARLY):
+            return e
+        host, port = self.endpoints[idx]
+        try:
+            with (
+                socket.create_connection((host, port), timeout=REQUEST_TIMEOUT) as raw,
+                self._ssl.wrap_socket(raw, server_hostname=host) as tls,
+            ):
+                tls.settimeout(_ALERT_WAIT)
+                tls.recv(1)  # a member content with us says nothing: this times out
+        except ssl.SSLError as alert:
+            if _cert_refused(alert):
+                return alert
+        except OSError:
+            pass
+        return e
 
     def _checkout(self, idx: int, timeout: float) -> tuple[http.client.HTTPConnection, bool]:
         with self._mutex:
@@ -395,7 +446,7 @@ class EtcdGateway:
         """
         data = json.dumps(body).encode()
         failures: list[str] = []
-        tls_failed = False
+        errors: list[BaseException] = []
         for idx in self._order():
             host, port = self.endpoints[idx]
             end = time.monotonic() + timeout  # for this member, whatever it takes
@@ -412,8 +463,9 @@ class EtcdGateway:
                         # A kept-alive connection etcd had closed: try a fresh one. (A member
                         # that did not answer in time gets no second wait.)
                         continue
-                    failures.append(f"{host}:{port}: {describe(e)}")
-                    tls_failed = tls_failed or isinstance(e, ssl.SSLError)
+                    why = self._why_closed(idx, e)
+                    failures.append(f"{host}:{port}: {describe(why)}")
+                    errors.append(why)
                     break
                 if resp.will_close:
                     conn.close()
@@ -435,12 +487,28 @@ class EtcdGateway:
                 if resp.status != 200 or "error" in answer:
                     raise self._error(path, resp.status, answer, raw, name)
                 return answer
+        raise self._unreachable(failures, errors, name)
+
+    def _unreachable(
+        self, failures: list[str], errors: list[BaseException], name: str
+    ) -> LockError:
+        """No member answered: LockServerUnreachable, or LockAuthError when a member turned
+        this client's certificate away (etcd's --client-cert-auth)."""
+        refused = [e for e in errors if _cert_refused(e)]
+        if refused:
+            return LockAuthError(
+                f"etcd at {self.where} refused this client's certificate "
+                f"({describe(refused[0])}); give a client certificate and key signed by a CA "
+                "the members trust (--cert-file and --key-file, or [cluster] cert_file and "
+                "key_file)",
+                name=name,
+            )
         hint = (
             "check the CA file and the members' certificates"
-            if tls_failed
+            if any(isinstance(e, ssl.SSLError) for e in errors)
             else "is etcd running there, and is the lock URL right?"
         )
-        raise LockServerUnreachable(
+        return LockServerUnreachable(
             f"etcd at {self.where} is unreachable ({'; '.join(failures)}); {hint}", name=name
         )
 

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, TypeVar
 
 if TYPE_CHECKING:
     import asyncio
+    import ssl
     from types import TracebackType
 
     from heartline.lock._entries import Entries
@@ -48,16 +49,37 @@ def read_token_file(path: str, *, source: str = "--token-file") -> str:
 
 
 def open_backend(
-    url: str | None = None, *, token_file: str | None = None, ca_file: str | None = None
+    url: str | None = None,
+    *,
+    token_file: str | None = None,
+    ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
 ) -> LockBackend:
-    """The backend for ``url`` (``heartline://``, ``heartlines://``, ``etcd://``, ``etcds://``)."""
-    url = url or os.environ.get(URL_ENV) or DEFAULT_URL
-    where = parse_url(url)
+    """The backend for ``url`` (``heartline://``, ``heartlines://``, ``etcd://``, ``etcds://``).
+    ``cert_file``/``key_file``: the client certificate and key for an etcd that asks for one
+    (etcds:// only; default ``$HEARTLINE_LOCK_CERT_FILE``/``$HEARTLINE_LOCK_KEY_FILE``)."""
+    where = parse_url(url or os.environ.get(URL_ENV) or DEFAULT_URL)
     if where.scheme.startswith("etcd"):
         from heartline.lock._etcd import EtcdBackend
 
-        return EtcdBackend(where.endpoints, tls=where.tls, ca_file=ca_file)
+        context = _etcd_tls(where.scheme, ca_file, cert_file, key_file)
+        return EtcdBackend(where.endpoints, tls=where.tls, context=context)
+    _etcd_tls(where.scheme, ca_file, cert_file, key_file)  # refuses a client certificate
     return _lockd(where.endpoints[0], where.tls, token_file=token_file, ca_file=ca_file)
+
+
+def _etcd_tls(
+    scheme: str, ca_file: str | None, cert_file: str | None, key_file: str | None
+) -> ssl.SSLContext | None:
+    """The TLS context of an etcds:// client (None for any other scheme, which a client
+    certificate given is refused for)."""
+    if scheme != "etcds" and not (cert_file or key_file):
+        return None  # without loading ssl: a cold `heartline lock` would pay for it
+    from heartline.lock._tls import client_cert, client_context
+
+    cert = client_cert(cert_file, key_file, scheme=scheme)
+    return client_context(ca_file, cert) if scheme == "etcds" else None
 
 
 def _lockd(
@@ -80,17 +102,21 @@ def open_entries(
     client: ClientInfo,
     token_file: str | None = None,
     ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
 ) -> Entries:
     """Session-scoped entries on the backend at ``url`` (see :mod:`heartline.lock._entries`);
-    ``ttl``: how long the backend keeps them once nothing is heard from this process."""
-    url = url or os.environ.get(URL_ENV) or DEFAULT_URL
-    where = parse_url(url)
+    ``ttl``: how long the backend keeps them once nothing is heard from this process. The
+    credentials are :func:`open_backend`'s."""
+    where = parse_url(url or os.environ.get(URL_ENV) or DEFAULT_URL)
     check_ttl(ttl)
+    context = _etcd_tls(where.scheme, ca_file, cert_file, key_file)
     if where.scheme.startswith("etcd"):
         from heartline.lock._etcd_entries import EtcdEntries
         from heartline.lock._etcd_gateway import EtcdGateway
 
-        return EtcdEntries(EtcdGateway(where.endpoints, tls=where.tls, ca_file=ca_file), ttl=ttl)
+        gateway = EtcdGateway(where.endpoints, tls=where.tls, context=context)
+        return EtcdEntries(gateway, ttl=ttl)
     from heartline.lock._lockd_entries import LockdEntries
 
     dialer = _lockd(where.endpoints[0], where.tls, token_file=token_file, ca_file=ca_file)
@@ -160,6 +186,8 @@ class Lock:
         wait: float | None = None,
         token_file: str | None = None,
         ca_file: str | None = None,
+        cert_file: str | None = None,
+        key_file: str | None = None,
         label: str = "",
         on_lost: Callable[[LockLost], None] | None = None,
         backend: LockBackend | None = None,
@@ -171,6 +199,8 @@ class Lock:
         self.url = url
         self._token_file = token_file
         self._ca_file = ca_file
+        self._cert_file = cert_file
+        self._key_file = key_file
         self._client = ClientInfo.here(label)
         self._on_lost = on_lost
         self._backend = backend
@@ -184,8 +214,10 @@ class Lock:
     @property
     def backend(self) -> LockBackend:
         if self._backend is None:
-            self._backend = open_backend(self.url, token_file=self._token_file,
-                                         ca_file=self._ca_file)  # fmt: skip
+            self._backend = open_backend(
+                self.url, token_file=self._token_file, ca_file=self._ca_file,
+                cert_file=self._cert_file, key_file=self._key_file,
+            )  # fmt: skip
         return self._backend
 
     @property

@@ -198,14 +198,17 @@ def run_locked(
     ttl: float,
     token_file: str | None = None,
     ca_file: str | None = None,
+    cert_file: str | None = None,
+    key_file: str | None = None,
 ) -> int:
     """Hold ``name``, run ``argv``, release; returns the exit code for the runner to exit with.
     Raises the lock errors (LockTimeout, LockServerUnreachable, LockAuthError, UsageError)
     when the command never ran."""
     grace = stop_grace(ttl)
     lock = Lock(name, url=url, ttl=ttl, limit=limit, wait=wait, token_file=token_file,
-                ca_file=ca_file, label=" ".join(argv))  # fmt: skip
-    # Opened now: a bad URL or token file stops us before the guard is forked.
+                ca_file=ca_file, cert_file=cert_file, key_file=key_file,
+                label=" ".join(argv))  # fmt: skip
+    # Opened now: a bad URL, token file or certificate stops us before the guard is forked.
     _ = lock.backend
     log_to_stderr_when_used()
     here, there = socket.socketpair(socket.AF_UNIX, socket.SOCK_SEQPACKET)

@@ -29,21 +29,22 @@ def _quote(path: str) -> str:
     return shlex.quote(path)
 
 
-def check_private(path: str, st: os.stat_result) -> None:
+def check_private(path: str, st: os.stat_result, *, what: str = "token") -> None:
     """Raise :class:`~heartline.errors.UnsafeTokenFile` (saying how the file is open to
-    others, and the command that fixes it) unless ``st`` (of ``path``) is private to us or root."""
+    others, and the command that fixes it) unless ``st`` (of ``path``) is private to us or root.
+    ``what``: what the file holds, for the message (a token, a key)."""
     me = os.geteuid()
     if st.st_uid not in (me, 0):
         quoted = _quote(path)
         us = f"this user ({_name(me)})" + ("" if me == 0 else " or root")
         raise UnsafeTokenFile(
             f"owned by {_name(st.st_uid)} (uid {st.st_uid}), not by {us}, so its owner could "
-            f"change the token; use a token file of your own (`chown {_name(me)} {quoted}` as "
+            f"change the {what}; use a file of your own (`chown {_name(me)} {quoted}` as "
             "root, then `chmod 600`)"
         )
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
-        rights = [what for bits, what in ((0o044, "read"), (0o022, "change")) if mode & bits]
+        rights = [verb for bits, verb in ((0o044, "read"), (0o022, "change")) if mode & bits]
         grants = " and ".join(rights) or "use"
         quoted = _quote(path)
         raise UnsafeTokenFile(

@@ -6,20 +6,24 @@ the same ports with the same data (leases and keys survive, as in production).
 
 It is tuned to start and elect itself quickly (20 ms heartbeats, 200 ms election timeout),
 which also lets it grant leases as short as one second.
+
+With ``tls=True`` it serves HTTPS only and asks every client for a certificate
+(``--client-cert-auth``), as a production etcd does: a CA, its server certificate and a
+client certificate are made next to the data directory with the ``openssl`` command
+(:attr:`EtcdServer.tls`), and :attr:`EtcdServer.credentials` hands them to heartline.
 """
 
 from __future__ import annotations
 
-import http.client
 import os
 import socket
 import subprocess
 import time
 from pathlib import Path
 
+from heartline._util import ETCD_BINARY, TlsFiles, etcd_argv, etcd_serves, make_tls_files
 from heartline.testing._process import ServerProcess
 
-ETCD_BINARY = "/usr/bin/etcd"
 _START_TIMEOUT = 20.0
 
 
@@ -34,7 +38,7 @@ class EtcdServer(ServerProcess):
     """One etcd process on 127.0.0.1, started with :meth:`start` (or ``with EtcdServer(...)``).
 
     ``data_dir`` is created when missing; etcd's own log goes to ``log_path`` (next to it, with
-    a ``.log`` suffix).
+    a ``.log`` suffix), and with ``tls`` its certificates to a ``.tls`` directory next to it.
     """
 
     def __init__(
@@ -43,14 +47,19 @@ class EtcdServer(ServerProcess):
         *,
         client_port: int | None = None,
         peer_port: int | None = None,
+        tls: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir)
         self.log_path = self.data_dir.with_name(self.data_dir.name + ".log")
+        self.tls_dir = self.data_dir.with_name(self.data_dir.name + ".tls")
         self.client_port = client_port or _free_port()
         self.peer_port = peer_port or _free_port()
         while self.peer_port == self.client_port:
             self.peer_port = _free_port()
         self.binary = ETCD_BINARY
+        self.use_tls = tls
+        #: The TLS files (made at the first start), with ``tls=True``.
+        self.tls: TlsFiles | None = None
         self._proc: subprocess.Popen[bytes] | None = None
 
     # --- addresses --------------------------------------------------------------------------
@@ -61,33 +70,31 @@ class EtcdServer(ServerProcess):
 
     @property
     def url(self) -> str:
-        """The lock URL heartline takes: ``etcd://127.0.0.1:PORT``."""
-        return f"etcd://127.0.0.1:{self.client_port}"
+        """The lock URL heartline takes: ``etcd://127.0.0.1:PORT`` (``etcds://`` with TLS)."""
+        return f"{'etcds' if self.use_tls else 'etcd'}://127.0.0.1:{self.client_port}"
 
     @property
     def client_url(self) -> str:
-        """etcd's own client URL (``http://127.0.0.1:PORT``), e.g. for ``etcdctl``."""
-        return f"http://127.0.0.1:{self.client_port}"
+        """etcd's own client URL (``http://127.0.0.1:PORT``, https with TLS), e.g. for
+        ``etcdctl``."""
+        return f"{'https' if self.use_tls else 'http'}://127.0.0.1:{self.client_port}"
+
+    @property
+    def credentials(self) -> dict[str, str]:
+        """With TLS: ``ca_file``, ``cert_file`` and ``key_file`` for ``Lock``, ``open_backend``
+        or ``open_entries`` (``**server.credentials``); empty without."""
+        if self.tls is None:
+            return {}
+        return {"ca_file": self.tls.ca, "cert_file": self.tls.client_cert,
+                "key_file": self.tls.client_key}  # fmt: skip
 
     # --- life -------------------------------------------------------------------------------
     def argv(self) -> list[str]:
-        peer = f"http://127.0.0.1:{self.peer_port}"
-        return [
-            self.binary,
-            "--name=default",
-            f"--data-dir={self.data_dir}",
-            f"--listen-client-urls={self.client_url}",
-            f"--advertise-client-urls={self.client_url}",
-            f"--listen-peer-urls={peer}",
-            f"--initial-advertise-peer-urls={peer}",
-            f"--initial-cluster=default={peer}",
-            "--initial-cluster-state=new",
-            "--initial-cluster-token=heartline-test",
-            "--heartbeat-interval=20",
-            "--election-timeout=200",
-            "--logger=zap",
-            "--log-outputs=stderr",
-        ]
+        return etcd_argv(
+            data_dir=str(self.data_dir), client_url=self.client_url,
+            peer_url=f"http://127.0.0.1:{self.peer_port}", tls=self.tls,
+            cluster="heartline-test", binary=self.binary,
+        )  # fmt: skip
 
     def start(self, timeout: float = _START_TIMEOUT) -> None:
         """Spawn etcd and wait until it serves requests; raises RuntimeError if it does not."""
@@ -98,6 +105,10 @@ class EtcdServer(ServerProcess):
                 f"{self.binary} is missing: install etcd (apt-get install etcd-server)"
             )
         self.data_dir.mkdir(parents=True, exist_ok=True)
+        if self.use_tls and self.tls is None:
+            self.tls_dir.mkdir(mode=0o700, exist_ok=True)
+            self.tls = make_tls_files(str(self.tls_dir), ips=["127.0.0.1"], names=["localhost"],
+                                      days=2)  # fmt: skip
         env = {k: v for k, v in os.environ.items() if not k.startswith("ETCD")}
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
@@ -109,7 +120,8 @@ class EtcdServer(ServerProcess):
                 start_new_session=True,
             )
         deadline = time.monotonic() + timeout
-        while not self._serving():
+        context = self.tls.client_context() if self.tls is not None else None
+        while not etcd_serves("127.0.0.1", self.client_port, context):
             if self._proc.poll() is not None:
                 code = self._proc.returncode
                 self._proc = None
@@ -121,24 +133,6 @@ class EtcdServer(ServerProcess):
                     f"{self._log_tail()}"
                 )
             time.sleep(0.02)
-
-    def _serving(self) -> bool:
-        """etcd answers a (linearizable) range: it has a leader and applies requests."""
-        conn = http.client.HTTPConnection("127.0.0.1", self.client_port, timeout=1.0)
-        try:
-            conn.request(
-                "POST",
-                "/v3/kv/range",
-                body=b'{"key": "AA=="}',
-                headers={"Content-Type": "application/json"},
-            )
-            resp = conn.getresponse()
-            resp.read()
-            return resp.status == 200
-        except (OSError, http.client.HTTPException):
-            return False
-        finally:
-            conn.close()
 
     def _log_tail(self, lines: int = 20) -> str:
         try:

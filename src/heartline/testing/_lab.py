@@ -60,13 +60,15 @@ def lab_hosts(
     *,
     programs: str | None = None,
     timeout: float = 30.0,
+    backend: str = "lockd",
 ) -> Iterator[LabHosts]:
-    """Bring ``n`` lab hosts up (in ``lab_dir``, by default a new directory under /tmp) and
-    take them down when the block ends, however it ends."""
+    """Bring ``n`` lab hosts up (in ``lab_dir``, by default a new directory under /tmp), with
+    ``backend`` (``lockd`` or ``etcd``) as the cluster's backend, and take them down when the
+    block ends, however it ends."""
     made = lab_dir is None
     where = tempfile.mkdtemp(prefix="hl-lab-", dir="/tmp") if lab_dir is None else lab_dir
     try:
-        lab = LabHosts.up(n, where, programs=programs, timeout=timeout)
+        lab = LabHosts.up(n, where, programs=programs, timeout=timeout, backend=backend)
         try:
             yield lab
         finally:

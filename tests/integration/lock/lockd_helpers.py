@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from heartline import Lock
 from heartline.testing import LockdServer
 
 HEARTLINE = [sys.executable, "-m", "heartline"]
@@ -144,3 +145,15 @@ def openssl_self_signed(directory: Path) -> tuple[Path, Path]:
         check=True, capture_output=True, timeout=60,
     )  # fmt: skip
     return cert, key
+
+
+def lock_round_trip(lock: Lock) -> None:
+    """``lock`` (waiting up to its own ``wait``) is granted, listed as the one lock, released
+    and gone from the list; closed afterwards whatever happened."""
+    try:
+        with lock:
+            assert lock.token > 0
+            assert [i.name for i in lock.backend.locks()] == [lock.name]
+        assert lock.backend.locks() == []
+    finally:
+        lock.close()

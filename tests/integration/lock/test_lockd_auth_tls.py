@@ -12,7 +12,12 @@ from pathlib import Path
 
 import pytest
 from tests.helpers import wait_until
-from tests.integration.lock.lockd_helpers import HEARTLINE, Lockd, openssl_self_signed
+from tests.integration.lock.lockd_helpers import (
+    HEARTLINE,
+    Lockd,
+    lock_round_trip,
+    openssl_self_signed,
+)
 
 from heartline import Lock
 from heartline.errors import LockAuthError, LockServerUnreachable
@@ -225,15 +230,8 @@ def test_tls_lock_with_the_ca_file(tls_lockd: tuple[Lockd, Path]) -> None:
     """``heartlines://localhost:PORT`` with the server's certificate as CA acquires, lists and
     releases a lock over TLS."""
     server, cert = tls_lockd
-    lock = Lock("tls-job", url=f"heartlines://localhost:{server.port}", ca_file=str(cert),
-                wait=5)  # fmt: skip
-    try:
-        with lock:
-            assert lock.token > 0
-            assert [i.name for i in lock.backend.locks()] == ["tls-job"]
-        assert lock.backend.locks() == []
-    finally:
-        lock.close()
+    lock_round_trip(Lock("tls-job", url=f"heartlines://localhost:{server.port}",
+                         ca_file=str(cert), wait=5))  # fmt: skip
 
 
 def test_tls_client_without_the_ca_is_refused(tls_lockd: tuple[Lockd, Path]) -> None:

@@ -50,14 +50,38 @@ def test_names_and_addresses_follow_from_the_id_and_slot(tmp_path: Path) -> None
     assert s.hosts[0].netns == "hla1b2c3-lab1"
 
 
+def test_an_etcd_keeper_has_its_own_addresses_and_credentials(tmp_path: Path) -> None:
+    """With an etcd keeper the backend is etcds:// on the gateway, the peer address is the
+    lab's own on loopback, and every [cluster] names the lab's CA, client certificate and key
+    (no token file); the configs load as the daemons and the controller read them."""
+    s = made(tmp_path, n=2)
+    s.backend_kind = "etcd"
+    assert s.backend == "etcds://198.19.44.1:2379" and s.etcd_peer == "127.19.44.1"
+    assert made(tmp_path, slot=3).etcd_peer == "127.18.3.1"
+    for text in (controller_config_text(s), host_config_text(s, s.hosts[0], {})):
+        cluster = parse_config(text, path=str(tmp_path / "heartline.toml")).cluster
+        assert cluster is not None and cluster.backend == s.backend
+        assert cluster.ca_file == f"{s.dir}/tls/ca.pem" and cluster.token_file is None
+        assert cluster.cert_file == f"{s.dir}/tls/client.pem"
+        assert cluster.key_file == f"{s.dir}/tls/client.key"
+
+
 def test_the_state_file_reads_back_what_was_saved(tmp_path: Path) -> None:
     s = made(tmp_path)
     s.keeper_pid, s.keeper_start = 10, 20
     s.hosts[1].init_pid, s.hosts[1].init_start = 30, 40
     s.save()
     back = load_state(str(tmp_path))
-    assert back == s
+    assert back == s and back.backend_kind == "lockd"
     assert (tmp_path / "lab.json").stat().st_mode & 0o777 == 0o600
+    s.backend_kind = "etcd"
+    s.save()
+    assert load_state(str(tmp_path)).backend_kind == "etcd"
+    # A state file written before labs had a choice of backend: a lockd lab.
+    data = json.loads((tmp_path / "lab.json").read_text())
+    del data["backend_kind"]
+    (tmp_path / "lab.json").write_text(json.dumps(data))
+    assert load_state(str(tmp_path)).backend_kind == "lockd"
 
 
 def test_no_state_file_is_lab_not_found(tmp_path: Path) -> None:
@@ -77,6 +101,7 @@ def test_no_state_file_is_lab_not_found(tmp_path: Path) -> None:
         (lambda d: d.update(keeper_pid=-1), "not a number"),
         (lambda d: d.update(keeper_pid=True), "not a number"),
         (lambda d: d.update(v=2), "format 2"),
+        (lambda d: d.update(backend_kind="zookeeper"), "bad backend 'zookeeper'"),
         (lambda d: d.pop("hosts"), "hosts"),
     ],
 )

@@ -40,6 +40,25 @@ mem = "1GiB"
     assert parse_config("[programs.a]\ncommand = ['true']\n").cluster is None
 
 
+def test_an_etcd_client_certificate() -> None:
+    """cert_file and key_file, for an etcds:// backend, relative to the config's directory;
+    a key without its certificate, or a certificate for plain etcd://, is one line naming
+    the key."""
+    text = '[cluster]\nbackend = "etcds://10.0.0.1:2379"\ncert_file = "c.pem"\nkey_file = "c.key"\n'
+    c = parse_config(text, path="/etc/heartline/heartline.toml").cluster
+    assert c is not None and c.cert_file == "/etc/heartline/c.pem"
+    assert c.key_file == "/etc/heartline/c.key"
+    assert c.credentials == {"token_file": None, "ca_file": None,
+                             "cert_file": "/etc/heartline/c.pem",
+                             "key_file": "/etc/heartline/c.key"}  # fmt: skip
+    with pytest.raises(ConfigError, match=r"^c.toml:3: cluster.key_file: give cert_file too"):
+        parse_config('[cluster]\nbackend = "etcds://h:1"\nkey_file = "k"\n', path="c.toml")
+    with pytest.raises(
+        ConfigError, match=r"^c.toml:3: cluster.cert_file: .* needs TLS: .* etcds://"
+    ):
+        parse_config('[cluster]\nbackend = "etcd://h:1"\ncert_file = "c"\n', path="c.toml")
+
+
 @pytest.mark.parametrize(
     ("text", "where", "what"),
     [
@@ -57,6 +76,8 @@ mem = "1GiB"
         ("hosts.a.address = '-oProxyCommand=x'", "cluster.hosts.a.address", "host name"),
         ("hosts.a.colour = 'red'", "cluster.hosts.a.colour", "unknown key"),
         ("bakend = 'x'", "cluster.bakend", "did you mean 'backend'"),
+        ("cert_file = 'c.pem'", "cluster.cert_file", "for an etcd backend with TLS (etcds://"),
+        ("key_file = 'c.key'", "cluster.key_file", "for an etcd backend with TLS (etcds://"),
     ],
 )
 def test_each_bad_value_is_one_line_naming_its_key(text: str, where: str, what: str) -> None:
@@ -79,7 +100,7 @@ def _toml(v: Any) -> str:
     return repr(v)
 
 
-KEYS = ["backend", "token_file", "ca_file", "name", "report_interval", "ssh_config",
+KEYS = ["backend", "token_file", "ca_file", "cert_file", "key_file", "name", "report_interval", "ssh_config",
         "ssh_options", "groups", "hosts", "junk"]  # fmt: skip
 leaf = st.one_of(
     st.text(max_size=12), st.integers(-5, 10**6), st.floats(allow_nan=False, allow_infinity=False),

@@ -5,9 +5,12 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from heartline.config import parse_config
 from heartline.config._loader import _PROGRAM_KEYS
 from heartline.config._sample import SAMPLE
+from heartline.errors import ConfigError
 
 _KEY_LINE = re.compile(r"^# ([a-z_.]+) = (.+?)\s+#")
 
@@ -55,15 +58,20 @@ def test_every_program_key_is_in_the_sample() -> None:
 
 
 def test_the_samples_cluster_block_loads_when_switched_on() -> None:
-    """The commented [cluster] block, with its markers removed, is a valid cluster section
-    and shows every cluster key."""
+    """The commented [cluster] block, with its markers removed (and an etcds:// backend, which
+    the client certificate is for), is a valid cluster section and shows every cluster key."""
     from heartline.config._cluster import _HOST_KEYS, _KEYS
 
     block = "\n".join(
         line[3:].split("  #")[0] for line in SAMPLE.splitlines() if line.startswith("#> ")
     )
+    with pytest.raises(ConfigError, match="cert_file: a client certificate is for an etcd"):
+        parse_config(block.replace('"~/.ssh/config"', '"ssh_config"'))
+    block = block.replace('"heartline://127.0.0.1:7717"', '"etcds://10.0.0.5:2379"')
     spec = parse_config(block.replace('"~/.ssh/config"', '"ssh_config"')).cluster
     assert spec is not None and spec.name == "web1" and spec.groups["web"] == ("web1", "web2")
+    assert spec.cert_file == "/etc/heartline/client.pem"
+    assert spec.key_file == "/etc/heartline/client.key"
     assert spec.hosts["web1"].cpus == 8 and spec.hosts["web1"].labels == ("ssd",)
     shown = {line[3:].split(" = ")[0].split(".")[0] for line in SAMPLE.splitlines()
              if line.startswith("#> ") and " = " in line}  # fmt: skip

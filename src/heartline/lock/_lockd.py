@@ -41,7 +41,7 @@ from heartline.errors import (
 )
 from heartline.lock import _protocol as proto
 from heartline.lock._backend import ClientInfo, Holder, LockInfo
-from heartline.lock._lease import Lease
+from heartline.lock._lease import HELD, Lease
 from heartline.lock._params import check_request
 
 _log_hooks: list[Callable[[], None]] = []
@@ -610,6 +610,9 @@ class LockdBackend:
         if lease.released:
             return
         lost = lease.loss is not None
+        # A lease whose renewals are late (the server may be frozen or cut off) is not waited
+        # for beyond its proven end: the server lets it go by then anyway.
+        wait = 10.0 if lease.state is HELD else max(0.2, lease.valid_until - time.monotonic())
         lease.mark_released()
         with self._mutex:
             self._leases.pop(lease.token, None)
@@ -617,7 +620,7 @@ class LockdBackend:
             return
         # If the connection is gone, the server has already let the grant go.
         with contextlib.suppress(_Gone, LockError):
-            self._call({"op": "release", "name": lease.name, "token": lease.token}, 10.0)
+            self._call({"op": "release", "name": lease.name, "token": lease.token}, wait)
 
     def session_connection(self) -> socket.socket | None:
         """The connection of this backend's session (see LockBackend.session_connection):

@@ -5,7 +5,7 @@
 
 Needs root (lab hosts are network namespaces); without it, it says why in one line and leaves
 RESULTS.md as it was. Three lab hosts (`heartline.testing.lab_hosts(3)`) run one program,
-benchmarks/singlechild.py, which appends its runs to a shared history with CLOCK_MONOTONIC
+heartline.testing's RUN_LOG_PROGRAM, which appends its runs to a shared history with CLOCK_MONOTONIC
 stamps (the hosts share this machine's clock and files) and holds an flock while it runs, so a
 second copy is caught the moment it starts (and how long it had to wait for the flock is how
 long two copies ran).
@@ -50,15 +50,17 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from _common import BENCH_DIR, WORK_DIR, one_line
+from _common import WORK_DIR, one_line
 from _common import percentile as pct
 from _sections import measure_and_publish, section_text
 from cluster import stop_group
 
+from heartline.testing import RUN_LOG_PROGRAM
+
 SECTION = "singleton"
 RESULTS_JSON = os.path.join(WORK_DIR, "singleton.json")
 LOGS = os.path.join(WORK_DIR, "singleton-logs")
-PROG = os.path.join(BENCH_DIR, "singlechild.py")
+PROG = RUN_LOG_PROGRAM
 HOSTS = 3
 NAME = "one"
 LEASE = 2.0
@@ -676,7 +678,7 @@ def render(results: dict[str, Any]) -> str:
         f'heartline: `singleton = true`, `lease = "{LEASE:g}s"`, the lab\'s lockd (with its '
         "journal) as the backend; a crashed holder's lock goes as soon as lockd sees its "
         "connection close, a cut-off holder's when the lease runs out. The program "
-        "(benchmarks/singlechild.py) is the same for both tools; the hosts' daemon logs of the "
+        "(heartline.testing's RUN_LOG_PROGRAM) is the same for both tools; the hosts' daemon logs of the "
         "run are kept in benchmarks/work/singleton-logs/."
     )
     notes.append(

@@ -3,6 +3,8 @@ namespaces on this machine), and virtual time."""
 
 from __future__ import annotations
 
+import os as _os
+
 from heartline.testing._etcd import EtcdServer
 from heartline.testing._lab import LabHosts, lab_hosts, lab_unavailable
 from heartline.testing._lockd import LockdServer
@@ -14,7 +16,12 @@ from heartline.testing._virtual import (
     virtual_loop,
 )
 
+#: A program that logs its runs to a shared history and catches a second copy at once
+#: (see its docstring): ``[sys.executable, RUN_LOG_PROGRAM, HISTORY, LOCKFILE, HOST]``.
+RUN_LOG_PROGRAM = _os.path.join(_os.path.dirname(_os.path.abspath(__file__)), "_runlog.py")
+
 __all__ = [
+    "RUN_LOG_PROGRAM",
     "EtcdServer",
     "FakeLauncher",
     "FakeProcess",

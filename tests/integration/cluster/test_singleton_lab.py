@@ -2,9 +2,9 @@
 each of the lab's backends: its lockd with its journal, and an etcd with TLS and client
 certificates. The holder host crashed, cut off, its daemon frozen past the lease, and the
 backend killed and started again. Each time another host runs the program within the lease
-plus a start, and the shared history (singleton_prog.py: an flock held while a copy runs
-catches any second copy the moment it starts) shows never two copies and tokens that only
-grow.
+plus a start, and the shared history (heartline.testing.RUN_LOG_PROGRAM: an flock held
+while a copy runs catches any second copy the moment it starts) shows never two copies and
+tokens that only grow.
 """
 
 from __future__ import annotations
@@ -19,11 +19,11 @@ from typing import Any
 
 import pytest
 from tests.helpers import wait_until
-from tests.integration.cluster.test_singleton_loopback import PROG, check_history, history
+from tests.integration.cluster.test_singleton_loopback import check_history, history
 from tests.integration.conftest import PY
 
 from heartline.api import Client
-from heartline.testing import LabHosts, lab_hosts, lab_unavailable
+from heartline.testing import RUN_LOG_PROGRAM, LabHosts, lab_hosts, lab_unavailable
 
 pytestmark = [
     pytest.mark.skipif(lab_unavailable() is not None, reason=lab_unavailable() or ""),
@@ -100,7 +100,7 @@ def trio(tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureReques
         pytest.skip(lab_unavailable(backend) or "")
     where = tmp_path_factory.mktemp(f"singleton-{backend}")
     hist, flock = where / "history", where / "flock"
-    argv = json.dumps([PY, str(PROG), str(hist), str(flock)])
+    argv = json.dumps([PY, RUN_LOG_PROGRAM, str(hist), str(flock)])
     programs = (
         f'[programs.one]\ncommand = {argv}\nsingleton = true\nlease = "{LEASE:g}s"\n'
         'stop_timeout = "5s"\n'

@@ -1,8 +1,8 @@
 """Singleton programs with real daemons on this machine standing in for three hosts, on both
 backends (a real lockd and a real etcd on loopback).
 
-The program (singleton_prog.py) keeps a history in a shared file and holds an flock while it
-runs, so a second copy is caught the moment it starts, however the first one ends. The lab
+The program (heartline.testing.RUN_LOG_PROGRAM) keeps a history in a shared file and holds
+an flock while it runs, so a second copy is caught the moment it starts, however the first one ends. The lab
 tests (test_singleton_lab.py) add what needs hosts of their own: a host crashed, cut off.
 """
 
@@ -21,12 +21,13 @@ import pytest
 from tests.helpers import wait_until
 from tests.integration.conftest import PY, Daemon
 
-PROG = Path(__file__).with_name("singleton_prog.py")
+from heartline.testing import RUN_LOG_PROGRAM
+
 LEASE = 2.0
 
 
 def singleton_config(url: str, host: str, history: Path, flock: Path, extra: str = "") -> str:
-    argv = json.dumps([PY, str(PROG), str(history), str(flock), host])
+    argv = json.dumps([PY, RUN_LOG_PROGRAM, str(history), str(flock), host])
     return textwrap.dedent(f"""\
         [cluster]
         backend = "{url}"
@@ -46,7 +47,7 @@ def history(path: Path) -> list[tuple[str, str, int, float]]:
     out = []
     if path.exists():
         for line in path.read_text().splitlines():
-            what, host, token, at = line.split()
+            what, host, token, at = line.split()[:4]
             out.append((what, host, int(token) if token != "-" else 0, float(at)))
     return out
 
@@ -224,7 +225,7 @@ def test_fatal_on_one_host_hands_it_to_another(
     hist, flock = tmp_path / "history", tmp_path / "flock"
     common = 'failover_on = ["fatal"]\ncrash_loop = { max_starts = 3, window = "60s", cooldown = "1h" }\n'
     daemons = []
-    for i, extra in enumerate([common + 'env = { SINGLETON_CRASH = "1" }\n', common]):
+    for i, extra in enumerate([common + 'env = { RUN_LOG_CRASH = "1" }\n', common]):
         d = make_daemon("", start=False)
         text = singleton_config(lock_server.url, f"h{i}", hist, flock, extra)
         d.config.write_text(d.config.read_text() + text)

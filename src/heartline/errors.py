@@ -31,6 +31,11 @@ EXIT_CODES: dict[int, str] = {
     15: "lab: no such lab, or no such host in it",
     16: "rolling: stopped at a host (its command or its health gate failed)",
     17: "move: the singleton could not be handed over",
+    20: "chaos run: deviated (the steady state did not hold, or a fault was not recovered from in time)",
+    21: "chaos run: errored (a fault could not be applied or undone, or a probe could not run)",
+    22: "chaos run: aborted (Ctrl-C, SIGTERM or the halt file); every applied fault was undone",
+    23: "chaos check: the history breaks a lock invariant",
+    24: "chaos run: refused (blast radius exceeded, or a host crash not confirmed)",
     64: "lock, run: usage error",
     69: "lock, locks, hosts, place: the lock server (the cluster's backend) is unreachable",
     70: "lock: the guard process vanished",
@@ -74,7 +79,13 @@ __all__ = [
     "EXIT_UNSAFE_TOKEN_FILE",
     "EXIT_USAGE",
     "EXIT_WATCHDOG",
+    "BlastRadiusRefused",
+    "ChaosAborted",
+    "ChaosDeviated",
+    "ChaosError",
+    "ChaosErrored",
     "ClusterError",
+    "HistoryViolation",
     "ConfigError",
     "ControlError",
     "DaemonAlreadyRunning",
@@ -299,3 +310,42 @@ class LabNotFound(ClusterError):
     """No lab in the directory, or no such host in it (you did it)."""
 
     exit_code = 15
+
+
+class ChaosError(HeartlineError):
+    """Base of the chaos experiments' errors (``heartline chaos``)."""
+
+
+class ChaosDeviated(ChaosError):
+    """An experiment ran to its end and the system did not pass: the steady state did not hold
+    before or after, or a fault was not recovered from within its deadline."""
+
+    exit_code = 20
+
+
+class ChaosErrored(ChaosError):
+    """An experiment could not do what it said: a fault could not be applied or undone, a
+    target could not be found, or a probe could not run at all."""
+
+    exit_code = 21
+
+
+class ChaosAborted(ChaosError):
+    """An experiment was stopped before its end (Ctrl-C, SIGTERM, the halt file); every fault
+    it had applied was undone first."""
+
+    exit_code = 22
+
+
+class HistoryViolation(ChaosError):
+    """``heartline chaos check``: the history breaks an invariant of the lock service."""
+
+    exit_code = 23
+
+
+class BlastRadiusRefused(ChaosError):
+    """An experiment would hit more targets at once than its blast radius allows, the last
+    healthy target of a group, or a real host's kernel without ``--allow-host-crash`` and
+    the host named on the command line (you did it)."""
+
+    exit_code = 24

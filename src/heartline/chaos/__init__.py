@@ -10,11 +10,53 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    pass
+    from heartline.chaos._runner import OUTCOME_ERRORS, Options, plan, run_experiment
+    from heartline.chaos._spec import (
+        FAULTS,
+        BlastRadius,
+        Experiment,
+        FaultSpec,
+        ProbeSpec,
+        RunSpec,
+        TargetSpec,
+        load_experiment,
+        parse_experiment,
+    )
+    from heartline.chaos._undo import undo_left_behind
 
-_WHERE: dict[str, str] = {}
+_WHERE: dict[str, str] = {
+    "OUTCOME_ERRORS": "_runner",
+    "Options": "_runner",
+    "plan": "_runner",
+    "run_experiment": "_runner",
+    "FAULTS": "_spec",
+    "BlastRadius": "_spec",
+    "Experiment": "_spec",
+    "FaultSpec": "_spec",
+    "ProbeSpec": "_spec",
+    "RunSpec": "_spec",
+    "TargetSpec": "_spec",
+    "load_experiment": "_spec",
+    "parse_experiment": "_spec",
+    "undo_left_behind": "_undo",
+}
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "FAULTS",
+    "OUTCOME_ERRORS",
+    "BlastRadius",
+    "Experiment",
+    "FaultSpec",
+    "Options",
+    "ProbeSpec",
+    "RunSpec",
+    "TargetSpec",
+    "load_experiment",
+    "parse_experiment",
+    "plan",
+    "run_experiment",
+    "undo_left_behind",
+]
 
 
 def __getattr__(name: str) -> Any:

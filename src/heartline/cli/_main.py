@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 _COMMANDS = (
     "up", "down", "status", "top", "report", "attach", "start", "stop", "restart", "signal",
     "logs", "reload", "reopen-logs", "run", "systemd-unit", "init", "lock", "locks", "lockd",
-    "hosts", "place", "rolling", "move", "lab",
+    "hosts", "place", "rolling", "move", "lab", "chaos",
 )  # fmt: skip
 
 # Exit codes beyond the ones the errors carry (see heartline.errors).
@@ -470,6 +470,15 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     )
     if only == "lab" or only not in _COMMANDS:
         _lab_commands(p)
+    p = add(
+        "chaos",
+        "_cmd_chaos:cmd_list_faults",
+        "Crash-recovery experiments: apply faults that always undo, measure time to detect "
+        "and to recover (exit 20 deviated, 21 errored, 22 aborted, 24 refused).",
+        daemon=False,
+    )
+    if only == "chaos" or only not in _COMMANDS:
+        _chaos_commands(p)
     p = add("lockd", "_cmd_lock:cmd_lockd", "Run the lock server in the foreground.", daemon=False)
     p.add_argument("--listen", default="127.0.0.1:7717", metavar="HOST:PORT",
                    help="address to listen on (127.0.0.1:7717; beyond loopback needs "
@@ -499,6 +508,45 @@ def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     p.add_argument("--out", metavar="FILE", help="write it to FILE instead of printing it")
     p.add_argument("--force", action="store_true", help="overwrite FILE if it exists")
     return parser
+
+
+def _chaos_commands(chaos: argparse.ArgumentParser) -> None:
+    sub = chaos.add_subparsers(title="chaos commands", metavar="COMMAND", parser_class=_Parser,
+                               dest="chaos_command")  # fmt: skip
+    sub.required = True
+
+    def add(name: str, text: str) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=text, description=text)
+        p.set_defaults(handler=f"_cmd_chaos:cmd_{name.replace('-', '_')}")
+        return p
+
+    p = add("run", "Run an experiment: the steady state, each fault (undone however the run "
+            "ends), probes every resolution, time to detect and to recover.")  # fmt: skip
+    p.add_argument("experiment", metavar="EXPERIMENT.toml")
+    p.add_argument("--dry-run", action="store_true",
+                   help="print the targets, probes and exact commands; change nothing")  # fmt: skip
+    p.add_argument("--json", action="store_true",
+                   help="a JSON object per line: events as they come, then the result")  # fmt: skip
+    p.add_argument("--report", metavar="DIR", default=None,
+                   help="write DIR/report.html (self-contained) and DIR/result.json")  # fmt: skip
+    p.add_argument("--allow-host-crash", metavar="HOST", action="append", default=[],
+                   help="allow a crash fault to crash this real host's kernel (sysrq c); "
+                   "name every such host")  # fmt: skip
+    p.add_argument("--seed", type=int, default=None, metavar="N",
+                   help="seed for the random picks (pick = \"one\"), to repeat a run")  # fmt: skip
+    p = add("validate", "Check an experiment file; print what is wrong with file, line and key.")
+    p.add_argument("experiment", metavar="EXPERIMENT.toml")
+    p = add("list-faults", "The fault kinds, what each hits and how each is undone.")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p = add("undo", "Undo what crashed runs left applied (from their journals).")
+    p.add_argument("--journal", metavar="DIR", default=None,
+                   help="the journals' directory (default: RUN_DIR/chaos)")  # fmt: skip
+    p = add("check", "Check a lock workload's history: no two holders at once, growing "
+            "tokens, stale writes rejected, no command after its runner died "
+            "(exit 23).")  # fmt: skip
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="HISTORY [OPTIONS]")
+    p = add("proxy", "Run a fault proxy in front of a TCP service (toxics on stdin).")
+    p.add_argument("args", nargs=argparse.REMAINDER, metavar="OPTIONS")
 
 
 def _lab_commands(lab: argparse.ArgumentParser) -> None:

@@ -11,7 +11,7 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from heartline.config._loader import load_config, parse_config, parse_signal
+    from heartline.config._loader import KeyLines, load_config, parse_config, parse_signal
     from heartline.config._locate import (
         default_config_path,
         default_log_dir,
@@ -45,6 +45,7 @@ _WHERE = {
     "default_log_dir": "_locate",
     "default_run_dir": "_locate",
     "socket_from_config": "_locate",
+    "KeyLines": "_loader",
     "load_config": "_loader",
     "parse_config": "_loader",
     "parse_signal": "_loader",
@@ -60,6 +61,7 @@ __all__ = [
     "CrashLoopSpec",
     "DaemonSpec",
     "HostSpec",
+    "KeyLines",
     "LogSpec",
     "ProgramSpec",
     "default_config_path",

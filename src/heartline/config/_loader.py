@@ -75,8 +75,10 @@ def parse_config(text: str, *, path: str = "<config>") -> Config:
     return _Builder(text, path, data).build()
 
 
-class _Locator:
-    """Maps dotted key paths to the line where they were written (best effort)."""
+class KeyLines:
+    """Maps dotted key paths of a TOML text to the line where they were written (best effort),
+    so that an error can say ``file:line: key: what is wrong``; chaos experiment files use it
+    too."""
 
     def __init__(self, text: str) -> None:
         self.lines: dict[tuple[str, ...], int] = {}
@@ -140,7 +142,7 @@ class _Builder:
         self.path = path
         self.base = os.path.dirname(os.path.abspath(path)) if path != "<config>" else os.getcwd()
         self.data = data
-        self.locator = _Locator(text)
+        self.locator = KeyLines(text)
 
     def error(self, key_path: tuple[str, ...], message: str) -> ConfigError:
         return ConfigError(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -22,3 +24,22 @@ def wait_until(fn: Callable[[], T], timeout: float = 10.0, what: str = "conditio
                 f"timed out after {timeout}s waiting for {what} (last value: {last!r})"
             )
         time.sleep(0.005)
+
+
+def tagged_pids(tag: str) -> list[int]:
+    """Pids of live processes whose environment carries ``tag``."""
+    needle = f"HEARTLINE_TEST_TAG={tag}".encode()
+    out = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/environ", "rb") as f:
+                env = f.read()
+            with open(f"/proc/{entry}/stat", "rb") as f:
+                state = f.read().rsplit(b")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if needle in env.split(b"\0") and state != b"Z":
+            out.append(int(entry))
+    return out

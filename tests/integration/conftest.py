@@ -20,32 +20,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from tests.helpers import wait_until
+from tests.helpers import tagged_pids, wait_until
 
 from heartline.api import Client
 
 T = TypeVar("T")
 HEARTLINE = [sys.executable, "-m", "heartline"]
 PY = sys.executable
-
-
-def tagged_pids(tag: str) -> list[int]:
-    """Pids of live processes whose environment carries ``tag``."""
-    needle = f"HEARTLINE_TEST_TAG={tag}".encode()
-    out = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as f:
-                env = f.read()
-            with open(f"/proc/{entry}/stat", "rb") as f:
-                state = f.read().rsplit(b")", 1)[1].split()[0]
-        except OSError:
-            continue
-        if needle in env.split(b"\0") and state != b"Z":
-            out.append(int(entry))
-    return out
 
 
 def alive(pid: int) -> bool:

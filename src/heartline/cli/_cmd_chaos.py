@@ -21,6 +21,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         report_dir=args.report,
         allow_host_crash=tuple(args.allow_host_crash),
         seed=args.seed,
+        journal_dir=args.journal,
     )
     if args.dry_run:
         for line in plan(exp, opts):

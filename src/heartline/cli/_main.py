@@ -534,6 +534,9 @@ def _chaos_commands(chaos: argparse.ArgumentParser) -> None:
                    "name every such host")  # fmt: skip
     p.add_argument("--seed", type=int, default=None, metavar="N",
                    help="seed for the random picks (pick = \"one\"), to repeat a run")  # fmt: skip
+    p.add_argument("--journal", metavar="DIR", default=None,
+                   help="where the run's journal of applied faults lives (default: "
+                   "RUN_DIR/chaos); `chaos undo --journal DIR` reads it")  # fmt: skip
     p = add("validate", "Check an experiment file; print what is wrong with file, line and key.")
     p.add_argument("experiment", metavar="EXPERIMENT.toml")
     p = add("list-faults", "The fault kinds, what each hits and how each is undone.")

@@ -10,11 +10,14 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    pass
+    from heartline.chaos._proxy import FaultProxy, Toxic
 
-_WHERE: dict[str, str] = {}
+_WHERE: dict[str, str] = {
+    "FaultProxy": "_proxy",
+    "Toxic": "_proxy",
+}
 
-__all__ = sorted(_WHERE)
+__all__ = ["FaultProxy", "Toxic"]
 
 
 def __getattr__(name: str) -> Any:

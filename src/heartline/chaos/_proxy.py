@@ -215,8 +215,9 @@ class Toxic:
     def __str__(self) -> str:
         if self.kind == "latency":
             text = f"latency {_format_seconds(self.delay)}"
-            if self.jitter:
-                text += f" jitter {_format_seconds(self.jitter)}"
+            jitter = _format_seconds(self.jitter)
+            if jitter != "0ms":
+                text += f" jitter {jitter}"
         elif self.kind == "bandwidth":
             text = f"bandwidth {_format_rate(self.rate)}"
         elif self.kind == "timeout":

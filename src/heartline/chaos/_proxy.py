@@ -789,6 +789,7 @@ def _commands(proxy: FaultProxy, lease: float, wake: int | None) -> str:
     """Answer stdin's lines until the controller is gone; returns why it stopped."""
     stdin = sys.stdin.fileno()
     pending = b""
+    skipping = False  # inside a line too long, answered already
     deadline = time.monotonic() + lease
     watched = [stdin] if wake is None else [stdin, wake]
     while True:
@@ -806,15 +807,27 @@ def _commands(proxy: FaultProxy, lease: float, wake: int | None) -> str:
         data = os.read(stdin, 65536)
         if not data:
             return "stdin closed"
-        deadline = time.monotonic() + lease  # any line proves the controller alive
+        deadline = time.monotonic() + lease  # anything from the controller proves it alive
         pending += data
-        while b"\n" in pending:
-            line, _, pending = pending.partition(b"\n")
-            if not _reply(_answer(proxy, line.decode("utf-8", "replace"))):
-                return "stdout closed"
-        if len(pending) > _MAX_LINE:
-            pending = b""
-            if not _reply(f"error a line is longer than {_MAX_LINE} bytes"):
+        while True:
+            line, newline, rest = pending.partition(b"\n")
+            if not newline:
+                if len(pending) > _MAX_LINE and not skipping:
+                    if not _reply(f"error a line is longer than {_MAX_LINE} bytes"):
+                        return "stdout closed"
+                    skipping = True
+                if skipping:
+                    pending = b""
+                break
+            pending = rest
+            if skipping:  # the end of a line answered already
+                skipping = False
+                continue
+            if len(line) > _MAX_LINE:
+                answer = f"error a line is longer than {_MAX_LINE} bytes"
+            else:
+                answer = _answer(proxy, line.decode("utf-8", "replace"))
+            if not _reply(answer):
                 return "stdout closed"
 
 

@@ -787,7 +787,10 @@ def _stop_signals() -> Iterator[int | None]:
 
 def _commands(proxy: FaultProxy, lease: float, wake: int | None) -> str:
     """Answer stdin's lines until the controller is gone; returns why it stopped."""
-    stdin = sys.stdin.fileno()
+    try:
+        stdin = sys.stdin.fileno()
+    except (AttributeError, ValueError, OSError):  # started with stdin closed
+        return "stdin closed"
     pending = b""
     skipping = False  # inside a line too long, answered already
     deadline = time.monotonic() + lease

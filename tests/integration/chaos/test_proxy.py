@@ -25,6 +25,7 @@ import pytest
 from tests.helpers import wait_until
 
 from heartline.chaos import FaultProxy
+from heartline.errors import ChaosErrored
 
 PROXY = [sys.executable, "-m", "heartline.chaos._proxy"]
 
@@ -308,6 +309,22 @@ def test_down_refuses_connects_until_cleared(
     proxy.clear()
     assert proxy.address == address
     assert round_trip(connect(address)) < 0.2
+
+
+def test_ipv6_loopback_listens_and_forwards(
+    echo: EchoServer, connect: Callable[[tuple[str, int]], socket.socket]
+) -> None:
+    """[::1] is loopback too: the proxy listens there and forwards to an IPv4 service."""
+    try:
+        socket.socket(socket.AF_INET6).close()
+    except OSError as e:
+        pytest.skip(f"no IPv6 here: {e}")
+    try:
+        with FaultProxy(listen=("::1", 0), upstream=("127.0.0.1", echo.port)) as p:
+            assert p.address[0] == "::1"
+            assert round_trip(connect(p.address)) < 0.2
+    except ChaosErrored as e:
+        pytest.skip(f"no IPv6 loopback here: {e}")
 
 
 def test_a_service_that_refuses_resets_the_client() -> None:

@@ -271,7 +271,8 @@ class FaultProxy:
     ``start()`` returns once it listens (``address`` is where); the proxy runs its own event
     loop in a daemon thread named ``heartline-proxy``; ``stop()`` closes the listener and every
     connection. Use it as a context manager. It listens on loopback only unless
-    ``allow_remote`` is true. Names are resolved once, at start.
+    ``allow_remote`` is true. Names are resolved once, at start. A client whose upstream
+    connection is refused or takes longer than ``connect_timeout`` seconds is reset.
     """
 
     def __init__(
@@ -298,7 +299,6 @@ class FaultProxy:
         self._upstream_address: tuple[str, int] | tuple[str, int, int, int] = ("", 0)
         self._conns: set[_Conn] = set()
         self._changed: asyncio.Future[None] | None = None
-        self._accept_paused = False
 
     # --- the caller's side ---------------------------------------------------------------
 
@@ -382,13 +382,13 @@ class FaultProxy:
         self.stop()
 
     def _switch(self, toxic: Toxic | None) -> None:
+        if threading.current_thread() is self._thread:
+            self._apply(toxic)  # on the loop already (the lock may be held by a waiting set())
+            return
         with self._lock:
             loop = self._loop
             if loop is None:
                 self._toxic = toxic  # in force from start()
-                return
-            if threading.current_thread() is self._thread:
-                self._apply(toxic)
                 return
             done: concurrent.futures.Future[None] = concurrent.futures.Future()
 

@@ -217,6 +217,16 @@ def test_set_reaches_every_open_connection_at_once(
     assert max(fast) < 0.2, fast
 
 
+def test_a_toxic_set_before_start_holds_from_the_first_connection(
+    echo: EchoServer, connect: Callable[[tuple[str, int]], socket.socket]
+) -> None:
+    """A toxic set on a proxy not yet started is in force for its very first connection."""
+    p = FaultProxy(upstream=("127.0.0.1", echo.port))
+    p.set("latency 200ms up")
+    with p:
+        assert round_trip(connect(p.address)) >= 0.18
+
+
 def test_bandwidth_caps_throughput(
     proxy: FaultProxy, connect: Callable[[tuple[str, int]], socket.socket]
 ) -> None:

@@ -10,6 +10,9 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from heartline.chaos._html import render_html
+    from heartline.chaos._proxy import FaultProxy, Toxic
+    from heartline.chaos._proxy import main as proxy_main
     from heartline.chaos._runner import OUTCOME_ERRORS, Options, plan, run_experiment
     from heartline.chaos._spec import (
         FAULTS,
@@ -24,7 +27,12 @@ if TYPE_CHECKING:
     )
     from heartline.chaos._undo import undo_left_behind
 
+#: Public name -> "module" (the same name there) or "module:name".
 _WHERE: dict[str, str] = {
+    "FaultProxy": "_proxy",
+    "Toxic": "_proxy",
+    "proxy_main": "_proxy:main",
+    "render_html": "_html",
     "OUTCOME_ERRORS": "_runner",
     "Options": "_runner",
     "plan": "_runner",
@@ -46,14 +54,18 @@ __all__ = [
     "OUTCOME_ERRORS",
     "BlastRadius",
     "Experiment",
+    "FaultProxy",
     "FaultSpec",
     "Options",
     "ProbeSpec",
     "RunSpec",
     "TargetSpec",
+    "Toxic",
     "load_experiment",
     "parse_experiment",
     "plan",
+    "proxy_main",
+    "render_html",
     "run_experiment",
     "undo_left_behind",
 ]
@@ -63,6 +75,7 @@ def __getattr__(name: str) -> Any:
     where = _WHERE.get(name)
     if where is None:
         raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    value = getattr(import_module(f"heartline.chaos.{where}"), name)
+    module, _, attr = where.partition(":")
+    value = getattr(import_module(f"heartline.chaos.{module}"), attr or name)
     globals()[name] = value
     return value

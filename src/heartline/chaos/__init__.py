@@ -10,11 +10,15 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    pass
+    from heartline.chaos._html import render_html
 
-_WHERE: dict[str, str] = {}
+_WHERE: dict[str, str] = {
+    "render_html": "_html",
+}
 
-__all__ = sorted(_WHERE)
+__all__ = [
+    "render_html",
+]
 
 
 def __getattr__(name: str) -> Any:

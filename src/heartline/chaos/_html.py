@@ -425,6 +425,7 @@ h2{margin:0 0 4px;font-size:18px}
 .chart .dim{fill:#59636e}
 .chart .small{font-size:11px}
 .chart .head{font-weight:700}
+.chart .halo{paint-order:stroke;stroke:#fff;stroke-width:3px;stroke-linejoin:round}
 .legend{display:flex;flex-wrap:wrap;gap:6px 18px;margin:10px 0 0;padding:0;list-style:none;
 font-size:13px;color:var(--muted)}
 .legend li{display:flex;align-items:center;gap:6px}
@@ -665,13 +666,19 @@ def _timeline_svg(doc: _Doc) -> str:
             out.append(_lane(probe, y, x, span, indent=group is not None))
             y += _LANE
 
-    # Faults over the lanes: bands, or a line for a fault that took no time.
-    out.append('<g class="faults">')
+    # Faults over the lanes: bands, or a line for a fault that took no time. With hundreds of
+    # rounds the marks are drawn thin and faint, or they would hide the lanes.
+    placed = sorted(
+        (f for f in doc.faults if f.applied is not None),
+        key=lambda f: (f.applied or 0.0, f.index),
+    )
+    dense = len(placed) > plot_w / 10
+    out.append(f'<g class="faults{" dense" if dense else ""}">')
+    labels = []
     label_end = -1.0
-    for fault in sorted(doc.faults, key=lambda f: (f.applied is None, f.applied or 0.0, f.index)):
-        if fault.applied is None:
-            continue
-        x0 = x(fault.applied)
+    for fault in placed:
+        applied = fault.applied or 0.0
+        x0 = x(applied)
         end = fault.end
         x1 = x(end) if end is not None else x0
         tip = _fault_tip(fault)
@@ -679,8 +686,16 @@ def _timeline_svg(doc: _Doc) -> str:
             out.append(
                 f'<g class="fault-window" data-round="{_e(fault.round)}"><title>{tip}</title>'
                 f'<rect x="{_c(x0)}" y="{_c(_STEADY_ROW + 4)}" width="{_c(x1 - x0)}" '
-                f'height="{_c(axis_y - _STEADY_ROW - 4)}" fill="{_FAULT}" fill-opacity="0.2" '
-                f'stroke="{_FAULT}" stroke-opacity="0.8" stroke-width="1"/></g>'
+                f'height="{_c(axis_y - _STEADY_ROW - 4)}" fill="{_FAULT}" '
+                f'fill-opacity="{"0.12" if dense else "0.2"}" stroke="{_FAULT}" '
+                f'stroke-opacity="{"0.4" if dense else "0.8"}" stroke-width="1"/></g>'
+            )
+        elif dense:
+            out.append(
+                f'<g class="fault-instant" data-round="{_e(fault.round)}"><title>{tip}</title>'
+                f'<line x1="{_c(x0)}" y1="{_c(_STEADY_ROW + 4)}" x2="{_c(x0)}" '
+                f'y2="{_c(axis_y)}" stroke="{_FAULT}" stroke-width="1" stroke-opacity="0.5"/>'
+                "</g>"
             )
         else:
             out.append(
@@ -690,19 +705,24 @@ def _timeline_svg(doc: _Doc) -> str:
                 f'<path d="M{_c(x0 - 5)} {_c(_STEADY_ROW + 4)}h10l-5 7z" fill="{_FAULT}"/></g>'
             )
         if fault.recovered is not None:
-            rx = x(fault.applied + fault.recovered)
+            rx = x(applied + fault.recovered)
             out.append(
-                f'<circle cx="{_c(rx)}" cy="{_c(top - 6)}" r="3.5" fill="{_STEADY}">'
-                f"<title>{_e(fault.label)} recovered {_e(_secs(fault.recovered))} after it "
-                f"was applied (t = {_e(_at(fault.applied + fault.recovered))})</title></circle>"
+                f'<circle cx="{_c(rx)}" cy="{_c(top - 6)}" r="{"2" if dense else "3.5"}" '
+                f'fill="{_STEADY}"><title>{_e(fault.label)} recovered '
+                f"{_e(_secs(fault.recovered))} after it was applied "
+                f"(t = {_e(_at(applied + fault.recovered))})</title></circle>"
             )
         # Labels only where they fit: with hundreds of rounds the table names every fault.
         label = _clip(fault.label, 28)
         width = len(label) * 6.4 + 6
         lx = x0 + 4
         if lx >= label_end and lx + width <= _W:
-            out.append(f'<text x="{_c(lx)}" y="{_c(top - 10)}" class="small">{_e(label)}</text>')
+            labels.append(
+                f'<text x="{_c(lx)}" y="{_c(top - 10)}" class="small halo">{_e(label)}</text>'
+            )
             label_end = lx + width
+    # The labels last, over every mark, each on a white halo.
+    out += labels
     out.append("</g>")
 
     # Steady-state checks: a dashed line across the lanes with the verdict beside it.
@@ -760,13 +780,15 @@ def _lane(
             )
         else:
             # A failure shorter than a pixel is still shown: it is what the report is about.
-            width = max(x1 - x0, 1.5)
+            width = max(x1 - x0, 2.0)
+            # Stripes need room; a narrow failure is drawn solid so that it stays visible.
+            fill = "url(#hl-fail)" if width >= 6 else _FAILING
             tip = f"{probe.name} failing {_at(t)} \u2192 {_at(until)} ({_secs(until - t)})"
             if detail:
                 tip += f": {detail}"
             out.append(
                 f'<rect class="fail" x="{_c(x0)}" y="{_c(bar_y)}" width="{_c(width)}" '
-                f'height="{_c(_BAR)}" fill="url(#hl-fail)"><title>{_e(tip)}</title></rect>'
+                f'height="{_c(_BAR)}" fill="{fill}"><title>{_e(tip)}</title></rect>'
             )
     out.append("</g>")
     return "".join(out)

@@ -382,7 +382,7 @@ def test_hundreds_of_rounds_stay_small_and_readable() -> None:
     assert_well_formed(page)
     assert len(page) < 900_000, len(page)
     assert len(re.findall(r'<tr class="fault-row"', page)) == 500
-    labels = re.findall(r'<text x="[\d.]+" y="[\d.]+" class="small">R\d+ kill</text>', page)
+    labels = re.findall(r'<text x="[\d.]+" y="[\d.]+" class="small halo">R\d+ kill</text>', page)
     assert 0 < len(labels) < 60
     assert 'class="scroll tall"' in page
 

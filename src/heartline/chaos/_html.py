@@ -25,6 +25,11 @@ _W = 1000.0
 _LABEL_W = 190.0
 _PAD_R = 18.0
 _DASH = "\u2014"
+#: The widest scale a chart draws (about 30 years): a time beyond it is pinned to the chart's
+#: edge (the tables still write it out), and no scale can overflow to infinity.
+_SCALE_MAX = 1e9
+#: The narrowest: a chart spans at least a millisecond (powers of ten below it underflow).
+_SCALE_MIN = 1e-3
 
 #: Okabe-Ito colours, told apart by most colour-blind readers; every state also has a word.
 _HEALTHY = "#009E73"
@@ -165,8 +170,8 @@ class _Doc:
         for probe in self.probes:
             moments += [t for t, _, _ in probe.events]
         known = [m for m in moments if m is not None and m > 0]
-        span = max(known, default=0.0)
-        return span if span > 0 and math.isfinite(span) else 1.0
+        span = min(max(known, default=0.0), _SCALE_MAX)
+        return max(span, _SCALE_MIN) if span > 0 else 1.0
 
 
 def _read(result: Mapping[str, object]) -> _Doc:
@@ -277,7 +282,7 @@ def _e(text: str) -> str:
 
 def _secs(value: float | None) -> str:
     """A duration for people: 80 ms, 1.43 s, 2 min 05 s; a dash for none."""
-    if value is None:
+    if value is None or not math.isfinite(value):
         return _DASH
     sign, value = ("\u2212", -value) if value < 0 else ("", value)
     if value >= 1e7:
@@ -297,7 +302,7 @@ def _secs(value: float | None) -> str:
 
 def _at(value: float | None) -> str:
     """A moment on the run's clock: t = 1.43 s."""
-    if value is None:
+    if value is None or not math.isfinite(value):
         return _DASH
     if abs(value) >= 1e7:
         return f"{value:.3g} s"
@@ -305,7 +310,7 @@ def _at(value: float | None) -> str:
 
 
 def _pct(value: float | None) -> str:
-    if value is None:
+    if value is None or not math.isfinite(value):
         return _DASH
     if abs(value) >= 1e7:
         return f"{value * 100:.3g} %"
@@ -313,7 +318,7 @@ def _pct(value: float | None) -> str:
 
 
 def _n(value: float | None) -> str:
-    if value is None:
+    if value is None or not math.isfinite(value):
         return _DASH
     if value == int(value) and abs(value) < 1e15:
         return str(int(value))
@@ -445,7 +450,7 @@ tbody th{font-weight:600}
 tr.overall th,tr.overall td{border-top:2px solid var(--line);font-weight:700}
 td.num,th.num{text-align:right;white-space:nowrap}
 td.detail{min-width:11em;max-width:320px;overflow-wrap:anywhere}
-td.error{min-width:6em;max-width:260px;overflow-wrap:anywhere;color:var(--err)}
+td.error{min-width:14em;max-width:300px;overflow-wrap:anywhere;color:var(--err)}
 tbody tr:hover{background:#f6f8fa}
 .tall{max-height:640px;overflow:auto;border:1px solid var(--line);border-radius:6px}
 .late{color:var(--fail);font-weight:700}
@@ -860,7 +865,8 @@ def _faults_section(doc: _Doc) -> str:
         )
     wrap = "scroll tall" if len(rows) > 25 else "scroll"
     return (
-        head + f'<p class="sub">{len(doc.faults)} applied: {tally}. Times to detect and to '
+        head + f'<p class="sub">{len(doc.faults)} fault{"s" if len(doc.faults) != 1 else ""}: '
+        f"{tally}. Times to detect and to "
         "recover count from the moment the fault was applied.</p>\n"
         f'<div class="{wrap}"><table class="faults">'
         "<thead><tr>"
@@ -938,9 +944,8 @@ def _recovery_svg(
     plot_w = _W - left - right
     height = marks_h + plot_h + strip_h + axis_h
     known = [v for v in (*values, *(m for m in marks.values() if m is not None)) if v >= 0]
-    hi = max(known, default=0.0)
-    if hi <= 0:
-        hi = 1.0
+    hi = min(max(known, default=0.0), _SCALE_MAX)
+    hi = max(hi, _SCALE_MIN) if hi > 0 else 1.0
     # A deadline close to the data is worth drawing; one far beyond it would squash the plot.
     show_deadline = deadline is not None and deadline <= hi * 1.5
     if show_deadline and deadline is not None:
@@ -1065,10 +1070,16 @@ def _verdict(value: bool | None) -> str:
 
 
 def _steady_section(doc: _Doc) -> str:
+    checked = []
+    before, after = _num(doc.steady_before.get("t")), _num(doc.steady_after.get("t"))
+    if before is not None:
+        checked.append(f"at t = {_at(before)} before the first fault")
+    if after is not None:
+        checked.append(f"at t = {_at(after)} after the last")
+    sub = "Checked " + " and ".join(checked) + "." if checked else "No check time recorded."
     head = (
         '<section id="steady">\n<h2>Steady state, before and after</h2>\n'
-        f'<p class="sub">Checked at t = {_e(_at(_num(doc.steady_before.get("t"))))} before the '
-        f"first fault and at t = {_e(_at(_num(doc.steady_after.get('t'))))} after the last.</p>\n"
+        f'<p class="sub">{_e(sub)}</p>\n'
     )
     if not doc.probes:
         return head + '<p class="empty">The experiment has no probes.</p>\n</section>\n'

@@ -8,6 +8,7 @@ import re
 from html.parser import HTMLParser
 from typing import Any
 
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -364,6 +365,40 @@ def test_zero_everything() -> None:
     assert 'data-span="1"' in page
 
 
+def test_tiny_times() -> None:
+    """A run whose every moment is a denormal fraction of a second renders, on a timeline
+    that spans a millisecond (no scale of a power of ten that underflows)."""
+    doc = realistic_result()
+    tiny = 5e-324
+    doc["duration"] = tiny
+    doc["steady"] = {}
+    doc["timeline"] = {"http": [[tiny, True, ""], [tiny * 2, False, "x"]]}
+    for fault in doc["faults"]:
+        fault.update(applied=tiny, ended=tiny, undone=None, detected=tiny, recovered=tiny)
+    doc["summary"] = {}
+    page = render_html(doc)
+    assert_well_formed(page)
+    assert 'data-span="0.001"' in page
+
+
+@pytest.mark.parametrize("big", [1e15, 1.7e308])
+def test_huge_and_negative_times(big: float) -> None:
+    """Times far beyond any run (and negative ones) are written out in the tables and pinned
+    to the charts' edges; no scale overflows to infinity."""
+    doc = realistic_result()
+    doc["duration"] = big
+    doc["faults"][0].update(applied=-5.0, ended=big, recovered=big, deadline=big / 2)
+    doc["faults"][1].update(recovered=-1.0, detected=big)
+    doc["timeline"]["http"].append([big, False, "gone"])
+    doc["timeline"]["status"].insert(0, [-big, False, "before the start"])
+    doc["samples"] = {"http": {"count": 5e-324, "ok": big}}
+    doc["summary"] = {"recover": {"p50": -3.0, "p95": big, "max": big}}
+    page = render_html(doc)
+    assert_well_formed(page)
+    assert "inf" not in page.lower().replace("info", "")
+    assert "nan" not in page
+
+
 def test_hundreds_of_rounds_stay_small_and_readable() -> None:
     """500 rounds: every round is a table row, the file stays well under a megabyte and fault
     labels on the timeline are thinned to those that fit."""
@@ -428,6 +463,7 @@ number = st.one_of(
     st.none(),
     st.floats(allow_nan=True, allow_infinity=True),
     st.floats(min_value=-5, max_value=1e4),
+    st.sampled_from([0.0, -0.0, 5e-324, 1e15, 1.7e308, -1.7e308]),
     st.integers(min_value=-(10**20), max_value=10**20),
     st.booleans(),
 )

@@ -835,6 +835,8 @@ def _faults_section(doc: _Doc) -> str:
     for fault in doc.faults:
         counts[fault.outcome or "unknown"] = counts.get(fault.outcome or "unknown", 0) + 1
     tally = ", ".join(f"{n} {_e(outcome)}" for outcome, n in counts.items())
+    # The error column only when a round has one: most runs have none.
+    errors = any(fault.error for fault in doc.faults)
     rows = []
     for fault in doc.faults:
         late_detect = (
@@ -861,7 +863,8 @@ def _faults_section(doc: _Doc) -> str:
             f'<td class="num">{_e(_secs(fault.deadline))}</td>'
             f'<td class="num">{_e(_pct(fault.availability))}</td>'
             f"<td>{_outcome_pill(fault.outcome)}</td>"
-            f'<td class="error">{_e(fault.error)}</td></tr>'
+            + (f'<td class="error">{_e(fault.error)}</td>' if errors else "")
+            + "</tr>"
         )
     wrap = "scroll tall" if len(rows) > 25 else "scroll"
     return (
@@ -874,7 +877,9 @@ def _faults_section(doc: _Doc) -> str:
         '<th scope="col">Kind</th><th scope="col">Targets</th><th scope="col">Detail</th>'
         '<th class="num" scope="col">Detect</th><th class="num" scope="col">Recover</th>'
         '<th class="num" scope="col">Deadline</th><th class="num" scope="col">Availability</th>'
-        '<th scope="col">Outcome</th><th scope="col">Error</th></tr></thead>\n<tbody>\n'
+        '<th scope="col">Outcome</th>'
+        + ('<th scope="col">Error</th>' if errors else "")
+        + "</tr></thead>\n<tbody>\n"
         + "\n".join(rows)
         + "\n</tbody></table></div>\n</section>\n"
     )

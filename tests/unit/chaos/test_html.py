@@ -211,6 +211,7 @@ def test_realistic_document_has_every_part() -> None:
     assert "round 4 (hang): not recovered within the 2 s deadline (2.61 s)" in text
     assert len(re.findall(r'<tr class="fault-row"', page)) == 5
     assert len(re.findall(r'<tr class="fault-row" data-outcome="deviated"', page)) == 1
+    assert '<th scope="col">Error</th>' not in page  # no round has an error
     assert len(re.findall(r'<g class="lane"', page)) == 2
     assert len(re.findall(r'class="fault-instant"', page)) == 4
     assert len(re.findall(r'class="fault-window"', page)) == 1
@@ -309,6 +310,7 @@ def test_every_string_field_is_escaped() -> None:
     # Quotes in a value cannot open a new attribute: only the renderer's own names appear.
     names = {name for _, name, _ in parsed.attrs}
     assert names - KNOWN_ATTRIBUTES == set()
+    assert '<th scope="col">Error</th>' in page
     text = " ".join(parsed.text)
     assert text.count("<script>alert('x')</script>") >= 10
 

@@ -1,4 +1,5 @@
-"""Running `heartline chaos` for real, and cleaning up whatever a test's run left.
+"""Running `heartline chaos` for real, cleaning up whatever a test's run left, and a headless
+Debian Chromium page for the report, kept off the network.
 
 Every process a test starts (the controller, its agents and hogs, the experiment's daemon and
 programs, the test's own services) carries the test's tag in its environment; teardown ends
@@ -24,6 +25,19 @@ from typing import Any
 import pytest
 from tests.helpers import tagged_pids
 
+CHROMIUM = "/usr/bin/chromium"
+#: No sandbox (tests may run as root), and none of the background calls Chromium makes on its
+#: own: the machine has no network and the report must be seen to load nothing.
+CHROMIUM_ARGS = [
+    "--headless=new",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 ROOT = Path(__file__).resolve().parents[3]
 EXAMPLES = ROOT / "examples" / "chaos"
 WEBAPP = EXAMPLES / "webapp.py"
@@ -134,3 +148,19 @@ def wait_state(pid: int, want: Callable[[str], bool], timeout: float = 10.0) -> 
         if time.monotonic() > deadline:
             raise AssertionError(f"pid {pid} state {state!r} after {timeout}s")
         time.sleep(0.02)
+
+
+@pytest.fixture
+def chromium_page() -> Iterator[Any]:
+    """A fresh page (1280 x 900) in a Chromium of its own, closed whatever the test does."""
+    if not os.access(CHROMIUM, os.X_OK):
+        pytest.skip(f"{CHROMIUM} is not installed (Debian package chromium)")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        try:
+            page = browser.new_page(viewport={"width": 1280, "height": 900})
+            yield page
+        finally:
+            browser.close()

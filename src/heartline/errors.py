@@ -31,7 +31,7 @@ EXIT_CODES: dict[int, str] = {
     15: "lab: no such lab, or no such host in it",
     16: "rolling: stopped at a host (its command or its health gate failed)",
     17: "move: the singleton could not be handed over",
-    20: "chaos run: deviated (the steady state did not hold, or a fault was not recovered from in time)",
+    20: "chaos run: deviated (steady state lost, or a fault not recovered from in time)",
     21: "chaos run: errored (a fault could not be applied or undone, or a probe could not run)",
     22: "chaos run: aborted (Ctrl-C, SIGTERM or the halt file); every applied fault was undone",
     23: "chaos check: the history breaks a lock invariant",

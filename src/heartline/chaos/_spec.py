@@ -427,9 +427,9 @@ class _Reader:
                 head = section if not name else f"{section}.{toml_key(name)}"
                 lines.append(f"[{head}]")
                 for k, v in self.table(("supervise", section, name), body).items():
-                    if k == "cwd" and isinstance(v, str):
-                        v = self.resolve(v)  # the daemon's config lives elsewhere
-                    lines.append(f"{toml_key(k)} = {toml_value(v)}")
+                    # cwd is relative to this file; the daemon's config lives elsewhere.
+                    value = self.resolve(v) if k == "cwd" and isinstance(v, str) else v
+                    lines.append(f"{toml_key(k)} = {toml_value(value)}")
         text = "\n".join(lines) + "\n"
         try:
             parse_config(text, path=os.path.join(self.base, "heartline.toml"))

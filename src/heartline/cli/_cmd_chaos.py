@@ -132,7 +132,8 @@ def cmd_undo(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from heartline.chaos import check_main
 
-    return check_main(list(args.args))
+    code: int = check_main(list(args.args))
+    return code
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:

@@ -180,7 +180,7 @@ def test_sigterm_aborts_and_undoes(chaos: Chaos) -> None:
     ctl = chaos.start(stop_experiment(port, chaos.tmp / "run", hold="60s"))
     wait_state(pid, lambda s: s == "T")
     ctl.send_signal(signal.SIGTERM)
-    out, err = ctl.communicate(timeout=30)
+    _, err = ctl.communicate(timeout=30)
     assert ctl.returncode == 22, err
     assert "aborted: stopped by SIGTERM" in err
     assert proc_state(pid) in ("S", "R")

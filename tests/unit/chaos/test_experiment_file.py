@@ -62,12 +62,12 @@ def test_the_examples_are_valid() -> None:
     ("change", "line", "key", "words"),
     [
         (("[run]\nrounds = 3", "[run]\nrounds = 0"), 3, "run.rounds", "between 1 and"),
-        (("resolution = \"50ms\"", "resolution = \"fast\""), 4, "run.resolution", "duration"),
-        (("kind = \"kill\"", "kind = \"explode\""), 16, "faults.kill.kind", "one of"),
-        (("target = \"web\"\n", "target = \"db\"\n"), 17, "faults.kill.target", "no target"),
-        (("url = \"http://127", "url = \"ftp://127"), 13, "probes.http.url", "http://"),
+        (('resolution = "50ms"', 'resolution = "fast"'), 4, "run.resolution", "duration"),
+        (('kind = "kill"', 'kind = "explode"'), 16, "faults.kill.kind", "one of"),
+        (('target = "web"\n', 'target = "db"\n'), 17, "faults.kill.target", "no target"),
+        (('url = "http://127', 'url = "ftp://127'), 13, "probes.http.url", "http://"),
         (("allow_last = true", "allow_lats = true"), 7, "blast_radius.allow_lats", "allow_last"),
-        (("program = \"web\"", "programme = \"web\""), 10, "targets.web.programme", "unknown"),
+        (('program = "web"', 'programme = "web"'), 10, "targets.web.programme", "unknown"),
     ],
 )
 def test_bad_values_name_file_line_and_key(
@@ -88,7 +88,7 @@ def test_bad_values_name_file_line_and_key(
 def test_missing_parts_are_named() -> None:
     """No faults, no probes, a fault kind that cannot hit its target, a partition off the lab:
     each says what to add or change."""
-    no_faults = GOOD.split("[faults.kill]")[0]
+    no_faults = GOOD.split("[faults.kill]", maxsplit=1)[0]
     with pytest.raises(ConfigError, match="no faults"):
         parse_experiment(no_faults)
     with pytest.raises(ConfigError, match="cannot hit a program target"):
@@ -103,7 +103,7 @@ def test_missing_parts_are_named() -> None:
 
 def test_supervise_programs_are_checked_as_the_daemon_would() -> None:
     """[supervise.programs.NAME] errors point at the experiment file's own key."""
-    text = GOOD + '[supervise.programs.web]\ncommand = []\n'
+    text = GOOD + "[supervise.programs.web]\ncommand = []\n"
     with pytest.raises(ConfigError) as e:
         parse_experiment(text, path="/x/e.toml")
     assert "supervise.programs.web.command" in str(e.value)

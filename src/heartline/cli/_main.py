@@ -60,6 +60,13 @@ def main(argv: list[str] | None = None) -> None:
         argv = sys.argv[1:] if argv is None else argv
         command = _command_in(argv)
         tail: list[str] = []
+        passed: list[str] | None = None
+        if command == "chaos":
+            # `chaos check` and `chaos proxy` take their own options (they also run as
+            # modules): everything after the word goes to them untouched.
+            at = argv.index("chaos") + 1
+            if at < len(argv) and argv[at] in ("check", "proxy"):
+                argv, passed = argv[: at + 1], argv[at + 1 :]
         if command in ("lock", "place", "rolling", "lab") and "--" in argv:
             # Everything after `--` is the command, untouched (argparse would otherwise let a
             # positional swallow the options that follow NAME).
@@ -70,6 +77,8 @@ def main(argv: list[str] | None = None) -> None:
             args.command = tail
         elif command == "lab":
             args.command = [*getattr(args, "command", []), *tail]
+        if passed is not None:
+            args.args = passed
         # -c/-s may come before or after the command; both parsers share the actions, so the
         # defaults are filled in here rather than by argparse (which would let one clobber
         # the other).
@@ -515,8 +524,9 @@ def _chaos_commands(chaos: argparse.ArgumentParser) -> None:
                                dest="chaos_command")  # fmt: skip
     sub.required = True
 
-    def add(name: str, text: str) -> argparse.ArgumentParser:
-        p = sub.add_parser(name, help=text, description=text)
+    def add(name: str, text: str, *, own_help: bool = True) -> argparse.ArgumentParser:
+        # check and proxy parse their own options (and --help): they also run as modules.
+        p = sub.add_parser(name, help=text, description=text, add_help=own_help)
         p.set_defaults(handler=f"_cmd_chaos:cmd_{name.replace('-', '_')}")
         return p
 
@@ -546,10 +556,9 @@ def _chaos_commands(chaos: argparse.ArgumentParser) -> None:
                    help="the journals' directory (default: RUN_DIR/chaos)")  # fmt: skip
     p = add("check", "Check a lock workload's history: no two holders at once, growing "
             "tokens, stale writes rejected, no command after its runner died "
-            "(exit 23).")  # fmt: skip
-    p.add_argument("args", nargs=argparse.REMAINDER, metavar="HISTORY [OPTIONS]")
-    p = add("proxy", "Run a fault proxy in front of a TCP service (toxics on stdin).")
-    p.add_argument("args", nargs=argparse.REMAINDER, metavar="OPTIONS")
+            "(exit 23).", own_help=False)  # fmt: skip
+    p = add("proxy", "Run a fault proxy in front of a TCP service (toxics on stdin).",
+            own_help=False)  # fmt: skip
 
 
 def _lab_commands(lab: argparse.ArgumentParser) -> None:

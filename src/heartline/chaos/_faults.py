@@ -82,6 +82,9 @@ class Member:
     #: Members of a kind (a pidfile's job) are hit together when the fault picks "turn".
     kind: str = ""
     healthy: bool = True
+    #: When its process started: wall-clock seconds for programs (the daemon's record),
+    #: CLOCK_BOOTTIME seconds for pidfiles' processes (from /proc); None for hosts.
+    since: float | None = None
 
 
 @dataclass(frozen=True)
@@ -99,6 +102,9 @@ class Action:
     place: Place | None = None
     #: Undo after this long (a crash's restart), else after the fault's ``for``.
     undo_after: float | None = None
+    #: A lab host (or "backend") the controller crashes itself: its moment is then known to
+    #: the millisecond (a command would start Python first); the agent holds only the boot.
+    crash: str | None = None
 
 
 def _place_for(exp: Experiment, t: TargetSpec, host: str, *, net_only: bool = False) -> Place:
@@ -127,13 +133,14 @@ def members(exp: Experiment, t: TargetSpec, *, socket: str | None = None) -> lis
                         pid=pid if isinstance(pid, int) else None,
                         kind=str(status["name"]),
                         healthy=status.get("state") == "running",
+                        since=_number(status.get("started")),
                     )
                 )
     elif t.kind == "pidfiles":
         assert t.dir is not None
         for h in hosts:
             place = _place_for(exp, t, h)
-            for job, pid, alive in _pidfiles(place, t.dir):
+            for job, pid, alive, since in _pidfiles(place, t.dir):
                 where = "" if place.kind == LOCAL else f" on {place.label}"
                 out.append(
                     Member(
@@ -142,6 +149,7 @@ def members(exp: Experiment, t: TargetSpec, *, socket: str | None = None) -> lis
                         pid=pid,
                         kind=job,
                         healthy=alive,
+                        since=since,
                     )
                 )
     elif t.kind == "hosts":
@@ -204,30 +212,49 @@ for path in sorted(glob.glob(os.path.join(sys.argv[1], "*", "*.pid")) +
     except (OSError, ValueError, IndexError):
         continue
     try:
-        os.kill(pid, 0)
-        alive = True
-    except ProcessLookupError:
-        alive = False
-    except PermissionError:
-        alive = True
+        with open("/proc/%d/stat" % pid, "rb") as f:
+            fields = f.read().rsplit(b")", 1)[1].split()
+        alive = fields[0] != b"Z"
+        since = int(fields[19]) / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        alive, since = False, None
     parent = os.path.basename(os.path.dirname(path))
     job = parent if os.path.dirname(path) != sys.argv[1].rstrip("/") else \
         os.path.basename(path)[:-4]
-    out.append([job, pid, alive])
+    out.append([job, pid, alive, since])
 print(json.dumps(out))
 """
 
 
-def _pidfiles(place: Place, directory: str) -> list[tuple[str, int, bool]]:
+def _pidfiles(place: Place, directory: str) -> list[tuple[str, int, bool, float | None]]:
     done = place.run([place.python, "-I", "-S", "-c", _LIST_PIDFILES, directory])
     if done.returncode != 0:
         raise ChaosErrored(
             f"{place.label}: cannot read pidfiles in {directory}: {done.stderr.strip()[:200]}"
         )
     try:
-        return [(str(j), int(p), bool(a)) for j, p, a in json.loads(done.stdout)]
+        return [(str(j), int(p), bool(a), _number(t)) for j, p, a, t in json.loads(done.stdout)]
     except (ValueError, TypeError):
         raise ChaosErrored(f"{place.label}: unreadable pidfile listing") from None
+
+
+def _number(v: object) -> float | None:
+    return float(v) if isinstance(v, int | float) and not isinstance(v, bool) else None
+
+
+def replaced(before: list[Member], now: list[Member]) -> dict[str, float | None]:
+    """For each killed member (by label), when its successor started (its place's clock:
+    see Member.since), or None while it has none: the same program or job on the same
+    place, a different pid, running."""
+    out: dict[str, float | None] = {}
+    for m in before:
+        found = [
+            n.since
+            for n in now
+            if n.place == m.place and n.kind == m.kind and n.pid != m.pid and n.healthy
+        ]
+        out[m.label] = next((x for x in found if x is not None), None)
+    return out
 
 
 def pick(
@@ -325,11 +352,11 @@ def actions(
                     m,
                     "SIGKILL the lab's lock server",
                     place=Place(),
-                    apply=[*hl, *_lab_cmd(lab, "crash", "backend")],
                     undo=[*hl, *_lab_cmd(lab, "boot", "backend")]
                     if fault.restart_after is not None
                     else None,
                     undo_after=fault.restart_after,
+                    crash="backend",
                 )
             )
         elif kind in ("partition", "drop-port"):
@@ -396,9 +423,9 @@ def _crash(
             m,
             f"crash {m.host} (its pid namespace killed){again}",
             place=Place(),
-            apply=[*hl, *_lab_cmd(lab, "crash", m.host)],
             undo=[*hl, *_lab_cmd(lab, "boot", m.host)] if fault.restart_after is not None else None,
             undo_after=fault.restart_after,
+            crash=m.host,
         )
     if m.host not in allowed:
         raise BlastRadiusRefused(
@@ -458,6 +485,9 @@ def describe(action: Action) -> str:
         return f"{action.detail}: kill({action.member.pid}, {action.signal})"
     parts = []
     place = action.place.label if action.place else "this machine"
+    if action.crash:
+        what = "its lock server" if action.crash == "backend" else f"{action.crash}'s init"
+        parts.append(f"crash: SIGKILL to {what} (from this process)")
     if action.apply:
         parts.append(f"apply on {place}: {shlex.join(action.apply)}")
     if action.hold:

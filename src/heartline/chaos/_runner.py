@@ -34,7 +34,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import IO, Any
 
-from heartline.chaos._faults import Action, Member, actions, describe, members, pick
+from heartline.chaos._faults import Action, Member, actions, describe, members, pick, replaced
 from heartline.chaos._journal import Journal, Lease
 from heartline.chaos._places import Place, agent_source
 from heartline.chaos._probes import Lane, Probes, lanes
@@ -45,7 +45,7 @@ from heartline.chaos._results import (
     steady_since,
     transitions,
 )
-from heartline.chaos._spec import Experiment, FaultSpec
+from heartline.chaos._spec import Experiment, FaultSpec, TargetSpec
 from heartline.errors import (
     BlastRadiusRefused,
     ChaosAborted,
@@ -147,6 +147,9 @@ class Runner:
         self.steady: dict[str, Any] = {}
         self.current: dict[str, Any] | None = None
         self.printed_lanes: dict[str, bool] = {}
+        self.stop_event = asyncio.Event()
+        #: (wall, boot time) just before the current fault's first signal.
+        self.kill_clocks: tuple[float, float] | None = None
 
     # --- output -----------------------------------------------------------------------------
     def now(self) -> float:
@@ -185,10 +188,9 @@ class Runner:
     # --- the run ----------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
         loop = asyncio.get_running_loop()
-        stop = asyncio.Event()
+        stop = self.stop_event
         for signo, why in ((signal.SIGINT, "Ctrl-C"), (signal.SIGTERM, "SIGTERM")):
             loop.add_signal_handler(signo, self._stop_now, stop, why)
-        self.stop_event = stop
         outcome, reason = "passed", ""
         try:
             try:
@@ -419,6 +421,7 @@ class Runner:
             "undone": None,
             "detected": None,
             "recovered": None,
+            "replaced": None,
             "deadline": deadline,
             "outcome": "errored",
             "availability": None,
@@ -435,9 +438,13 @@ class Runner:
             detail=rec["detail"],
         )
         held: list[_Agent] = []
+        self.kill_clocks = None
+        # Probes that flip while the fault is being applied print relative to its start.
+        self.current = {**rec, "_applied_abs": self.now()}
         try:
             applied = await self._apply_all(f, todo, held)
         except ChaosErrored as e:
+            self.current = None
             rec["error"] = str(e)
             await self._undo(held, rec)
             raise
@@ -446,6 +453,7 @@ class Runner:
         self.current = rec
         try:
             await self._watch(
+                chosen=chosen,
                 f=f,
                 todo=todo,
                 held=held,
@@ -459,15 +467,29 @@ class Runner:
             err = await self._undo(held, rec)
             if err:
                 rec["error"] = err
-        if rec["outcome"] == "recovered":
+        rep = rec["replaced"]
+        how = f"; replaced in {rep:.3f}s" if rep is not None else ""
+        if rec["outcome"] == "recovered" and rec["detected"] is None:
+            self.emit(
+                "recovered",
+                f"    recovered: the killed processes were replaced in {rep:.3f}s, too soon "
+                f"for any probe to fail (they run every {exp.run.resolution:g}s)",
+                round=r,
+                fault=f.name,
+                detected=None,
+                recovered=rec["recovered"],
+                replaced=rep,
+            )
+        elif rec["outcome"] == "recovered":
             self.emit(
                 "recovered",
                 f"    recovered in {rec['recovered']:.3f}s (detected "
-                f"{rec['detected']:.3f}s after the fault)",
+                f"{rec['detected']:.3f}s after the fault{how})",
                 round=r,
                 fault=f.name,
                 detected=rec["detected"],
                 recovered=rec["recovered"],
+                replaced=rep,
             )
         elif rec["outcome"] == "not-detected":
             self.emit(
@@ -478,7 +500,10 @@ class Runner:
                 fault=f.name,
             )
         elif rec["outcome"] == "deviated":
-            self.emit("deviated", f"    NOT recovered within {deadline:g}s", round=r, fault=f.name)
+            why = f" ({rec['error']})" if rec["error"] else ""
+            self.emit(
+                "deviated", f"    NOT recovered within {deadline:g}s{why}", round=r, fault=f.name
+            )
         rec.pop("_applied_abs", None)
         return rec
 
@@ -515,6 +540,8 @@ class Runner:
             )
             held.append(_ProxyToxic(proxy, lease))  # type: ignore[arg-type]
             return t
+        if a.crash is not None and a.undo is None:
+            return await self._crash(a.crash)
         place = a.place or Place()
         spec = {
             "apply": a.apply,
@@ -557,13 +584,37 @@ class Runner:
             self.journal.mark(lease, "applied")
         held.append(agent)
         self.agents.append(agent)
+        if a.crash is not None:
+            # The agent holds the boot (its dead-man boots the host if this process dies).
+            return await self._crash(a.crash)
+        return t
+
+    async def _crash(self, host: str) -> float:
+        from heartline.chaos._places import open_lab
+
+        assert self.exp.lab_dir is not None
+        lab = await asyncio.to_thread(open_lab, self.exp.lab_dir)
+        t = self.now()  # the SIGKILL is the first thing crash() does
+        try:
+            await asyncio.to_thread(lab.crash, host)
+        except HeartlineError as e:
+            raise ChaosErrored(f"crash {host}: {e}") from None
         return t
 
     async def _signal(self, m: Member, signo: int) -> float:
         assert m.pid is not None
-        if m.place.kind == "local":
+        # Both clocks a successor's start can be compared with (see Member.since); taken
+        # before the signal, so a replacement is never measured shorter than it was.
+        pid = m.pid if m.place.kind == "local" else None
+        if m.place.kind == "lab":
+            pid = await asyncio.to_thread(m.place.root_pid, m.pid)
+            if pid is None:
+                raise ChaosErrored(f"{m.label} is gone")
+        if self.kill_clocks is None:
+            self.kill_clocks = (time.time(), time.clock_gettime(time.CLOCK_BOOTTIME))
+        if pid is not None:
             try:
-                os.kill(m.pid, signo)
+                os.kill(pid, signo)
             except ProcessLookupError:
                 raise ChaosErrored(f"{m.label} is gone") from None
             return self.now()
@@ -575,6 +626,7 @@ class Runner:
     async def _watch(
         self,
         *,
+        chosen: list[Member],
         f: FaultSpec,
         todo: list[Action],
         held: list[_Agent],
@@ -589,9 +641,25 @@ class Runner:
         timed = f.kind in ("crash", "backend-kill")
         undo_at = applied + (todo[0].undo_after or 0.0) if timed else applied + f.duration
         ended: float | None = applied if timed or not held else None
+        target = self.exp.targets[f.target]
+        # A killed process: when was it replaced? (Probes at 100 ms may never see a restart
+        # that takes 2 ms; the successor's own start time does.)
+        watch = f.kind in ("kill", "term", "signal") and target.kind in ("program", "pidfiles")
+        looking: asyncio.Task[dict[str, float | None]] | None = None
+        rep: float | None = None
         while True:
             self._check_stop()
             now = self.now()
+            if watch and rep is None:
+                if looking is not None and looking.done():
+                    rep = self._replacement(target.kind, looking.result())
+                    looking = None
+                    if rep is not None:
+                        rec["replaced"] = round(rep, 4)
+                if rep is None and looking is None:
+                    looking = asyncio.get_running_loop().create_task(
+                        asyncio.to_thread(self._successors, target, chosen)
+                    )
             if held and now >= undo_at and not all(a.undone for a in held):
                 err = await self._undo(held, rec)
                 if err:
@@ -614,7 +682,21 @@ class Runner:
                 end = applied + recovered
                 break
             if (
-                detected is None
+                watch
+                and detected is None
+                and rep is not None
+                and now >= applied + rep + 2 * run.resolution
+                and self.probes.all_ok(list({x.probe for x in self.probes.lanes
+                                             if x.name in watched}))
+            ):  # fmt: skip
+                # The probes never saw it: the replacement's start is the recovery.
+                rec["recovered"] = round(rep, 4)
+                rec["outcome"] = "recovered"
+                end = now
+                break
+            if (
+                not watch
+                and detected is None
                 and ended is not None
                 and all(a.undone for a in held)
                 and now >= ended + run.detect_within
@@ -624,11 +706,32 @@ class Runner:
                 break
             if ended is not None and now >= ended + deadline:
                 rec["outcome"] = "deviated"
+                if watch and rep is None:
+                    rec["error"] = "the killed processes were not replaced"
                 end = now
                 break
             await self._pause(min(run.resolution, 0.05))
+        if looking is not None:
+            looking.cancel()
+            with contextlib.suppress(asyncio.CancelledError, HeartlineError):
+                await looking
         av = availability(samples, watched, applied, max(end, applied + run.resolution))
         rec["availability"] = None if av is None else round(av, 4)
+
+    def _successors(self, target: TargetSpec, chosen: list[Member]) -> dict[str, float | None]:
+        try:
+            now = members(self.exp, target, socket=self.socket)
+        except HeartlineError:
+            return {m.label: None for m in chosen}  # not answering yet: look again
+        return replaced(chosen, now)
+
+    def _replacement(self, kind: str, found: dict[str, float | None]) -> float | None:
+        """Seconds from the signal to the last successor's start, once all have one."""
+        if self.kill_clocks is None or not found or None in found.values():
+            return None
+        wall, boot = self.kill_clocks
+        base = wall if kind == "program" else boot
+        return max(0.0, *(x - base for x in found.values() if x is not None))
 
     async def _undo(self, held: list[Any], rec: dict[str, Any]) -> str:
         assert self.journal is not None

@@ -575,13 +575,20 @@ class Lab:
             )
         lock = _lock_dir(self.dir, wait=timeout)
         try:
-            self._start_hosts([h], time.monotonic() + timeout, step="boot")
-        except BaseException:
-            # A host that did not come up stays down (crashed), not half-booted.
-            half = [*_children(h.wrapper_pid), h.wrapper_pid] if h.wrapper_pid else []
-            net.kill(half)
-            net.wait_gone(half, 10.0)
-            raise
+            # Another boot may have saved the state file while this one waited for the lock:
+            # start from what it wrote, or its host would be written back as crashed.
+            self._reread()
+            h = self.state.host(name)
+            if self._alive(h):
+                raise LabError(f"boot: {name} is up; crash it first (`heartline lab crash {name}`)")
+            try:
+                self._start_hosts([h], time.monotonic() + timeout, step="boot")
+            except BaseException:
+                # A host that did not come up stays down (crashed), not half-booted.
+                half = [*_children(h.wrapper_pid), h.wrapper_pid] if h.wrapper_pid else []
+                net.kill(half)
+                net.wait_gone(half, 10.0)
+                raise
         finally:
             os.close(lock)
 
